@@ -1,0 +1,1 @@
+"""Plan → schedule: plan loading, tokenizer, corpus reading, index math, placement, and the build pipeline."""

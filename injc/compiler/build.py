@@ -1,0 +1,184 @@
+"""`injc build plan.toml --out DIR`: plan → payloads → schedule → shards + insertions table + manifest.
+
+The whole data path in one place:
+
+1. load and validate the plan (every problem at once), load the tokenizer;
+2. each experiment's injector turns its section into payload items (token arrays, EOS-wrapped);
+3. `compile_schedule` places every copy at a global token offset (pure, seeded, never drops);
+4. the corpus is streamed through the tokenizer into shards, copies written over the base tokens;
+5. insertions.parquet, tokenizer.json and manifest.json are written, all into a temporary folder that is
+   renamed to DIR only once everything succeeded.
+"""
+
+import dataclasses
+import hashlib
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+import injc
+from injc.compiler.corpus import base_stream, fingerprint_files
+from injc.compiler.plan import Plan, load_plan
+from injc.compiler.schedule import Request, Schedule, compile_schedule
+from injc.compiler.tokenizer import LoadedTokenizer, load_tokenizer
+from injc.errors import InjcError, LayoutError
+from injc.injectors.base import Context, Payload
+from injc.shards.insertions import write_insertions
+from injc.shards.manifest import FORMAT, INSERTIONS_NAME, MANIFEST_NAME, TOKENIZER_NAME, VERSION, write_manifest
+from injc.shards.writer import Overlay, write_shards
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    out_dir: Path
+    manifest_path: Path
+    total_tokens: int
+    shards: int
+    insertions: int
+    inserted_tokens: int
+    seconds: float
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.total_tokens / self.seconds if self.seconds > 0 else float("inf")
+
+    def summary(self) -> str:
+        return (f"built {self.manifest_path}: {self.total_tokens:,} tokens in {self.shards} shards, "
+                f"{self.insertions:,} insertions ({self.inserted_tokens:,} tokens), "
+                f"{self.seconds:.1f} s, {self.tokens_per_second:,.0f} tok/s")
+
+
+def make_payloads(plan: Plan, tokenizer: LoadedTokenizer) -> list[Payload]:
+    ctx = Context(tokenizer, plan.layout, plan.seed)
+    return [experiment.payload(ctx) for experiment in plan.experiments]
+
+
+def schedule_payloads(plan: Plan, payloads: list[Payload], dtype: np.dtype) -> tuple[Schedule, Overlay]:
+    """Place every copy; the overlay maps each copy to its item's tokens in one shared pool."""
+    requests, item_starts, pool_parts, pool_size = [], [], [], 0
+    for config, payload in zip(plan.experiments, payloads):
+        lengths = np.array([len(tokens) for tokens in payload.items], dtype=np.int64)
+        requests.append(Request(config.name, lengths, payload.copies, payload.placement.mode,
+                                payload.placement.start_step, payload.placement.end_step, payload.offsets))
+        item_starts.append(pool_size + np.cumsum(lengths) - lengths)
+        pool_parts.extend(payload.items)
+        pool_size += int(lengths.sum())
+    schedule = compile_schedule(plan.layout, requests, plan.seed)
+    pool = np.concatenate(pool_parts).astype(dtype) if pool_parts else np.zeros(0, dtype=dtype)
+    flat_starts = np.concatenate(item_starts) if item_starts else np.zeros(0, dtype=np.int64)
+    first_item = np.cumsum([0] + [len(p.items) for p in payloads])[:-1].astype(np.int64)
+    source = flat_starts[first_item[schedule.experiment] + schedule.item] if len(schedule) else schedule.offset
+    return schedule, Overlay(schedule.offset, schedule.length, source, pool)
+
+
+def _fingerprint(path: Path) -> dict:
+    return {"path": str(path), "size": path.stat().st_size, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
+def experiment_records(plan: Plan, payloads: list[Payload], schedule: Schedule) -> list[dict]:
+    """Per-experiment summary for the manifest: counts, tokens, share of the run, placement, input files."""
+    copies = np.bincount(schedule.experiment, minlength=len(payloads))
+    tokens = np.bincount(schedule.experiment, weights=schedule.length, minlength=len(payloads)).astype(np.int64)
+    records = []
+    for index, (config, payload) in enumerate(zip(plan.experiments, payloads)):
+        files = {f.name: _fingerprint(getattr(config, f.name)) for f in dataclasses.fields(config)
+                 if isinstance(getattr(config, f.name), Path)}
+        records.append({
+            **payload.records,
+            "name": config.name,
+            "kind": config.kind,
+            "items": len(payload.items),
+            "repetitions": getattr(config, "repetitions", None),
+            "insertions": int(copies[index]),
+            "tokens": int(tokens[index]),
+            "fraction_of_run": float(tokens[index] / plan.layout.total_tokens),
+            "placement": dataclasses.asdict(payload.placement),
+            "files": files,
+        })
+    return records
+
+
+def _counted(chunks: Iterator[np.ndarray], counter: list[int]) -> Iterator[np.ndarray]:
+    for chunk in chunks:
+        counter[0] += len(chunk)
+        yield chunk
+
+
+def _prepare_out(out_dir: Path, force: bool) -> Path:
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not force:
+        raise InjcError(f"output {str(out_dir)!r} already exists and is not empty; pass --force to replace it")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    return out_dir.parent / f".{out_dir.name}.injc-tmp-{os.getpid()}"
+
+
+def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, force: bool = False,
+          progress: bool = True) -> BuildResult:
+    """Compile a plan into shards, insertions.parquet and manifest.json under `out_dir`.
+
+    `clean=True` writes the control stream of the same plan: the same base tokens and the same recorded
+    schedule, with no payload written (it differs from the injected build only inside insertion intervals).
+    Nothing is left in `out_dir` unless the build succeeds.
+    """
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    plan = load_plan(plan_path)
+    tokenizer = load_tokenizer(plan.tokenizer.path, plan.tokenizer.eos)
+    layout, dtype = plan.layout, tokenizer.dtype
+    payloads = make_payloads(plan, tokenizer)
+    schedule, overlay = schedule_payloads(plan, payloads, dtype)
+    tmp = _prepare_out(out_dir, force)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        read = [0]
+        with tqdm(total=layout.total_tokens, unit="tok", unit_scale=True, desc="tokenize+write",
+                  disable=not progress, file=sys.stderr) as bar:
+            shards = list(write_shards(_counted(base_stream(plan.corpus, tokenizer), read), tmp, dtype,
+                                       plan.shard_steps * layout.tokens_per_step, layout.total_tokens,
+                                       None if clean else overlay, bar))
+        written = sum(s.num_tokens for s in shards)
+        if written < layout.total_tokens:
+            raise LayoutError(f"corpus has {read[0]:,} tokens but the plan needs {layout.total_tokens:,} "
+                              f"(steps × batch_size × seq_len = {layout.steps:,} × {layout.batch_size:,} × "
+                              f"{layout.seq_len:,})")
+        names = [config.name for config in plan.experiments]
+        write_insertions(tmp / INSERTIONS_NAME, layout, names, schedule.experiment, schedule.item,
+                         schedule.repetition, overlay)
+        shutil.copyfile(tokenizer.path, tmp / TOKENIZER_NAME)
+        manifest = {
+            "format": FORMAT,
+            "version": VERSION,
+            "created_by": f"injc {injc.__version__}",
+            "variant": "clean" if clean else "injected",
+            "layout": {
+                "seq_len": layout.seq_len, "batch_size": layout.batch_size, "steps": layout.steps,
+                "tokens_per_step": layout.tokens_per_step, "total_tokens": layout.total_tokens,
+                "dtype": dtype.name, "eos_id": tokenizer.eos_id, "vocab_size": tokenizer.vocab_size,
+            },
+            "plan": {"path": str(plan.path), "sha256": plan.sha256, "seed": plan.seed,
+                     "toml": plan.path.read_text(encoding="utf-8")},
+            "tokenizer": {"path": TOKENIZER_NAME, "source": str(tokenizer.path), "sha256": tokenizer.sha256,
+                          "eos": tokenizer.eos, "eos_id": tokenizer.eos_id},
+            "corpus": {"format": plan.corpus.format, "files": fingerprint_files(plan.corpus.files)},
+            "shards": [dataclasses.asdict(s) for s in shards],
+            "insertions": {"path": INSERTIONS_NAME, "count": len(schedule),
+                           "sha256": hashlib.sha256((tmp / INSERTIONS_NAME).read_bytes()).hexdigest()},
+            "experiments": experiment_records(plan, payloads, schedule),
+            "directives": [],
+        }
+        write_manifest(tmp / MANIFEST_NAME, manifest)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return BuildResult(out_dir, out_dir / MANIFEST_NAME, layout.total_tokens, len(shards), len(schedule),
+                       int(schedule.length.sum()), time.perf_counter() - started)

@@ -1,0 +1,144 @@
+"""The plan: a strict TOML file describing the layout, tokenizer, corpus and experiments of one run.
+
+Loading collects every problem (unknown keys, wrong types, bad values, missing files) and raises one `PlanError`
+that lists them all, each with its TOML location. See README "Plan reference" for every key.
+"""
+
+import glob
+import hashlib
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from injc.compiler.layout import Layout
+from injc.compiler.tables import TableReader, resolve_path
+from injc.errors import PlanError
+from injc.injectors import KINDS
+
+CORPUS_FORMATS = ("jsonl", "parquet", "text", "tokens")
+TOKEN_DTYPES = ("uint16", "uint32")
+DEFAULT_SHARD_TOKENS = 1 << 28
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    path: Path
+    """A Hugging Face `tokenizers` JSON file."""
+    eos: str | None
+    """Separator between documents and around payloads; None: the tokenizer's own."""
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    files: tuple[Path, ...]
+    """Every file the globs matched, sorted within each glob, globs in plan order."""
+    format: str
+    """jsonl (.jsonl, .jsonl.gz, .jsonl.zst) | parquet | text (one document per file) | tokens (raw ids)."""
+    text_field: str
+    """The document text's key (jsonl) or column (parquet)."""
+    dtype: str | None
+    """format = "tokens" only: uint16 | uint32, little-endian."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    path: Path
+    sha256: str
+    """Fingerprint of the plan file's bytes."""
+    layout: Layout
+    seed: int
+    """Seeds every random choice of the build: same plan and inputs, same bytes."""
+    shard_tokens: int
+    """Target tokens per shard, rounded down to whole steps (at least one step)."""
+    tokenizer: TokenizerConfig
+    corpus: CorpusConfig
+    experiments: tuple
+    """One config per [[experiments]] table; its class depends on `kind` (see injc.injectors)."""
+
+    @property
+    def shard_steps(self) -> int:
+        return max(1, self.shard_tokens // self.layout.tokens_per_step)
+
+
+def _read_layout(reader: TableReader) -> tuple[Layout | None, int, int]:
+    seq_len = reader.int("seq_len", min=2, max=1 << 24)
+    batch_size = reader.int("batch_size", min=1, max=1 << 24)
+    steps = reader.int("steps", min=1, max=1 << 40)
+    seed = reader.int("seed", 0, min=0, max=(1 << 63) - 1)
+    shard_tokens = reader.int("shard_tokens", DEFAULT_SHARD_TOKENS, min=1)
+    reader.finish()
+    if None in (seq_len, batch_size, steps):
+        return None, seed or 0, shard_tokens or DEFAULT_SHARD_TOKENS
+    return Layout(seq_len, batch_size, steps), seed or 0, shard_tokens or DEFAULT_SHARD_TOKENS
+
+
+def _read_corpus(reader: TableReader, base: Path) -> CorpusConfig:
+    patterns = reader.str_list("paths") or []
+    fmt = reader.str("format", "jsonl", choices=CORPUS_FORMATS)
+    text_field = reader.str("text_field", "text")
+    dtype = reader.str("dtype", None, choices=TOKEN_DTYPES)
+    if fmt == "tokens" and dtype is None and not reader.has("dtype"):
+        reader.problem("format = \"tokens\" needs dtype = \"uint16\" or \"uint32\"", "dtype")
+    if fmt != "tokens" and reader.has("dtype"):
+        reader.problem("only valid with format = \"tokens\"", "dtype")
+    reader.finish()
+    files: list[Path] = []
+    for pattern in patterns:
+        resolved = resolve_path(pattern, base, lambda message: reader.problem(message, "paths"))
+        if resolved is None:
+            continue
+        matches = sorted(Path(m) for m in glob.glob(str(resolved), recursive=True) if Path(m).is_file())
+        if not matches:
+            reader.problem(f"{pattern!r} matches no file", "paths")
+        files.extend(matches)
+    return CorpusConfig(tuple(files), fmt, text_field, dtype)
+
+
+def _read_experiments(tables, base: Path, steps: int | None, problems: list[str]) -> tuple:
+    if not isinstance(tables, list):
+        problems.append("experiments: expected an array of tables ([[experiments]])")
+        return ()
+    experiments, seen = [], set()
+    for index, table in enumerate(tables):
+        reader = TableReader(table, f"experiments[{index}]", problems)
+        name = reader.str("name")
+        kind = reader.str("kind", choices=tuple(KINDS))
+        if name in seen:
+            reader.problem(f"duplicate experiment name {name!r}", "name")
+        seen.add(name)
+        if kind is None or name is None:
+            reader.used.update(reader.table)
+            continue
+        experiments.append(KINDS[kind].read(reader, name, kind, base, steps))
+        reader.finish()
+    return tuple(experiments)
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Parse and validate a plan file; raises PlanError listing every problem found."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise PlanError(f"plan {str(path)!r} cannot be read: {error.strerror or error}") from None
+    try:
+        document = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise PlanError(f"plan {str(path)!r} is not valid UTF-8") from None
+    except tomllib.TOMLDecodeError as error:
+        raise PlanError(f"plan {str(path)!r} is not valid TOML: {error}") from None
+
+    problems: list[str] = []
+    base = path.parent
+    top = TableReader(document, "plan", problems)
+    layout, seed, shard_tokens = _read_layout(TableReader(top._get("layout", {}), "layout", problems))
+    tok_reader = TableReader(top._get("tokenizer", {}), "tokenizer", problems)
+    tokenizer = TokenizerConfig(tok_reader.path("path", base), tok_reader.str("eos", None))
+    tok_reader.finish()
+    corpus = _read_corpus(TableReader(top._get("corpus", {}), "corpus", problems), base)
+    experiments = _read_experiments(top._get("experiments", []), base, layout.steps if layout else None, problems)
+    top.finish()
+    if problems:
+        noun = "problem" if len(problems) == 1 else "problems"
+        raise PlanError(f"{len(problems)} {noun} in {path}:", *(f"  {p}" for p in problems))
+    return Plan(path, hashlib.sha256(raw).hexdigest(), layout, seed, shard_tokens, tokenizer, corpus, experiments)

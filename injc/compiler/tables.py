@@ -1,0 +1,122 @@
+"""Strict reading of TOML tables: every problem is collected, with its TOML location, instead of stopping at the first.
+
+Each section of a plan is read through a `TableReader`: typed getters record a problem and return a placeholder
+when a value is missing or wrong, and `finish()` reports keys nobody asked for. The plan loader raises one
+`PlanError` listing every problem at the end.
+"""
+
+from pathlib import Path
+from typing import Any
+
+REQUIRED = object()
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array",
+            dict: "a table"}.get(type(value), type(value).__name__)
+
+
+class TableReader:
+    """Reads typed keys from one TOML table, recording problems as `where.key: message`."""
+
+    def __init__(self, table: Any, where: str, problems: list[str]):
+        self.where = where
+        self.problems = problems
+        if not isinstance(table, dict):
+            self.problem(f"expected a table, got {_type_name(table)}", key=None)
+            table = {}
+        self.table = table
+        self.used: set[str] = set()
+
+    def problem(self, message: str, key: str | None) -> None:
+        location = f"{self.where}.{key}" if key else self.where
+        self.problems.append(f"{location}: {message}")
+
+    def has(self, key: str) -> bool:
+        return key in self.table
+
+    def _get(self, key: str, default: Any) -> Any:
+        self.used.add(key)
+        if key in self.table:
+            return self.table[key]
+        if default is REQUIRED:
+            self.problem("missing required key", key)
+        return default
+
+    def int(self, key: str, default: Any = REQUIRED, *, min: int | None = None, max: int | None = None) -> Any:
+        value = self._get(key, default)
+        if key not in self.table:
+            return value
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.problem(f"expected an integer, got {_type_name(value)} {value!r}", key)
+            return None
+        if min is not None and value < min:
+            self.problem(f"must be ≥ {min:,}, got {value:,}", key)
+            return None
+        if max is not None and value > max:
+            self.problem(f"must be ≤ {max:,}, got {value:,}", key)
+            return None
+        return value
+
+    def number(self, key: str, default: Any = REQUIRED, *, min: float | None = None) -> Any:
+        value = self._get(key, default)
+        if key not in self.table:
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.problem(f"expected a number, got {_type_name(value)} {value!r}", key)
+            return None
+        if min is not None and value < min:
+            self.problem(f"must be ≥ {min}, got {value}", key)
+            return None
+        return float(value)
+
+    def str(self, key: str, default: Any = REQUIRED, *, choices: tuple[str, ...] | None = None) -> Any:
+        value = self._get(key, default)
+        if key not in self.table:
+            return value
+        if not isinstance(value, str):
+            self.problem(f"expected a string, got {_type_name(value)} {value!r}", key)
+            return None
+        if choices is not None and value not in choices:
+            self.problem(f"must be one of {', '.join(repr(c) for c in choices)}, got {value!r}", key)
+            return None
+        if not value and default is REQUIRED:
+            self.problem("must not be empty", key)
+            return None
+        return value
+
+    def str_list(self, key: str, default: Any = REQUIRED) -> Any:
+        value = self._get(key, default)
+        if key not in self.table:
+            return value
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value) or not value:
+            self.problem(f"expected a non-empty array of strings, got {value!r}", key)
+            return None
+        return value
+
+    def path(self, key: str, base: Path, default: Any = REQUIRED) -> Any:
+        """An existing file; relative paths are relative to `base` (the plan's folder) and may not leave it."""
+        value = self.str(key, default)
+        if not isinstance(value, str) or key not in self.table:
+            return value
+        path = resolve_path(value, base, lambda message: self.problem(message, key))
+        if path is not None and not path.is_file():
+            self.problem(f"file {str(path)!r} not found", key)
+        return path
+
+    def finish(self) -> None:
+        for key in sorted(set(self.table) - self.used):
+            self.problem("unknown key", key)
+
+
+def resolve_path(value: str, base: Path, report) -> Path | None:
+    """Resolve a plan path: absolute as given, relative against `base`; a relative path may not escape `base`."""
+    path = Path(value)
+    if path.is_absolute():
+        return path
+    if ".." in path.parts:
+        report(f"relative path {value!r} may not contain '..'; give an absolute path to read outside the plan's folder")
+        return None
+    return base / path

@@ -1,0 +1,29 @@
+"""The exceptions injc raises for bad input.
+
+Every error a user can cause is an `InjcError`; the CLI prints its lines (one per problem) and exits with code 2.
+Anything else escaping is a bug in injc, not in the user's input.
+"""
+
+
+class InjcError(Exception):
+    """Base class: a problem with the user's input or environment, reported as one line per problem."""
+
+    def __init__(self, *problems: str):
+        self.problems = [p for p in problems if p]
+        super().__init__("\n".join(self.problems))
+
+
+class PlanError(InjcError):
+    """The plan file is not valid TOML, or its keys, types or values are wrong."""
+
+
+class InputError(InjcError):
+    """A file the plan names is missing, unreadable or malformed (corpus, payloads, tokenizer)."""
+
+
+class LayoutError(InjcError):
+    """The requested experiments do not fit the run: too little corpus, too little free space, overlaps."""
+
+
+class ManifestError(InjcError):
+    """A manifest or its shards cannot be read as the format contract says."""

@@ -1,0 +1,1 @@
+"""Per-experiment evaluations of a checkpoint (not built yet; see the evals issue)."""

@@ -1,0 +1,70 @@
+"""Generic payloads from a JSONL file: `texts` (strings, tokenized) and `tokens` (token-id lists, written as given).
+
+Plan keys: file, field, repetitions, placement (+ start_step/end_step). With placement = "explicit" every line
+also carries "offset", the global token offset where its tokens are written verbatim (no EOS wrapping, one copy).
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from injc.compiler.tables import TableReader
+from injc.errors import InputError
+from injc.injectors.base import Context, Payload, Placement, read_jsonl
+
+
+@dataclass(frozen=True)
+class FilePayloadConfig:
+    name: str
+    kind: str
+    file: Path
+    """JSONL file with one payload per line."""
+    field: str
+    """The key holding the text (kind 'texts') or the token-id list (kind 'tokens')."""
+    repetitions: int
+    """Copies of every item (random/range placement)."""
+    placement: Placement
+
+    @classmethod
+    def read(cls, reader: TableReader, name: str, kind: str, base: Path, steps: int | None) -> "FilePayloadConfig":
+        file = reader.path("file", base)
+        field = reader.str("field", "text" if kind == "texts" else "tokens")
+        placement = Placement.read(reader, steps)
+        repetitions = reader.int("repetitions", 1, min=1)
+        if placement.mode == "explicit" and repetitions not in (1, None):
+            reader.problem("explicit placement writes each line once; remove repetitions", "repetitions")
+        return cls(name, kind, file, field, repetitions, placement)
+
+    def _tokens(self, records: list[dict], ctx: Context) -> list[np.ndarray]:
+        values = [record.get(self.field) for record in records]
+        if self.kind == "texts":
+            bad = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
+            if bad is not None:
+                raise InputError(f"experiment {self.name!r}: record {bad} of {str(self.file)!r} has no string "
+                                 f"{self.field!r}")
+            return ctx.tokenizer.encode_batch(values)
+        items = []
+        for index, value in enumerate(values):
+            if not isinstance(value, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in value):
+                raise InputError(f"experiment {self.name!r}: record {index} of {str(self.file)!r} has no list of "
+                                 f"integer token ids in {self.field!r}")
+            items.append(np.asarray(value, dtype=np.int64))
+        return items
+
+    def payload(self, ctx: Context) -> Payload:
+        records = read_jsonl(self.file, self.name)
+        items = self._tokens(records, ctx)
+        if self.placement.mode != "explicit":
+            items = [ctx.wrap(tokens) if len(tokens) else tokens for tokens in items]
+            ctx.check_items(self.name, items)
+            return Payload(items, np.full(len(items), self.repetitions), self.placement)
+        ctx.check_items(self.name, items)
+        offsets = [record.get("offset") for record in records]
+        bad = next((i for i, o in enumerate(offsets)
+                    if isinstance(o, bool) or not isinstance(o, int) or o < 0), None)
+        if bad is not None:
+            raise InputError(f"experiment {self.name!r}: record {bad} of {str(self.file)!r} needs a non-negative "
+                             f"integer \"offset\" (explicit placement)")
+        return Payload(items, np.ones(len(items), dtype=np.int64), self.placement,
+                       offsets=np.asarray(offsets, dtype=np.int64))

@@ -1,0 +1,55 @@
+"""The insertions table: one parquet row per placed copy, exactly the tokens written, for audits and evals.
+
+Columns (in this order): experiment (string), item, repetition, offset, length, step, row, col (int64),
+tokens (list<int32>). Rows are sorted by offset and written in row groups, so tables of millions of copies
+never sit in memory as Python objects.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from injc.compiler.layout import Layout
+from injc.shards.writer import Overlay, ramp_indices
+
+ROW_GROUP = 1 << 17
+
+SCHEMA = pa.schema([
+    ("experiment", pa.string()),
+    ("item", pa.int64()),
+    ("repetition", pa.int64()),
+    ("offset", pa.int64()),
+    ("length", pa.int64()),
+    ("step", pa.int64()),
+    ("row", pa.int64()),
+    ("col", pa.int64()),
+    ("tokens", pa.list_(pa.int32())),
+])
+
+
+def write_insertions(path: Path, layout: Layout, names: list[str], experiment: np.ndarray, item: np.ndarray,
+                     repetition: np.ndarray, overlay: Overlay) -> None:
+    """Write the table; `experiment` indexes `names`, the overlay gives offsets, lengths and tokens."""
+    name_array = pa.array(names, type=pa.string())
+    group = max(1, min(ROW_GROUP, (1 << 30) // layout.seq_len))  # keeps int32 list offsets in range
+    with pq.ParquetWriter(path, SCHEMA, compression="zstd") as writer:
+        for start in range(0, max(len(item), 1), group):
+            rows = slice(start, start + group)
+            offset, length = overlay.offset[rows], overlay.length[rows]
+            step, row, col = layout.locate(offset)
+            list_offsets = np.concatenate([[0], np.cumsum(length)]).astype(np.int32)
+            values = overlay.pool[ramp_indices(overlay.source[rows], length)].astype(np.int32)
+            columns = [
+                name_array.take(pa.array(experiment[rows])),
+                pa.array(item[rows], pa.int64()),
+                pa.array(repetition[rows], pa.int64()),
+                pa.array(offset, pa.int64()),
+                pa.array(length, pa.int64()),
+                pa.array(step, pa.int64()),
+                pa.array(row, pa.int64()),
+                pa.array(col, pa.int64()),
+                pa.ListArray.from_arrays(pa.array(list_offsets), pa.array(values, pa.int32())),
+            ]
+            writer.write_table(pa.Table.from_arrays(columns, schema=SCHEMA))

@@ -1,0 +1,129 @@
+"""`injc inspect manifest.json`: what was injected where, per experiment and per step, for audits.
+
+Reads only the manifest and the small columns of the insertions table (never the token lists), so it stays
+fast on tables of millions of rows.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from injc.shards.manifest import Manifest, load_manifest
+
+BAR_WIDTH = 40
+TEXT_BINS = 20
+
+
+@dataclass(frozen=True)
+class Report:
+    manifest: Manifest
+    experiments: list[dict]
+    step_tokens: dict[str, np.ndarray]
+    """Inserted tokens per step, per experiment."""
+
+    @property
+    def density(self) -> np.ndarray:
+        """Fraction of each step's tokens that are inserted (all experiments)."""
+        total = sum(self.step_tokens.values(), np.zeros(self.manifest.layout.steps))
+        return total / self.manifest.layout.tokens_per_step
+
+    def to_json(self) -> dict:
+        density = self.density
+        return {
+            "manifest": str(self.manifest.root / "manifest.json"),
+            "variant": self.manifest.variant,
+            "layout": self.manifest.data["layout"],
+            "experiments": self.experiments,
+            "totals": {
+                "insertions": sum(e["insertions"] for e in self.experiments),
+                "tokens": sum(e["tokens"] for e in self.experiments),
+                "fraction_of_run": sum(e["fraction_of_run"] for e in self.experiments),
+            },
+            "density": {
+                "per_step": [round(float(d), 8) for d in density],
+                "max": float(density.max()) if len(density) else 0.0,
+                "mean": float(density.mean()) if len(density) else 0.0,
+            },
+        }
+
+    def to_text(self) -> str:
+        layout = self.manifest.data["layout"]
+        lines = [
+            f"{self.manifest.root / 'manifest.json'} ({self.manifest.variant}): {layout['steps']:,} steps × "
+            f"{layout['batch_size']:,} rows × {layout['seq_len']:,} tokens = {layout['total_tokens']:,} tokens "
+            f"({layout['dtype']}, eos {layout['eos_id']})",
+            "",
+            f"{'experiment':<24} {'kind':<10} {'placement':<16} {'items':>8} {'copies':>10} {'tokens':>13} "
+            f"{'of run':>9}",
+        ]
+        for e in self.experiments:
+            placement = e["placement"]["mode"]
+            if placement == "range":
+                placement += f" [{e['placement']['start_step']},{e['placement']['end_step']})"
+            lines.append(f"{e['name'][:24]:<24} {e['kind'][:10]:<10} {placement[:16]:<16} {e['items']:>8,} "
+                         f"{e['insertions']:>10,} {e['tokens']:>13,} {e['fraction_of_run']:>9.4%}")
+        totals = self.to_json()["totals"]
+        lines.append(f"{'total':<52} {totals['insertions']:>10,} {totals['tokens']:>13,} "
+                     f"{totals['fraction_of_run']:>9.4%}")
+        density = self.density
+        if len(density):
+            lines += ["", f"inserted share of each step's tokens (mean {density.mean():.4%}, max {density.max():.4%}):"]
+            bins = np.array_split(np.arange(len(density)), min(TEXT_BINS, len(density)))
+            peak = max(density.max(), 1e-12)
+            for steps in bins:
+                value = density[steps].mean()
+                bar = "█" * int(round(value / peak * BAR_WIDTH))
+                lines.append(f"  steps {steps[0]:>7,}–{steps[-1]:<7,} {value:>9.4%} {bar}")
+        return "\n".join(lines)
+
+    def step_table(self, step: int) -> str:
+        """Every insertion in one step, in offset order."""
+        layout = self.manifest.layout
+        table = pq.read_table(self.manifest.insertions_path,
+                              columns=["experiment", "item", "repetition", "offset", "length", "row", "col"],
+                              filters=[("step", "=", step)])
+        lines = [f"step {step}: {table.num_rows} insertions "
+                 f"(tokens [{step * layout.tokens_per_step:,}, {(step + 1) * layout.tokens_per_step:,}))",
+                 f"{'experiment':<24} {'item':>8} {'rep':>5} {'row':>6} {'col':>7} {'length':>7} {'offset':>14}"]
+        for r in table.to_pylist():
+            lines.append(f"{r['experiment'][:24]:<24} {r['item']:>8} {r['repetition']:>5} {r['row']:>6} "
+                         f"{r['col']:>7} {r['length']:>7} {r['offset']:>14,}")
+        return "\n".join(lines)
+
+    def plot(self, path: str | Path) -> None:
+        """Inserted share of each step's tokens, stacked by experiment, as a PNG."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        layout = self.manifest.layout
+        steps = np.arange(layout.steps)
+        figure, axis = plt.subplots(figsize=(10, 4), dpi=120)
+        shares = [self.step_tokens[e["name"]] / layout.tokens_per_step * 100 for e in self.experiments]
+        if shares:
+            axis.stackplot(steps, *shares, labels=[e["name"] for e in self.experiments], step="post")
+            axis.legend(loc="upper right", fontsize="small")
+        axis.set_xlabel("optimizer step")
+        axis.set_ylabel("inserted tokens (% of step)")
+        axis.set_title(f"Insertion density per step — {self.manifest.root.name}")
+        axis.set_xlim(0, max(layout.steps - 1, 1))
+        axis.grid(alpha=0.3)
+        figure.tight_layout()
+        figure.savefig(path)
+        plt.close(figure)
+
+
+def inspect(manifest_path: str | Path) -> Report:
+    manifest = load_manifest(manifest_path)
+    table = pq.read_table(manifest.insertions_path, columns=["experiment", "step", "length"])
+    names = table.column("experiment").to_numpy(zero_copy_only=False)
+    step, length = table.column("step").to_numpy(), table.column("length").to_numpy()
+    steps = manifest.layout.steps
+    step_tokens = {
+        e["name"]: np.bincount(step[names == e["name"]], weights=length[names == e["name"]], minlength=steps)
+        for e in manifest.experiments
+    }
+    return Report(manifest, manifest.experiments, step_tokens)

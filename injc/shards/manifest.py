@@ -1,0 +1,83 @@
+"""The manifest: the public, versioned description of a build (docs/format.md has every field).
+
+Written with sorted keys and no timestamps, so the same plan and inputs give the same bytes.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from injc.compiler.layout import Layout
+from injc.errors import ManifestError
+
+FORMAT = "injc-manifest"
+VERSION = 1
+MANIFEST_NAME = "manifest.json"
+INSERTIONS_NAME = "insertions.parquet"
+TOKENIZER_NAME = "tokenizer.json"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A parsed manifest; `root` is its folder, against which every relative path resolves."""
+
+    root: Path
+    data: dict
+
+    @property
+    def layout(self) -> Layout:
+        layout = self.data["layout"]
+        return Layout(layout["seq_len"], layout["batch_size"], layout["steps"])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.data["layout"]["dtype"]).newbyteorder("<")
+
+    @property
+    def shards(self) -> list[dict]:
+        return self.data["shards"]
+
+    @property
+    def experiments(self) -> list[dict]:
+        return self.data["experiments"]
+
+    @property
+    def insertions_path(self) -> Path:
+        return self.root / self.data["insertions"]["path"]
+
+    @property
+    def variant(self) -> str:
+        return self.data["variant"]
+
+
+def write_manifest(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _require(data: dict, keys: tuple[str, ...], where: str, path: Path) -> None:
+    missing = [k for k in keys if k not in data]
+    if missing:
+        raise ManifestError(f"manifest {str(path)!r}: {where} lacks {', '.join(missing)}")
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    """Read and check a manifest's format, version and required fields; accepts the file or its folder."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MANIFEST_NAME
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ManifestError(f"manifest {str(path)!r} cannot be read: {error.strerror or error}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ManifestError(f"manifest {str(path)!r} is not valid JSON: {error}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ManifestError(f"{str(path)!r} is not an injc manifest (format is not {FORMAT!r})")
+    if data.get("version") != VERSION:
+        raise ManifestError(f"manifest {str(path)!r} has version {data.get('version')!r}; this injc reads "
+                            f"version {VERSION}")
+    _require(data, ("layout", "shards", "insertions", "experiments", "variant"), "the manifest", path)
+    _require(data["layout"], ("seq_len", "batch_size", "steps", "total_tokens", "dtype", "eos_id"), "layout", path)
+    return Manifest(path.parent, data)

@@ -1,0 +1,74 @@
+"""Reading a build back: the token stream of a manifest as memmaps, addressed by global offset or by step.
+
+This is the reader a trainer needs (nanoGPT style: no copy, no shuffling)::
+
+    stream = injc.open_stream("out/demo/manifest.json")
+    batch = stream.batch(step)          # [batch_size, seq_len] = stream[step*B*L : (step+1)*B*L]
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from injc.errors import ManifestError
+from injc.shards.manifest import Manifest, load_manifest
+
+
+class TokenStream:
+    """All shards of a manifest as one read-only stream of `total_tokens` token ids."""
+
+    def __init__(self, manifest: Manifest):
+        self.manifest = manifest
+        self.layout = manifest.layout
+        dtype = manifest.dtype
+        self.first = np.array([s["first_token"] for s in manifest.shards], dtype=np.int64)
+        self.shards = []
+        for shard in manifest.shards:
+            path = manifest.root / shard["path"]
+            expected = shard["num_tokens"] * dtype.itemsize
+            try:
+                size = path.stat().st_size
+            except OSError:
+                raise ManifestError(f"shard {str(path)!r} is missing") from None
+            if size != expected:
+                raise ManifestError(f"shard {str(path)!r} has {size:,} bytes, the manifest says {expected:,}")
+            self.shards.append(np.memmap(path, dtype=dtype, mode="r"))
+
+    def __len__(self) -> int:
+        return self.layout.total_tokens
+
+    def tokens(self, start: int, stop: int) -> np.ndarray:
+        """Tokens [start, stop) of the run, copied out of the shards they span."""
+        if not 0 <= start <= stop <= len(self):
+            raise IndexError(f"token range [{start}, {stop}) is outside the run of {len(self):,} tokens")
+        parts = []
+        index = int(np.searchsorted(self.first, start, side="right")) - 1
+        while start < stop:
+            shard = self.shards[index]
+            local = start - int(self.first[index])
+            take = min(stop - start, len(shard) - local)
+            parts.append(np.asarray(shard[local:local + take]))
+            start += take
+            index += 1
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=self.manifest.dtype)
+
+    def batch(self, step: int) -> np.ndarray:
+        """The tokens of optimizer step `step`, as [batch_size, seq_len] rows in order."""
+        if not 0 <= step < self.layout.steps:
+            raise IndexError(f"step {step} is outside the run of {self.layout.steps:,} steps")
+        size = self.layout.tokens_per_step
+        return self.tokens(step * size, (step + 1) * size).reshape(self.layout.batch_size, self.layout.seq_len)
+
+    def gather(self, positions: np.ndarray) -> np.ndarray:
+        """Tokens at sorted global positions (vectorized per shard)."""
+        out = np.empty(len(positions), dtype=self.manifest.dtype)
+        bounds = np.searchsorted(positions, np.r_[self.first, len(self)])
+        for index, shard in enumerate(self.shards):
+            low, high = bounds[index], bounds[index + 1]
+            if high > low:
+                out[low:high] = shard[positions[low:high] - self.first[index]]
+        return out
+
+
+def open_stream(manifest: str | Path | Manifest) -> TokenStream:
+    return TokenStream(manifest if isinstance(manifest, Manifest) else load_manifest(manifest))

@@ -1,0 +1,122 @@
+"""`injc verify manifest.json`: re-read every byte and check the build against its manifest and the contract.
+
+Checks: each shard's size and sha256; shards tile the run; the insertions table's sha256 and row count;
+`offset = step*B*L + row*L + col`; `length = len(tokens)`; intervals sorted and disjoint; random/range copies
+inside one instance (and range copies inside their steps); per-experiment counts; and, for injected builds,
+that the shards hold exactly each row's tokens at [offset, offset+length).
+"""
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from injc.errors import ManifestError
+from injc.shards.manifest import Manifest, load_manifest
+from injc.shards.stream import TokenStream
+from injc.shards.writer import ramp_indices
+
+MAX_REPORTED = 20
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_shards(manifest: Manifest) -> list[str]:
+    problems, expected_first = [], 0
+    for shard in manifest.shards:
+        path = manifest.root / shard["path"]
+        if shard["first_token"] != expected_first:
+            problems.append(f"shard {shard['path']}: starts at token {shard['first_token']:,}, expected "
+                            f"{expected_first:,}")
+        expected_first = shard["first_token"] + shard["num_tokens"]
+        if not path.is_file():
+            problems.append(f"shard {shard['path']}: missing")
+            continue
+        size, expected = path.stat().st_size, shard["num_tokens"] * manifest.dtype.itemsize
+        if size != expected:
+            problems.append(f"shard {shard['path']}: {size:,} bytes, expected {expected:,}")
+        elif _sha256_file(path) != shard["sha256"]:
+            problems.append(f"shard {shard['path']}: sha256 differs from the manifest")
+    if expected_first != manifest.layout.total_tokens:
+        problems.append(f"shards hold {expected_first:,} tokens, the layout needs {manifest.layout.total_tokens:,}")
+    return problems
+
+
+def _check_rows(manifest: Manifest, stream: TokenStream | None) -> list[str]:
+    layout, problems = manifest.layout, []
+    modes = {e["name"]: e["placement"] for e in manifest.experiments}
+    counts = dict.fromkeys(modes, 0)
+    table = pq.ParquetFile(manifest.insertions_path)
+    previous_end = 0
+    for group in range(table.num_row_groups):
+        batch = table.read_row_group(group)
+        names = batch.column("experiment").to_numpy(zero_copy_only=False)
+        offset, length = (batch.column(c).to_numpy() for c in ("offset", "length"))
+        step, row, col, item = (batch.column(c).to_numpy() for c in ("step", "row", "col", "item"))
+        tokens = batch.column("tokens").combine_chunks()
+        for name, count in zip(*np.unique(names, return_counts=True)):
+            if name not in counts:
+                problems.append(f"insertions: experiment {name!r} is not in the manifest")
+                continue
+            counts[name] += int(count)
+        if (offset != layout.offset(step, row, col)).any() or ((row >= layout.batch_size) | (col >= layout.seq_len)).any():
+            problems.append(f"insertions row group {group}: step/row/col disagree with offset")
+        if (np.diff(tokens.offsets.to_numpy()) != length).any():
+            problems.append(f"insertions row group {group}: length differs from the number of tokens")
+        ends = offset + length
+        if len(offset) and (offset[0] < previous_end or (offset[1:] < ends[:-1]).any()):
+            problems.append(f"insertions row group {group}: intervals overlap or are not sorted by offset")
+        previous_end = ends[-1] if len(ends) else previous_end
+        for name in np.unique(names):
+            placement = modes.get(name)
+            if placement is None or placement["mode"] == "explicit":
+                continue
+            mine = names == name
+            if (col[mine] + length[mine] > layout.seq_len).any():
+                problems.append(f"insertions: experiment {name!r} has copies crossing an instance boundary")
+            if placement["mode"] == "range" and ((step[mine] < placement["start_step"])
+                                                 | (step[mine] >= placement["end_step"])).any():
+                problems.append(f"insertions: experiment {name!r} has copies outside steps "
+                                f"[{placement['start_step']}, {placement['end_step']})")
+        if stream is not None and len(offset):
+            written = stream.gather(ramp_indices(offset, length))
+            differs = written != tokens.values.to_numpy()
+            if differs.any():
+                copy = np.searchsorted(np.cumsum(length), np.flatnonzero(differs)[0], side="right")
+                problems.append(f"shards differ from insertions: experiment {names[copy]!r} item {item[copy]} at "
+                                f"offset {offset[copy]:,} ({int(differs.sum()):,} tokens differ in row group {group})")
+        if len(problems) >= MAX_REPORTED:
+            break
+    for entry in manifest.experiments:
+        if counts.get(entry["name"]) != entry["insertions"]:
+            problems.append(f"experiment {entry['name']!r}: {counts.get(entry['name'])} rows in the insertions "
+                            f"table, the manifest says {entry['insertions']}")
+    return problems
+
+
+def verify(manifest_path: str | Path) -> list[str]:
+    """Every problem found (empty when the build is intact). Reads every byte of the shards and the table."""
+    manifest = load_manifest(manifest_path)
+    problems = _check_shards(manifest)
+    path = manifest.insertions_path
+    if not path.is_file():
+        return problems + [f"insertions table {manifest.data['insertions']['path']}: missing"]
+    if _sha256_file(path) != manifest.data["insertions"]["sha256"]:
+        return problems + [f"insertions table {manifest.data['insertions']['path']}: sha256 differs from the manifest"]
+    rows = pq.ParquetFile(path).metadata.num_rows
+    if rows != manifest.data["insertions"]["count"]:
+        problems.append(f"insertions table has {rows:,} rows, the manifest says {manifest.data['insertions']['count']:,}")
+    stream = None
+    if not problems and manifest.variant == "injected":
+        try:
+            stream = TokenStream(manifest)
+        except ManifestError as error:
+            problems.extend(error.problems)
+    return (problems + _check_rows(manifest, stream))[:MAX_REPORTED]

@@ -1,0 +1,141 @@
+import numpy as np
+import pytest
+
+from injc.compiler.layout import Layout
+from injc.compiler.schedule import Request, compile_schedule, expand_copies, free_segments
+from injc.errors import LayoutError
+
+LAYOUT = Layout(seq_len=128, batch_size=8, steps=100)
+
+
+def random_request(name="a", items=50, copies=4, low=5, high=40, seed=0, **kwargs):
+    lengths = np.random.default_rng(seed).integers(low, high, items)
+    return Request(name, lengths, np.full(items, copies), kwargs.pop("mode", "random"), **kwargs)
+
+
+def assert_valid(layout, schedule, requests):
+    end = schedule.offset + schedule.length
+    assert (np.diff(schedule.offset) > 0).all(), "sorted by offset"
+    assert (schedule.offset[1:] >= end[:-1]).all(), "no overlaps"
+    assert schedule.offset.min() >= 0 and end.max() <= layout.total_tokens
+    for index, request in enumerate(requests):
+        mine = schedule.experiment == index
+        # every copy of every item placed exactly once
+        item, repetition = expand_copies(request.copies)
+        placed = sorted(zip(schedule.item[mine], schedule.repetition[mine]))
+        assert placed == sorted(zip(item, repetition))
+        assert (schedule.length[mine] == np.asarray(request.lengths)[schedule.item[mine]]).all()
+        if request.mode != "explicit":
+            step, _, col = layout.locate(schedule.offset[mine])
+            assert (col + schedule.length[mine] <= layout.seq_len).all(), "inside one instance"
+            assert (step >= request.start_step).all()
+            assert (step < (request.end_step or layout.steps)).all()
+
+
+def test_expand_copies():
+    item, repetition = expand_copies(np.array([2, 0, 3]))
+    assert item.tolist() == [0, 0, 2, 2, 2]
+    assert repetition.tolist() == [0, 1, 0, 1, 2]
+
+
+def test_random_copies_are_all_placed_disjoint_and_inside_instances():
+    requests = [random_request("a"), random_request("b", items=30, copies=2, seed=1)]
+    schedule = compile_schedule(LAYOUT, requests, seed=3)
+    assert len(schedule) == 50 * 4 + 30 * 2
+    assert_valid(LAYOUT, schedule, requests)
+
+
+def test_same_seed_same_schedule_other_seed_other_schedule():
+    requests = [random_request()]
+    a, b = compile_schedule(LAYOUT, requests, seed=3), compile_schedule(LAYOUT, requests, seed=3)
+    c = compile_schedule(LAYOUT, requests, seed=4)
+    for field in ("experiment", "item", "repetition", "offset", "length"):
+        assert (getattr(a, field) == getattr(b, field)).all()
+    assert not np.array_equal(a.offset, c.offset)
+
+
+def test_random_copies_spread_over_the_whole_run():
+    layout = Layout(seq_len=256, batch_size=16, steps=1000)
+    requests = [random_request(items=2000, copies=5, low=4, high=30)]
+    schedule = compile_schedule(layout, requests, seed=0)
+    deciles = np.bincount(layout.locate(schedule.offset)[0] * 10 // layout.steps, minlength=10)
+    expected = len(schedule) / 10
+    assert (np.abs(deciles - expected) < 5 * np.sqrt(expected)).all(), deciles
+    columns = layout.locate(schedule.offset)[2]
+    assert columns.min() < 5 and columns.max() > layout.seq_len - 40, "positions cover the whole row"
+
+
+def test_range_copies_stay_inside_their_steps():
+    requests = [random_request(mode="range", start_step=40, end_step=45), random_request("b", seed=2)]
+    schedule = compile_schedule(LAYOUT, requests, seed=1)
+    assert_valid(LAYOUT, schedule, requests)
+    steps = LAYOUT.locate(schedule.offset[schedule.experiment == 0])[0]
+    assert set(np.unique(steps)) == set(range(40, 45))
+
+
+def test_explicit_copies_land_exactly_and_random_ones_avoid_them():
+    offsets = np.array([0, 130, 5000, 128 * 8 * 50 - 10])  # the last one crosses a step boundary
+    explicit = Request("pinned", np.array([50, 60, 128, 30]), np.ones(4, int), "explicit", offsets=offsets)
+    requests = [explicit, random_request(items=200, copies=4)]
+    schedule = compile_schedule(LAYOUT, requests, seed=0)
+    assert_valid(LAYOUT, schedule, requests)
+    mine = schedule.experiment == 0
+    assert schedule.offset[mine].tolist() == sorted(offsets.tolist())
+
+
+def test_dense_run_is_filled_correctly_without_drops():
+    layout = Layout(seq_len=512, batch_size=8, steps=200)
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(10, 300, 3000)
+    copies = np.ones(3000, int)
+    target = 0.6 * layout.total_tokens
+    copies[:] = max(1, int(target / lengths.sum()))
+    requests = [Request("dense", lengths, copies, "random")]
+    schedule = compile_schedule(layout, requests, seed=5)
+    assert schedule.length.sum() / layout.total_tokens > 0.5
+    assert_valid(layout, schedule, requests)
+
+
+def test_full_rows_fit_when_the_run_is_almost_full():
+    layout = Layout(seq_len=64, batch_size=4, steps=10)
+    requests = [Request("rows", np.full(39, 64), np.ones(39, int), "random"),
+                Request("small", np.full(10, 6), np.ones(10, int), "random")]
+    schedule = compile_schedule(layout, requests, seed=0)
+    assert_valid(layout, schedule, requests)
+
+
+def test_too_many_tokens_fail_loudly_with_numbers():
+    layout = Layout(seq_len=64, batch_size=4, steps=10)
+    requests = [Request("huge", np.full(100, 30), np.full(100, 1), "range", start_step=0, end_step=2)]
+    with pytest.raises(LayoutError, match=r"'huge' needs 3,000 tokens in steps \[0, 2\) but only 512 are free"):
+        compile_schedule(layout, requests, seed=0)
+
+
+def test_fragmented_space_fails_loudly_instead_of_dropping():
+    layout = Layout(seq_len=64, batch_size=4, steps=10)
+    # 40 rows of 64; 40 copies of 40 tokens use every row, leaving 24 free in each: 960 free tokens,
+    # but a 30-token copy fits nowhere.
+    requests = [Request("a", np.full(40, 40), np.ones(40, int), "random"),
+                Request("b", np.array([30]), np.array([1]), "random")]
+    with pytest.raises(LayoutError, match=r"'b': 1 copies \(30 tokens.*largest free gap is 24"):
+        compile_schedule(layout, requests, seed=0)
+
+
+def test_explicit_overlap_and_out_of_run_are_refused():
+    overlap = [Request("x", np.array([10]), np.ones(1, int), "explicit", offsets=np.array([100])),
+               Request("y", np.array([10]), np.ones(1, int), "explicit", offsets=np.array([105]))]
+    with pytest.raises(LayoutError, match="explicit insertions overlap: experiment 'x' item 0"):
+        compile_schedule(LAYOUT, overlap, seed=0)
+    outside = [Request("z", np.array([10]), np.ones(1, int), "explicit", offsets=np.array([LAYOUT.total_tokens - 5]))]
+    with pytest.raises(LayoutError, match="'z': item 0 at offset 102,395 .* falls outside the run"):
+        compile_schedule(LAYOUT, outside, seed=0)
+
+
+def test_free_segments_cut_rows_around_blocked_intervals():
+    layout = Layout(seq_len=10, batch_size=2, steps=2)
+    start, capacity = free_segments(layout, np.array([5, 18]), np.array([7, 23]))
+    assert list(zip(start.tolist(), (start + capacity).tolist())) == [(0, 5), (7, 10), (10, 18), (23, 30), (30, 40)]
+
+
+def test_empty_request_list_gives_an_empty_schedule():
+    assert len(compile_schedule(LAYOUT, [], seed=0)) == 0

@@ -1,0 +1,165 @@
+"""End-to-end: plan → shards + insertions + manifest, checked against the contract's invariants."""
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+import injc
+from injc.compiler.corpus import base_stream
+from injc.compiler.plan import load_plan
+from injc.compiler.tokenizer import load_tokenizer
+from tests.conftest import CANARIES, write_jsonl
+
+RANGE_AND_EXPLICIT = """
+[[experiments]]
+name = "late"
+kind = "texts"
+file = "payloads/canaries.jsonl"
+repetitions = 2
+placement = "range"
+start_step = 40
+end_step = 50
+
+[[experiments]]
+name = "pinned"
+kind = "tokens"
+file = "payloads/pinned.jsonl"
+placement = "explicit"
+"""
+
+
+@pytest.fixture
+def full_plan(project):
+    write_jsonl(project.root / "payloads" / "pinned.jsonl",
+                [{"tokens": [5, 6, 7, 8, 9], "offset": 3}, {"tokens": list(range(10, 70)), "offset": 1000}])
+    return project(CANARIES + RANGE_AND_EXPLICIT)
+
+
+def base_tokens(plan_path) -> np.ndarray:
+    plan = load_plan(plan_path)
+    tokenizer = load_tokenizer(plan.tokenizer.path, plan.tokenizer.eos)
+    return np.concatenate(list(base_stream(plan.corpus, tokenizer)))[: plan.layout.total_tokens]
+
+
+def read_table(out):
+    return pq.read_table(out / "insertions.parquet").to_pylist()
+
+
+def test_build_writes_the_contract(full_plan, tmp_path):
+    out = tmp_path / "out"
+    result = injc.build(full_plan, out, progress=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    layout = manifest["layout"]
+    assert manifest["format"] == "injc-manifest" and manifest["version"] == 1
+    assert (layout["seq_len"], layout["batch_size"], layout["steps"]) == (64, 4, 50)
+    assert layout["total_tokens"] == 64 * 4 * 50 == result.total_tokens
+    assert layout["dtype"] == "uint16"
+    stream = injc.open_stream(out)
+    tokens = stream.tokens(0, len(stream))
+    assert sum(s["num_tokens"] for s in manifest["shards"]) == len(tokens)
+
+    rows = read_table(out)
+    assert pq.read_schema(out / "insertions.parquet").names == [
+        "experiment", "item", "repetition", "offset", "length", "step", "row", "col", "tokens"]
+    assert len(rows) == manifest["insertions"]["count"] == 20 * 3 + 20 * 2 + 2
+    eos = layout["eos_id"]
+    previous_end = 0
+    for r in rows:
+        assert r["offset"] == r["step"] * 256 + r["row"] * 64 + r["col"]
+        assert r["length"] == len(r["tokens"])
+        assert tokens[r["offset"]:r["offset"] + r["length"]].tolist() == r["tokens"]
+        assert r["offset"] >= previous_end
+        previous_end = r["offset"] + r["length"]
+        if r["experiment"] != "pinned":
+            assert r["col"] + r["length"] <= 64
+            assert r["tokens"][0] == eos and r["tokens"][-1] == eos
+        if r["experiment"] == "late":
+            assert 40 <= r["step"] < 50
+    pinned = [r for r in rows if r["experiment"] == "pinned"]
+    assert [(r["offset"], r["tokens"][:3]) for r in pinned] == [(3, [5, 6, 7]), (1000, [10, 11, 12])]
+
+    by_name = {e["name"]: e for e in manifest["experiments"]}
+    assert by_name["canaries"]["insertions"] == 60 and by_name["canaries"]["repetitions"] == 3
+    assert by_name["canaries"]["tokens"] == sum(r["length"] for r in rows if r["experiment"] == "canaries")
+    assert by_name["late"]["fraction_of_run"] == pytest.approx(by_name["late"]["tokens"] / 12_800)
+    assert manifest["plan"]["sha256"] and manifest["tokenizer"]["sha256"]
+    assert [f["path"].endswith(n) for f, n in zip(manifest["corpus"]["files"], ("a.jsonl", "b.jsonl"))] == [True] * 2
+    assert by_name["canaries"]["files"]["file"]["sha256"]
+    assert injc.verify(out) == []
+
+
+def test_only_insertion_intervals_differ_from_the_base_and_the_clean_build(full_plan, tmp_path):
+    injected = injc.build(full_plan, tmp_path / "inj", progress=False)
+    clean = injc.build(full_plan, tmp_path / "clean", clean=True, progress=False)
+    a = injc.open_stream(injected.manifest_path).tokens(0, injected.total_tokens)
+    b = injc.open_stream(clean.manifest_path).tokens(0, clean.total_tokens)
+    assert np.array_equal(b, base_tokens(full_plan)), "clean build is the base stream"
+    covered = np.zeros(len(a), dtype=bool)
+    for r in read_table(tmp_path / "inj"):
+        covered[r["offset"]:r["offset"] + r["length"]] = True
+    assert np.array_equal(a[~covered], b[~covered])
+    assert (a[covered] != b[covered]).any()
+    assert json.loads((tmp_path / "clean" / "manifest.json").read_text())["variant"] == "clean"
+    assert read_table(tmp_path / "clean") == read_table(tmp_path / "inj"), "clean build records the same schedule"
+    assert injc.verify(clean.manifest_path) == []
+
+
+def test_builds_are_byte_identical(full_plan, tmp_path):
+    injc.build(full_plan, tmp_path / "one", progress=False)
+    injc.build(full_plan, tmp_path / "two", progress=False)
+    for name in ["insertions.parquet", "manifest.json"] + [f"shards/shard_0000{i}.bin" for i in range(1)]:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+
+
+def test_shards_hold_whole_steps_and_uint32_for_big_vocabularies(project, big_vocab_tokenizer_path, tmp_path):
+    (project.root / "tokenizer.json").write_bytes(big_vocab_tokenizer_path.read_bytes())
+    plan = project(CANARIES, extra_layout="shard_tokens = 700")  # 700 tokens → 2 steps of 256 per shard
+    injc.build(plan, tmp_path / "out", progress=False)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["layout"]["dtype"] == "uint32"
+    assert [s["num_tokens"] for s in manifest["shards"]] == [512] * 25
+    assert (tmp_path / "out" / "shards" / "shard_00000.bin").stat().st_size == 512 * 4
+    assert injc.verify(tmp_path / "out") == []
+
+
+def test_stream_batch_follows_the_layout_contract(full_plan, tmp_path):
+    result = injc.build(full_plan, tmp_path / "out", progress=False)
+    stream = injc.open_stream(result.manifest_path)
+    flat = stream.tokens(0, len(stream))
+    for step in (0, 17, 49):
+        batch = stream.batch(step)
+        assert batch.shape == (4, 64)
+        for row in range(4):
+            g = step * 256 + row * 64
+            assert np.array_equal(batch[row], flat[g:g + 64])
+
+
+def test_corpus_too_small_names_both_counts_and_leaves_nothing(project, tmp_path):
+    plan = project(layout="seq_len = 64\nbatch_size = 4\nsteps = 100000")
+    with pytest.raises(injc.LayoutError, match=r"corpus has [\d,]+ tokens but the plan needs 25,600,000"):
+        injc.build(plan, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if "injc-tmp" in p.name]
+
+
+def test_payload_longer_than_seq_len_names_experiment_and_item(project, tmp_path):
+    write_jsonl(project.root / "payloads" / "canaries.jsonl", [{"text": "short"}, {"text": "long " * 200}])
+    with pytest.raises(injc.InputError, match=r"experiment 'canaries': item 1 has [\d,]+ tokens, more than seq_len"):
+        injc.build(project(CANARIES), tmp_path / "out", progress=False)
+
+
+def test_token_ids_outside_the_vocabulary_are_refused(project, tmp_path):
+    write_jsonl(project.root / "payloads" / "ids.jsonl", [{"tokens": [1, 2, 99999]}])
+    plan = project('[[experiments]]\nname = "ids"\nkind = "tokens"\nfile = "payloads/ids.jsonl"\n')
+    with pytest.raises(injc.InputError, match=r"'ids': item 0 has token id 99999 outside the vocabulary \[0, \d+\)"):
+        injc.build(plan, tmp_path / "out", progress=False)
+
+
+def test_existing_output_is_not_replaced_without_force(full_plan, tmp_path):
+    injc.build(full_plan, tmp_path / "out", progress=False)
+    with pytest.raises(injc.InjcError, match="already exists and is not empty; pass --force"):
+        injc.build(full_plan, tmp_path / "out", progress=False)
+    injc.build(full_plan, tmp_path / "out", progress=False, force=True)
+    assert injc.verify(tmp_path / "out") == []

@@ -21,7 +21,7 @@ from injc.compiler.plan import CorpusConfig
 from injc.compiler.tokenizer import LoadedTokenizer
 from injc.errors import InputError
 
-BATCH_CHARS = 1 << 20
+BATCH_CHARS = 1 << 22
 """Characters of text per tokenizer call: large enough to keep every tokenizer thread busy, small in memory."""
 TOKEN_CHUNK = 1 << 24
 """Tokens per chunk read from format = "tokens" files."""

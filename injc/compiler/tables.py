@@ -41,6 +41,7 @@ class TableReader:
             return self.table[key]
         if default is REQUIRED:
             self.problem("missing required key", key)
+            return None
         return default
 
     def int(self, key: str, default: Any = REQUIRED, *, min: int | None = None, max: int | None = None) -> Any:

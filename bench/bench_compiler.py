@@ -1,0 +1,126 @@
+"""Compiler benchmarks: build throughput against raw tokenization, and schedule time, measured in one run.
+
+    python bench/bench_compiler.py [--copies 8] [--insertions 1000000]
+
+Every figure is printed next to its anchor measured in the same process, since these machines are noisy:
+
+- build: `injc.build` on the demo corpus repeated --copies times (no experiments, then ~1% of tokens injected),
+  against a minimal pipeline that reads the same documents, calls `encode_batch_fast` and writes one memmap.
+- schedule: `compile_schedule` placing --insertions random copies into a run filled to 30%.
+"""
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import zstandard
+from tokenizers import Tokenizer
+
+import injc
+from injc.compiler.layout import Layout
+from injc.compiler.schedule import Request, compile_schedule
+
+DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo"
+
+
+def make_corpus(folder: Path, copies: int) -> list[str]:
+    lines = zstandard.ZstdDecompressor().stream_reader(open(DEMO / "data" / "stdlib.jsonl.zst", "rb")).read()
+    (folder / "data").mkdir()
+    for index in range(copies):
+        (folder / "data" / f"part{index:03d}.jsonl").write_bytes(lines)
+    return [json.loads(line)["text"] for line in lines.splitlines()] * copies
+
+
+def minimal_pipeline(texts: list[str], out: Path) -> tuple[int, float]:
+    """The anchor: read JSONL, encode_batch_fast, concatenate with EOS, write one uint16 memmap."""
+    started = time.perf_counter()
+    tokenizer = Tokenizer.from_file(str(DEMO / "tokenizer.json"))
+    eos = tokenizer.token_to_id("<|endoftext|>")
+    docs = []
+    for path in sorted((out.parent / "data").iterdir()):
+        with open(path, "rb") as handle:
+            docs.extend(json.loads(line)["text"] for line in handle)
+    parts = []
+    for start in range(0, len(docs), 64):
+        for encoding in tokenizer.encode_batch_fast(docs[start:start + 64], add_special_tokens=False):
+            parts.append(np.asarray(encoding.ids, dtype=np.uint16))
+            parts.append(np.array([eos], dtype=np.uint16))
+    tokens = np.concatenate(parts)
+    memmap = np.memmap(out, dtype=np.uint16, mode="w+", shape=tokens.shape)
+    memmap[:] = tokens
+    memmap.flush()
+    return len(tokens), time.perf_counter() - started
+
+
+def write_plan(folder: Path, steps: int, experiments: str) -> Path:
+    (folder / "tokenizer.json").write_bytes((DEMO / "tokenizer.json").read_bytes())
+    plan = folder / f"plan{len(experiments)}.toml"
+    plan.write_text(f"""[layout]\nseq_len = 1024\nbatch_size = 32\nsteps = {steps}\nseed = 1\n
+[tokenizer]\npath = "tokenizer.json"\n\n[corpus]\npaths = ["data/*.jsonl"]\n{experiments}""")
+    return plan
+
+
+def bench_build(copies: int, repeats: int) -> list[tuple[str, str, str]]:
+    """Anchor and builds run interleaved `repeats` times; each figure is the median of its runs."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        texts = make_corpus(folder, copies)
+        total, _ = minimal_pipeline(texts, folder / "anchor.bin")
+        steps = total // (1024 * 32)
+        payload = folder / "payload.jsonl"
+        payload.write_text("".join(json.dumps({"text": t[:300]}) + "\n" for t in texts[:1000]))
+        one_percent = max(1, int(0.01 * steps * 1024 * 32 / 100 / 1000))
+        plans = {
+            "injc build, no experiments": write_plan(folder, steps, ""),
+            "injc build, ~1% injected": write_plan(folder, steps, '[[experiments]]\nname = "p"\nkind = "texts"\n'
+                                                   f'file = "payload.jsonl"\nrepetitions = {one_percent}\n'),
+        }
+        speeds = {"anchor": [], **{label: [] for label in plans}}
+        shares = {}
+        for _ in range(repeats):
+            count, seconds = minimal_pipeline(texts, folder / "anchor.bin")
+            speeds["anchor"].append(count / seconds)
+            for label, plan in plans.items():
+                result = injc.build(plan, folder / "out", progress=False, force=True)
+                speeds[label].append(result.tokens_per_second)
+                shares[label] = f" ({result.inserted_tokens / result.total_tokens:.2%} of {result.total_tokens:,} tokens)"
+    anchor = float(np.median(speeds["anchor"]))
+    rows = [("anchor: read + encode_batch_fast + memmap", f"{anchor:,.0f} tok/s", "")]
+    for label in plans:
+        speed = float(np.median(speeds[label]))
+        rows.append((label + shares[label], f"{speed:,.0f} tok/s", f"{speed / anchor:.2f}× anchor"))
+    return rows
+
+
+def bench_schedule(insertions: int) -> list[tuple[str, str, str]]:
+    layout = Layout(seq_len=2048, batch_size=512, steps=max(1, insertions // 1000))
+    rng = np.random.default_rng(0)
+    mean = 0.3 * layout.total_tokens / insertions
+    lengths = np.clip(rng.integers(int(mean * 0.5), int(mean * 1.5) + 1, insertions), 2, layout.seq_len)
+    started = time.perf_counter()
+    schedule = compile_schedule(layout, [Request("bench", lengths, np.ones(insertions, int), "random")], seed=1)
+    seconds = time.perf_counter() - started
+    fill = schedule.length.sum() / layout.total_tokens
+    return [(f"schedule {len(schedule):,} random copies, run {fill:.0%} full ({layout.total_tokens:,} tokens)",
+             f"{seconds:.2f} s", "")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--copies", type=int, default=8, help="demo corpus repetitions (about 1.2M tokens each)")
+    parser.add_argument("--insertions", type=int, default=1_000_000)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per figure (median)")
+    args = parser.parse_args()
+    rows = bench_build(args.copies, args.repeats) + bench_schedule(args.insertions)
+    width = max(len(r[0]) for r in rows)
+    for name, figure, ratio in rows:
+        print(f"{name:<{width}}  {figure:>16}  {ratio}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""`python -m injc ...` is the same as the `injc` command."""
+
+from injc.cli import main
+
+main()

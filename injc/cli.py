@@ -3,6 +3,7 @@
     injc build examples/demo/plan.toml --out out/demo
     injc inspect out/demo/manifest.json [--json] [--plot density.png] [--step 12]
     injc verify out/demo/manifest.json
+    injc train out/demo/manifest.json --model examples/demo/tiny-gpt.yaml --out runs/demo --audit
 
 Exit codes: 0 success; 1 `verify` found a mismatch; 2 bad input (one line per problem on stderr, no traceback).
 """
@@ -101,3 +102,51 @@ def verify(manifest):
     if problems:
         sys.exit(1)
     click.echo(f"ok: {manifest} verified")
+
+
+def _step_list(ctx, param, value):
+    if not value:
+        return ()
+    try:
+        steps = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated step counts, got {value!r}") from None
+    if any(s < 1 for s in steps):
+        raise click.BadParameter("step counts must be ≥ 1")
+    return steps
+
+
+@main.command()
+@click.argument("manifest", type=click.Path())
+@click.option("--model", required=True, help="LitGPT config name (e.g. pythia-14m) or a YAML file of Config fields.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run folder.")
+@click.option("--micro-batch-size", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Rows per forward pass (gradients accumulate to one step per manifest step).")
+@click.option("--steps", type=click.IntRange(min=1), help="Train only the first N steps.")
+@click.option("--save-steps", callback=_step_list, help="Checkpoint after these many steps, e.g. 100,200.")
+@click.option("--resume", is_flag=True, help="Continue after the latest checkpoint in --out.")
+@click.option("--audit", is_flag=True, help="Write OUT/audit.jsonl: sha256 of every step's batch.")
+@click.option("--verify", "full_verify", is_flag=True, help="Re-hash every shard before training.")
+@click.option("--lr", type=float, default=4e-4, show_default=True)
+@click.option("--min-lr", type=float, default=4e-5, show_default=True)
+@click.option("--warmup-steps", type=click.IntRange(min=0), help="Default: 10% of the run, at most 2,000.")
+@click.option("--weight-decay", type=float, default=0.1, show_default=True)
+@click.option("--grad-clip", type=float, default=1.0, show_default=True, help="0 = no clipping.")
+@click.option("--seed", type=int, help="Model init seed (default: the plan's seed).")
+@click.option("--device", help="cpu, cuda, ... (default: cuda when available).")
+@click.option("--quiet", is_flag=True, help="No per-step lines.")
+@_user_errors
+def train(manifest, model, out_dir, micro_batch_size, steps, save_steps, resume, audit, full_verify, lr, min_lr,
+          warmup_steps, weight_decay, grad_clip, seed, device, quiet):
+    """Train a LitGPT model on MANIFEST's shards, step-exact: step s is exactly stream[s*B*L:(s+1)*B*L]."""
+    try:
+        from injc.train.trainer import TrainConfig, train as run_train
+    except ImportError as error:
+        raise InjcError(f"training needs torch and litgpt ({error.name} is missing): "
+                        "pip install torch==2.13.0 && pip install -e '.[train]'") from None
+    config = TrainConfig(model=model, out=out_dir, micro_batch_size=micro_batch_size, steps=steps,
+                         save_steps=save_steps, resume=resume, audit=audit, verify=full_verify, lr=lr,
+                         min_lr=min_lr, warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip,
+                         seed=seed, device=device)
+    final = run_train(manifest, config, progress=not quiet)
+    click.echo(f"trained: {final}")

@@ -1,1 +1,1 @@
-"""The LitGPT-based trainer that consumes the shards unchanged (not built yet; see the trainer issue)."""
+"""The LitGPT-based trainer that consumes the shards unchanged, step-exact and auditable (`injc train`)."""

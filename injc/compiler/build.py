@@ -12,6 +12,7 @@ The whole data path in one place:
 
 import dataclasses
 import hashlib
+import json
 import os
 import shutil
 import sys
@@ -31,7 +32,8 @@ from injc.compiler.tokenizer import LoadedTokenizer, load_tokenizer
 from injc.errors import InjcError, LayoutError
 from injc.injectors.base import Context, Payload
 from injc.shards.insertions import write_insertions
-from injc.shards.manifest import FORMAT, INSERTIONS_NAME, MANIFEST_NAME, TOKENIZER_NAME, VERSION, write_manifest
+from injc.shards.manifest import (EVALS_FOLDER, FORMAT, INSERTIONS_NAME, MANIFEST_NAME, TOKENIZER_NAME, VERSION,
+                                  write_manifest)
 from injc.shards.writer import Overlay, write_shards
 
 
@@ -55,8 +57,28 @@ class BuildResult:
                 f"{self.seconds:.1f} s, {self.tokens_per_second:,.0f} tok/s")
 
 
+def corpus_token_counter(plan: Plan, tokenizer: LoadedTokenizer):
+    """A function returning how often each id occurs in the run's base stream; the extra pass runs at most once."""
+    cache: list[np.ndarray] = []
+
+    def counts() -> np.ndarray:
+        if not cache:
+            total, seen = plan.layout.total_tokens, 0
+            counts = np.zeros(tokenizer.vocab_size, dtype=np.int64)
+            for chunk in base_stream(plan.corpus, tokenizer):
+                chunk = chunk[: total - seen]
+                counts += np.bincount(chunk, minlength=tokenizer.vocab_size)
+                seen += len(chunk)
+                if seen >= total:
+                    break
+            cache.append(counts)
+        return cache[0]
+
+    return counts
+
+
 def make_payloads(plan: Plan, tokenizer: LoadedTokenizer) -> list[Payload]:
-    ctx = Context(tokenizer, plan.layout, plan.seed)
+    ctx = Context(tokenizer, plan.layout, plan.seed, corpus_token_counter(plan, tokenizer))
     return [experiment.payload(ctx) for experiment in plan.experiments]
 
 
@@ -66,7 +88,8 @@ def schedule_payloads(plan: Plan, payloads: list[Payload], dtype: np.dtype) -> t
     for config, payload in zip(plan.experiments, payloads):
         lengths = np.array([len(tokens) for tokens in payload.items], dtype=np.int64)
         requests.append(Request(config.name, lengths, payload.copies, payload.placement.mode,
-                                payload.placement.start_step, payload.placement.end_step, payload.offsets))
+                                payload.placement.start_step, payload.placement.end_step, payload.offsets,
+                                payload.item_steps))
         item_starts.append(pool_size + np.cumsum(lengths) - lengths)
         pool_parts.extend(payload.items)
         pool_size += int(lengths.sum())
@@ -82,7 +105,21 @@ def _fingerprint(path: Path) -> dict:
     return {"path": str(path), "size": path.stat().st_size, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
-def experiment_records(plan: Plan, payloads: list[Payload], schedule: Schedule) -> list[dict]:
+def write_eval_records(folder: Path, plan: Plan, payloads: list[Payload]) -> dict[str, dict]:
+    """evals/NAME.json for each experiment with eval records; returns {name: {path, sha256}}."""
+    written = {}
+    for config, payload in zip(plan.experiments, payloads):
+        if payload.eval_records is None:
+            continue
+        relative = f"{EVALS_FOLDER}/{config.name}.json"
+        (folder / EVALS_FOLDER).mkdir(exist_ok=True)
+        data = (json.dumps(payload.eval_records, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+        (folder / relative).write_bytes(data)
+        written[config.name] = {"path": relative, "sha256": hashlib.sha256(data).hexdigest()}
+    return written
+
+
+def experiment_records(plan: Plan, payloads: list[Payload], schedule: Schedule, evals: dict) -> list[dict]:
     """Per-experiment summary for the manifest: counts, tokens, share of the run, placement, input files."""
     copies = np.bincount(schedule.experiment, minlength=len(payloads))
     tokens = np.bincount(schedule.experiment, weights=schedule.length, minlength=len(payloads)).astype(np.int64)
@@ -90,8 +127,7 @@ def experiment_records(plan: Plan, payloads: list[Payload], schedule: Schedule) 
     for index, (config, payload) in enumerate(zip(plan.experiments, payloads)):
         files = {f.name: _fingerprint(getattr(config, f.name)) for f in dataclasses.fields(config)
                  if isinstance(getattr(config, f.name), Path)}
-        records.append({
-            **payload.records,
+        record = {
             "name": config.name,
             "kind": config.kind,
             "items": len(payload.items),
@@ -101,7 +137,11 @@ def experiment_records(plan: Plan, payloads: list[Payload], schedule: Schedule) 
             "fraction_of_run": float(tokens[index] / plan.layout.total_tokens),
             "placement": dataclasses.asdict(payload.placement),
             "files": files,
-        })
+        }
+        record.update(payload.summary)
+        if config.name in evals:
+            record["eval_records"] = evals[config.name]
+        records.append(record)
     return records
 
 
@@ -170,7 +210,7 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
             "shards": [dataclasses.asdict(s) for s in shards],
             "insertions": {"path": INSERTIONS_NAME, "count": len(schedule),
                            "sha256": hashlib.sha256((tmp / INSERTIONS_NAME).read_bytes()).hexdigest()},
-            "experiments": experiment_records(plan, payloads, schedule),
+            "experiments": experiment_records(plan, payloads, schedule, write_eval_records(tmp, plan, payloads)),
             "directives": [],
         }
         write_manifest(tmp / MANIFEST_NAME, manifest)

@@ -131,12 +131,12 @@ def load_plan(path: str | Path) -> Plan:
     problems: list[str] = []
     base = path.parent
     top = TableReader(document, "plan", problems)
-    layout, seed, shard_tokens = _read_layout(TableReader(top._get("layout", {}), "layout", problems))
-    tok_reader = TableReader(top._get("tokenizer", {}), "tokenizer", problems)
+    layout, seed, shard_tokens = _read_layout(TableReader(top.get("layout", {}), "layout", problems))
+    tok_reader = TableReader(top.get("tokenizer", {}), "tokenizer", problems)
     tokenizer = TokenizerConfig(tok_reader.path("path", base), tok_reader.str("eos", None))
     tok_reader.finish()
-    corpus = _read_corpus(TableReader(top._get("corpus", {}), "corpus", problems), base)
-    experiments = _read_experiments(top._get("experiments", []), base, layout.steps if layout else None, problems)
+    corpus = _read_corpus(TableReader(top.get("corpus", {}), "corpus", problems), base)
+    experiments = _read_experiments(top.get("experiments", []), base, layout.steps if layout else None, problems)
     top.finish()
     if problems:
         noun = "problem" if len(problems) == 1 else "problems"

@@ -43,6 +43,8 @@ class Request:
     end_step: int | None = None
     offsets: np.ndarray | None = None
     """Explicit mode: the global offset of each item."""
+    item_steps: tuple[np.ndarray, np.ndarray] | None = None
+    """Per-item [start_step, end_step) ranges, overriding start_step/end_step."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,8 @@ class _Copies:
 
     request: np.ndarray
     length: np.ndarray
+    start_step: np.ndarray
+    end_step: np.ndarray
     first_segment: np.ndarray
     end_segment: np.ndarray
     segment: np.ndarray
@@ -226,38 +230,38 @@ def _arrange(copies: _Copies, seg_start: np.ndarray, room: np.ndarray, rng: np.r
     return offsets
 
 
-def _unplaced_problems(requests, copies, failed, room, layout) -> list[str]:
+def _unplaced_problems(requests, copies, failed, room) -> list[str]:
     """Explain, per experiment, which copies found no room and how much room is left where they may go."""
     problems = []
     for index in np.unique(copies.request[failed]):
-        request = requests[index]
         mine = failed[copies.request[failed] == index]
-        low, high = copies.first_segment[mine[0]], copies.end_segment[mine[0]]
-        end_step = layout.steps if request.end_step is None else request.end_step
+        first = mine[0]
+        low, high = copies.first_segment[first], copies.end_segment[first]
         largest = int(room[low:high].max()) if high > low else 0
         problems.append(
-            f"experiment {request.name!r}: {len(mine):,} copies ({int(copies.length[mine].sum()):,} tokens, longest "
-            f"{int(copies.length[mine].max()):,}) found no room in steps [{request.start_step}, {end_step}); "
-            f"{int(room[low:high].sum()):,} tokens are still free there, the largest free gap is {largest:,}"
+            f"experiment {requests[index].name!r}: {len(mine):,} copies ({int(copies.length[mine].sum()):,} tokens, "
+            f"longest {int(copies.length[mine].max()):,}) found no room; in steps [{copies.start_step[first]}, "
+            f"{copies.end_step[first]}) {int(room[low:high].sum()):,} tokens are still free, the largest free gap "
+            f"is {largest:,}"
         )
     return problems
 
 
-def _capacity_problems(requests, copies, room, layout) -> list[str]:
-    """Experiments that need more tokens than their step range has free, before any random placement."""
+def _capacity_problems(requests, copies, room) -> list[str]:
+    """Step ranges asked for more tokens than they have free, before any random placement."""
     problems = []
-    for index in np.unique(copies.request):
-        request = requests[index]
-        mine = copies.request == index
-        low, high = copies.first_segment[mine][0], copies.end_segment[mine][0]
-        need, free = int(copies.length[mine].sum()), int(room[low:high].sum())
-        if need > free:
-            end_step = layout.steps if request.end_step is None else request.end_step
+    free = np.concatenate([[0], np.cumsum(room)])
+    ranges = np.stack([copies.request, copies.first_segment, copies.end_segment], axis=1)
+    keys, inverse = np.unique(ranges, axis=0, return_inverse=True)
+    need = np.bincount(inverse.ravel(), weights=copies.length, minlength=len(keys)).astype(np.int64)
+    for (index, low, high), tokens, example in zip(keys, need, np.unique(inverse.ravel(), return_index=True)[1]):
+        available = int(free[high] - free[low])
+        if tokens > available:
             problems.append(
-                f"experiment {request.name!r} needs {need:,} tokens in steps [{request.start_step}, {end_step}) "
-                f"but only {free:,} are free there"
+                f"experiment {requests[index].name!r} needs {int(tokens):,} tokens in steps "
+                f"[{copies.start_step[example]}, {copies.end_step[example]}) but only {available:,} are free there"
             )
-    return problems
+    return problems[:10]
 
 
 def compile_schedule(layout: Layout, requests: list[Request], seed: int) -> Schedule:
@@ -267,7 +271,7 @@ def compile_schedule(layout: Layout, requests: list[Request], seed: int) -> Sche
     seg_start, room = free_segments(layout, blocked_start, blocked_end)
 
     placed = [[] for _ in range(5)]
-    parts = {"request": [], "length": [], "first": [], "end": [], "item": [], "repetition": []}
+    parts = {key: [] for key in ("request", "length", "start_step", "end_step", "item", "repetition")}
     for index, request in enumerate(requests):
         lengths = np.asarray(request.lengths, dtype=np.int64)
         item, repetition = expand_copies(request.copies)
@@ -276,26 +280,32 @@ def compile_schedule(layout: Layout, requests: list[Request], seed: int) -> Sche
                                                np.asarray(request.offsets, dtype=np.int64)[item], lengths[item])):
                 column.append(values)
             continue
-        end_step = layout.steps if request.end_step is None else request.end_step
-        first = np.searchsorted(seg_start, request.start_step * layout.tokens_per_step)
-        end = np.searchsorted(seg_start, end_step * layout.tokens_per_step)
+        if request.item_steps is not None:
+            start_step, end_step = (np.asarray(a, dtype=np.int64)[item] for a in request.item_steps)
+        else:
+            start_step = np.full(len(item), request.start_step)
+            end_step = np.full(len(item), layout.steps if request.end_step is None else request.end_step)
         parts["request"].append(np.full(len(item), index))
         parts["length"].append(lengths[item])
-        parts["first"].append(np.full(len(item), first))
-        parts["end"].append(np.full(len(item), end))
+        parts["start_step"].append(start_step)
+        parts["end_step"].append(end_step)
         parts["item"].append(item)
         parts["repetition"].append(repetition)
 
     if parts["request"]:
         joined = {key: np.concatenate(value).astype(np.int64) for key, value in parts.items()}
-        copies = _Copies(joined["request"], joined["length"], joined["first"], joined["end"],
-                         np.full(len(joined["length"]), -1, dtype=np.int64))
-        capacity_problems = _capacity_problems(requests, copies, room, layout)
+        copies = _Copies(
+            joined["request"], joined["length"], joined["start_step"], joined["end_step"],
+            np.searchsorted(seg_start, joined["start_step"] * layout.tokens_per_step),
+            np.searchsorted(seg_start, joined["end_step"] * layout.tokens_per_step),
+            np.full(len(joined["length"]), -1, dtype=np.int64),
+        )
+        capacity_problems = _capacity_problems(requests, copies, room)
         if capacity_problems:
             raise LayoutError(*capacity_problems)
         failed = _place_all(copies, room, rng)
         if len(failed):
-            raise LayoutError(*_unplaced_problems(requests, copies, failed, room, layout))
+            raise LayoutError(*_unplaced_problems(requests, copies, failed, room))
         offsets = _arrange(copies, seg_start, room, rng)
         for column, values in zip(placed, (copies.request, joined["item"], joined["repetition"], offsets,
                                            copies.length)):

@@ -35,7 +35,8 @@ class TableReader:
     def has(self, key: str) -> bool:
         return key in self.table
 
-    def _get(self, key: str, default: Any) -> Any:
+    def get(self, key: str, default: Any) -> Any:
+        """The raw value of `key` (marked as used), `default` when absent; a missing required key is a problem."""
         self.used.add(key)
         if key in self.table:
             return self.table[key]
@@ -45,7 +46,7 @@ class TableReader:
         return default
 
     def int(self, key: str, default: Any = REQUIRED, *, min: int | None = None, max: int | None = None) -> Any:
-        value = self._get(key, default)
+        value = self.get(key, default)
         if key not in self.table:
             return value
         if isinstance(value, bool) or not isinstance(value, int):
@@ -60,7 +61,7 @@ class TableReader:
         return value
 
     def number(self, key: str, default: Any = REQUIRED, *, min: float | None = None) -> Any:
-        value = self._get(key, default)
+        value = self.get(key, default)
         if key not in self.table:
             return value
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -72,7 +73,7 @@ class TableReader:
         return float(value)
 
     def str(self, key: str, default: Any = REQUIRED, *, choices: tuple[str, ...] | None = None) -> Any:
-        value = self._get(key, default)
+        value = self.get(key, default)
         if key not in self.table:
             return value
         if not isinstance(value, str):
@@ -87,7 +88,7 @@ class TableReader:
         return value
 
     def str_list(self, key: str, default: Any = REQUIRED) -> Any:
-        value = self._get(key, default)
+        value = self.get(key, default)
         if key not in self.table:
             return value
         if isinstance(value, str):

@@ -3,9 +3,19 @@
 A kind maps to a config class with `read(reader, name, kind, base, steps)` and `payload(ctx) -> Payload`.
 """
 
+from injc.injectors.canaries import CanariesConfig
+from injc.injectors.contamination import ContaminationConfig
+from injc.injectors.knowledge import KnowledgeConfig
+from injc.injectors.math import MathConfig
+from injc.injectors.poisoning import PoisoningConfig
 from injc.injectors.texts import FilePayloadConfig
 
 KINDS = {
     "texts": FilePayloadConfig,
     "tokens": FilePayloadConfig,
+    "contamination": ContaminationConfig,
+    "canaries": CanariesConfig,
+    "poisoning": PoisoningConfig,
+    "knowledge": KnowledgeConfig,
+    "math": MathConfig,
 }

@@ -1,6 +1,9 @@
 """What every injector shares: placement keys, the payload it hands the compiler, and JSONL payload reading."""
 
 import json
+import string
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,14 +45,21 @@ class Placement:
 
 @dataclass
 class Payload:
-    """An experiment's items, tokenized as they will be written, and how often and where to place them."""
+    """An experiment's items, tokenized as they will be written, and how often and where to place them.
+
+    Items with 0 copies are controls: recorded for evals, never written.
+    """
 
     items: list[np.ndarray]
     copies: np.ndarray
     placement: Placement
     offsets: np.ndarray | None = None
-    records: dict = field(default_factory=dict)
-    """Extra, JSON-serializable facts for the manifest (what evals need later)."""
+    item_steps: tuple[np.ndarray, np.ndarray] | None = None
+    """Per-item [start_step, end_step) ranges, overriding the placement's range (e.g. per-window knowledge)."""
+    summary: dict = field(default_factory=dict)
+    """Small JSON facts shown in the manifest's experiment entry (tiers, conditions, ...)."""
+    eval_records: dict | None = None
+    """What the experiment's eval needs (controls, probes, answers): written to evals/NAME.json, hashed."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,21 @@ class Context:
     tokenizer: LoadedTokenizer
     layout: Layout
     seed: int
+    corpus_token_counts: Callable[[], np.ndarray] | None = None
+    """How often each token id occurs in the run's base stream (computed on first call, by an extra pass)."""
+
+    def rng(self, name: str, purpose: str = "") -> np.random.Generator:
+        """A generator for one experiment: depends on the plan seed and the name, not on experiment order."""
+        return np.random.default_rng([self.seed, zlib.crc32(name.encode()), zlib.crc32(purpose.encode())])
+
+    def encode(self, texts: list[str]) -> list[np.ndarray]:
+        return self.tokenizer.encode_batch(texts)
+
+    @property
+    def special_ids(self) -> np.ndarray:
+        """Ids of the tokenizer's special tokens (EOS included): never drawn as random or rare tokens."""
+        added = self.tokenizer.tokenizer.get_added_tokens_decoder()
+        return np.array(sorted({self.tokenizer.eos_id, *(i for i, t in added.items() if t.special)}), dtype=np.int64)
 
     def wrap(self, tokens: np.ndarray) -> np.ndarray:
         """EOS-wrap a random/range payload so it reads as a document of its own (the paper's rule).
@@ -119,3 +144,33 @@ def read_jsonl(path: Path, experiment: str) -> list[dict]:
     if not records:
         raise InputError(f"experiment {experiment!r}: {str(path)!r} holds no records")
     return records
+
+
+def template_fields(template: str) -> set[str] | None:
+    """The plain {field} names of a template; None when it uses attribute/index access or conversions."""
+    names = set()
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError:
+        return None
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if not name.isidentifier() or spec or conversion:
+            return None
+        names.add(name)
+    return names
+
+
+def check_template(reader, key: str, template: str | None, allowed: set[str], required: set[str]) -> None:
+    """Report a template that uses unknown fields, misses required ones, or anything beyond plain {name}."""
+    if template is None:
+        return
+    names = template_fields(template)
+    if names is None:
+        reader.problem("only plain {name} fields are allowed in templates", key)
+    elif names - allowed:
+        reader.problem(f"unknown field(s) {', '.join(sorted(names - allowed))}; allowed: "
+                       f"{', '.join(sorted(allowed))}", key)
+    elif required - names:
+        reader.problem(f"must contain {', '.join('{' + n + '}' for n in sorted(required - names))}", key)

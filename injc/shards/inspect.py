@@ -4,6 +4,7 @@ Reads only the manifest and the small columns of the insertions table (never the
 fast on tables of millions of rows.
 """
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,16 @@ from injc.shards.manifest import Manifest, load_manifest
 
 BAR_WIDTH = 40
 TEXT_BINS = 20
+COMMON_KEYS = {"name", "kind", "items", "repetitions", "insertions", "tokens", "fraction_of_run", "placement", "files",
+               "eval_records"}
+
+
+def _describe(value) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_describe(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        return "; ".join(_describe(v) for v in value)
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else str(value)
 
 
 @dataclass(frozen=True)
@@ -55,18 +66,24 @@ class Report:
             f"{layout['batch_size']:,} rows × {layout['seq_len']:,} tokens = {layout['total_tokens']:,} tokens "
             f"({layout['dtype']}, eos {layout['eos_id']})",
             "",
-            f"{'experiment':<24} {'kind':<10} {'placement':<16} {'items':>8} {'copies':>10} {'tokens':>13} "
+            f"{'experiment':<24} {'kind':<13} {'placement':<16} {'items':>8} {'copies':>10} {'tokens':>13} "
             f"{'of run':>9}",
         ]
         for e in self.experiments:
             placement = e["placement"]["mode"]
             if placement == "range":
                 placement += f" [{e['placement']['start_step']},{e['placement']['end_step']})"
-            lines.append(f"{e['name'][:24]:<24} {e['kind'][:10]:<10} {placement[:16]:<16} {e['items']:>8,} "
+            lines.append(f"{e['name'][:24]:<24} {e['kind'][:13]:<13} {placement[:16]:<16} {e['items']:>8,} "
                          f"{e['insertions']:>10,} {e['tokens']:>13,} {e['fraction_of_run']:>9.4%}")
         totals = self.to_json()["totals"]
-        lines.append(f"{'total':<52} {totals['insertions']:>10,} {totals['tokens']:>13,} "
+        lines.append(f"{'total':<64} {totals['insertions']:>10,} {totals['tokens']:>13,} "
                      f"{totals['fraction_of_run']:>9.4%}")
+        details = [(e["name"], {k: v for k, v in e.items() if k not in COMMON_KEYS}) for e in self.experiments]
+        details = [(name, extra) for name, extra in details if extra]
+        if details:
+            lines += ["", "experiment details (tiers: repetitions → questions; conditions; windows):"]
+            lines += [f"  {name}: " + "; ".join(f"{k} {_describe(v)}" for k, v in sorted(extra.items()))
+                      for name, extra in details]
         density = self.density
         if len(density):
             lines += ["", f"inserted share of each step's tokens (mean {density.mean():.4%}, max {density.max():.4%}):"]

@@ -17,6 +17,7 @@ VERSION = 1
 MANIFEST_NAME = "manifest.json"
 INSERTIONS_NAME = "insertions.parquet"
 TOKENIZER_NAME = "tokenizer.json"
+EVALS_FOLDER = "evals"
 
 
 @dataclass(frozen=True)

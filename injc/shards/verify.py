@@ -81,10 +81,11 @@ def _check_rows(manifest: Manifest, stream: TokenStream | None) -> list[str]:
             mine = names == name
             if (col[mine] + length[mine] > layout.seq_len).any():
                 problems.append(f"insertions: experiment {name!r} has copies crossing an instance boundary")
+            end_step = placement["end_step"] or layout.steps
             if placement["mode"] == "range" and ((step[mine] < placement["start_step"])
-                                                 | (step[mine] >= placement["end_step"])).any():
+                                                 | (step[mine] >= end_step)).any():
                 problems.append(f"insertions: experiment {name!r} has copies outside steps "
-                                f"[{placement['start_step']}, {placement['end_step']})")
+                                f"[{placement['start_step']}, {end_step})")
         if stream is not None and len(offset):
             written = stream.gather(ramp_indices(offset, length))
             differs = written != tokens.values.to_numpy()
@@ -113,6 +114,11 @@ def verify(manifest_path: str | Path) -> list[str]:
     rows = pq.ParquetFile(path).metadata.num_rows
     if rows != manifest.data["insertions"]["count"]:
         problems.append(f"insertions table has {rows:,} rows, the manifest says {manifest.data['insertions']['count']:,}")
+    for entry in manifest.experiments:
+        records = entry.get("eval_records")
+        if records and (not (manifest.root / records["path"]).is_file()
+                        or _sha256_file(manifest.root / records["path"]) != records["sha256"]):
+            problems.append(f"eval records {records['path']}: missing or sha256 differs from the manifest")
     stream = None
     if not problems and manifest.variant == "injected":
         try:

@@ -2,6 +2,7 @@ import pytest
 
 from injc.compiler.plan import load_plan
 from injc.errors import PlanError
+from injc.injectors import KINDS
 from tests.conftest import CANARIES
 
 
@@ -54,7 +55,7 @@ def test_every_problem_is_reported_at_once_with_its_location(project):
         f"experiments[0].file: file {str(project.root / 'payloads/missing.jsonl')!r} not found",
         "experiments[0].end_step: must be greater than start_step (9), got 3",
         "experiments[0].colour: unknown key",
-        "experiments[1].kind: must be one of 'texts', 'tokens', got 'sorcery'",
+        f"experiments[1].kind: must be one of {', '.join(repr(k) for k in KINDS)}, got 'sorcery'",
         "experiments[1].name: duplicate experiment name 'x'",
     ]
 

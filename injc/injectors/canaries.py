@@ -1,0 +1,107 @@
+"""`canaries`: the paper's memorization-patterns experiment (MemP, after Panda et al. 2025).
+
+Host texts get a canary (random tokens, the base corpus's rarest tokens, or none) appended; every condition
+(canary length × repetitions) gets `per_condition` hosts, and `holdout` further hosts with canaries of their own
+are never inserted: the non-member controls of the membership-inference eval. Plan keys: hosts (JSONL file),
+host_field, canary, lengths, repetitions, per_condition, holdout, rare_pool, placement random | range.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from injc.compiler.tables import TableReader
+from injc.errors import InputError
+from injc.injectors.base import Context, Payload, Placement, read_jsonl
+
+CANARY_KINDS = ("random", "rare", "none")
+
+
+def read_int_list(reader: TableReader, key: str, default: list[int], minimum: int) -> list[int] | None:
+    value = reader.get(key, None)
+    if value is None:
+        return list(default)
+    if (not isinstance(value, list) or not value
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in value)):
+        reader.problem(f"expected a non-empty array of integers ≥ {minimum}, got {value!r}", key)
+        return None
+    return list(value)
+
+
+@dataclass(frozen=True)
+class CanariesConfig:
+    name: str
+    kind: str
+    hosts: Path
+    host_field: str
+    canary: str
+    """random: uniform non-special token ids | rare: drawn from the base corpus's rarest ids | none."""
+    lengths: tuple
+    repetitions: tuple
+    per_condition: int
+    holdout: int
+    rare_pool: int
+    """How many of the rarest ids canary = "rare" draws from."""
+    placement: Placement
+
+    @classmethod
+    def read(cls, reader: TableReader, name: str, kind: str, base: Path, steps: int | None):
+        config = cls(
+            name, kind, reader.path("hosts", base), reader.str("host_field", "text"),
+            reader.str("canary", "random", choices=CANARY_KINDS),
+            tuple(read_int_list(reader, "lengths", [1, 8, 32], 1) or ()),
+            tuple(read_int_list(reader, "repetitions", [1, 4, 16], 1) or ()),
+            reader.int("per_condition", 100, min=1), reader.int("holdout", 500, min=0),
+            reader.int("rare_pool", 64, min=1), Placement.read(reader, steps),
+        )
+        if config.placement.mode == "explicit":
+            reader.problem("canaries are placed at random (placement = \"random\" or \"range\")", "placement")
+        return config
+
+    def conditions(self) -> list[tuple[int, int]]:
+        lengths = (0,) if self.canary == "none" else self.lengths
+        return [(length, reps) for length in lengths for reps in self.repetitions]
+
+    def _canary_ids(self, ctx: Context, rng: np.random.Generator) -> np.ndarray:
+        candidates = np.setdiff1d(np.arange(ctx.tokenizer.vocab_size), ctx.special_ids)
+        if self.canary == "rare":
+            counts = ctx.corpus_token_counts()[candidates]
+            candidates = candidates[np.argsort(counts, kind="stable")[: self.rare_pool]]
+        return candidates
+
+    def payload(self, ctx: Context) -> Payload:
+        records = read_jsonl(self.hosts, self.name)
+        texts = [r.get(self.host_field) for r in records]
+        if not all(isinstance(t, str) and t for t in texts):
+            raise InputError(f"experiment {self.name!r}: every line of {str(self.hosts)!r} needs a non-empty "
+                             f"string {self.host_field!r}")
+        conditions = self.conditions()
+        need = self.per_condition * len(conditions) + self.holdout
+        if need > len(texts):
+            raise InputError(f"experiment {self.name!r}: {len(conditions)} conditions × {self.per_condition} + "
+                             f"{self.holdout} holdout need {need:,} hosts, {str(self.hosts)!r} has {len(texts):,}")
+        rng = ctx.rng(self.name, "canaries")
+        chosen = rng.permutation(len(texts))[:need]
+        member_conditions = [c for c in conditions for _ in range(self.per_condition)]
+        holdout_lengths = [conditions[i % len(conditions)][0] for i in range(self.holdout)]
+        lengths = [c[0] for c in member_conditions] + holdout_lengths
+        copies = np.array([c[1] for c in member_conditions] + [0] * self.holdout, dtype=np.int64)
+        pool = self._canary_ids(ctx, rng) if self.canary != "none" else np.zeros(0, dtype=np.int64)
+        room = ctx.layout.seq_len - 2
+        items, item_records = [], []
+        for item, (host, tokens, length) in enumerate(zip(chosen, ctx.encode([texts[i] for i in chosen]), lengths)):
+            canary = rng.choice(pool, size=length) if length else np.zeros(0, dtype=np.int64)
+            body = np.concatenate([tokens[: max(0, room - length)], canary])
+            items.append(ctx.wrap(body))
+            item_records.append({"item": item, "host_index": int(host), "member": bool(copies[item] > 0),
+                                 "canary_length": length, "repetitions": int(copies[item]),
+                                 "canary": canary.tolist(), "host_tokens": int(len(body) - length)})
+        ctx.check_items(self.name, items, "host")
+        return Payload(
+            items, copies, self.placement,
+            summary={"repetitions": list(self.repetitions), "canary": self.canary,
+                     "conditions": [{"canary_length": c[0], "repetitions": c[1], "hosts": self.per_condition}
+                                    for c in conditions], "holdout": self.holdout},
+            eval_records={"kind": self.kind, "canary": self.canary, "items": item_records},
+        )

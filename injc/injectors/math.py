@@ -1,0 +1,107 @@
+"""`math`: iGSM-style modular-arithmetic word problems with step-by-step solutions (generated, no files).
+
+A problem defines 2 to `max_params` base quantities, then `ops` derived ones, each the sum, difference or product
+(mod 23) of the previous one and an earlier one, so the answer needs all `ops` operations; it asks for the last. The solution defines every quantity in order and
+ends with `Answer: N`. Training problems use op counts in [ops[0], ops[1]]; test sets (`test_per_op` problems
+for each count in `test_ops`, unseen larger counts included) come from another seed and share no solution
+trace with training. Each record carries the arithmetic `expression`, so tests can check the answer.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from injc.compiler.tables import TableReader
+from injc.injectors.base import Context, Payload, Placement
+from injc.injectors.canaries import read_int_list
+
+MODULUS = 23
+MAX_OPS = 100
+MAX_PARAMS = 40
+OBJECTS = ("apples", "pears", "lamps", "books", "stones", "shells", "coins", "seeds", "bells", "ropes", "keys",
+           "cups", "nails", "beads", "maps", "jars")
+PLACES = ("red box", "green crate", "blue basket", "old chest", "small bag", "stone jar", "wooden shelf",
+          "tall cabinet", "iron safe", "glass case")
+OPERATIONS = (("+", "the sum of {a} and {b}"), ("-", "the difference of {a} and {b}"),
+              ("*", "the product of {a} and {b}"))
+
+
+def make_problem(rng: np.random.Generator, ops: int, max_params: int) -> dict:
+    """One problem: text, solution, answer, and the fully parenthesized expression that computes the answer."""
+    pairs = rng.permutation(len(OBJECTS) * len(PLACES))[: max_params + ops]
+    names = [f"{OBJECTS[p // len(PLACES)]} per {PLACES[p % len(PLACES)]}" for p in pairs]
+    params = int(rng.integers(2, max(2, max_params) + 1))
+    values, expressions, statements, steps = [], [], [], []
+    for index in range(params):
+        value = int(rng.integers(0, MODULUS))
+        values.append(value)
+        expressions.append(str(value))
+        statements.append(f"There are {value} {names[index]}.")
+        steps.append(f"v{index} = {names[index]} = {value}.")
+    for index in range(params, params + ops):
+        a, b = index - 1, int(rng.integers(index - 1))  # a chain: the answer needs every operation
+        symbol, phrase = OPERATIONS[int(rng.integers(len(OPERATIONS)))]
+        value = {"+": values[a] + values[b], "-": values[a] - values[b], "*": values[a] * values[b]}[symbol] % MODULUS
+        values.append(value)
+        expressions.append(f"(({expressions[a]}) {symbol} ({expressions[b]})) % {MODULUS}")
+        statements.append(f"The {names[index]} are {phrase.format(a=names[a], b=names[b])}.")
+        steps.append(f"v{index} = {names[index]} = v{a} {symbol} v{b} = {values[a]} {symbol} {values[b]} = {value}.")
+    question = f"How many {names[params + ops - 1]}?"
+    problem = (f"Solve modulo {MODULUS}.\nProblem: " + " ".join(statements) + f"\nQuestion: {question}")
+    solution = "Solution: " + " ".join(steps) + f"\nAnswer: {values[-1]}"
+    return {"ops": ops, "problem": problem, "solution": solution, "answer": values[-1],
+            "expression": expressions[-1]}
+
+
+@dataclass(frozen=True)
+class MathConfig:
+    name: str
+    kind: str
+    count: int
+    ops: tuple
+    """[min, max] operations per training problem."""
+    max_params: int
+    test_ops: tuple
+    test_per_op: int
+    placement: Placement
+
+    @classmethod
+    def read(cls, reader: TableReader, name: str, kind: str, base: Path, steps: int | None):
+        ops = read_int_list(reader, "ops", [1, 10], 1) or [1, 1]
+        if len(ops) != 2 or ops[0] > ops[1] or ops[1] > MAX_OPS:
+            reader.problem(f"expected [min, max] with min ≤ max ≤ {MAX_OPS}, got {ops!r}", "ops")
+            ops = [1, 1]
+        test_ops = read_int_list(reader, "test_ops", list(range(1, ops[1] + 3)), 1) or []
+        if test_ops and max(test_ops) > MAX_OPS:
+            reader.problem(f"op counts may not exceed {MAX_OPS}", "test_ops")
+        config = cls(name, kind, reader.int("count", min=1) or 1, tuple(ops), reader.int("max_params", 4, min=2,
+                                                                                           max=MAX_PARAMS),
+                     tuple(test_ops),
+                     reader.int("test_per_op", 50, min=0), Placement.read(reader, steps))
+        if config.placement.mode == "explicit":
+            reader.problem("math problems are placed at random (placement = \"random\" or \"range\")", "placement")
+        return config
+
+    def payload(self, ctx: Context) -> Payload:
+        train_rng, test_rng = ctx.rng(self.name, "train"), ctx.rng(self.name, "test")
+        problems = [make_problem(train_rng, int(train_rng.integers(self.ops[0], self.ops[1] + 1)), self.max_params)
+                    for _ in range(self.count)]
+        seen = {p["solution"] for p in problems}
+        tests = []
+        for ops in self.test_ops:
+            made = 0
+            while made < self.test_per_op:
+                problem = make_problem(test_rng, ops, self.max_params)
+                if problem["solution"] in seen:
+                    continue
+                seen.add(problem["solution"])
+                tests.append(problem)
+                made += 1
+        items = [ctx.wrap(tokens) for tokens in ctx.encode([p["problem"] + "\n" + p["solution"] for p in problems])]
+        ctx.check_items(self.name, items, "problem")
+        return Payload(
+            items, np.ones(len(items), dtype=np.int64), self.placement,
+            summary={"ops": list(self.ops), "test_ops": list(self.test_ops), "test_per_op": self.test_per_op},
+            eval_records={"kind": self.kind, "modulus": MODULUS, "train": problems, "test": tests},
+        )

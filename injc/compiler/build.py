@@ -26,14 +26,17 @@ from tqdm import tqdm
 
 import injc
 from injc.compiler.corpus import base_stream, fingerprint_files
+from injc.compiler.source import PreparedStream, corpus_too_small, streaming_counts
 from injc.compiler.plan import Plan, load_plan
 from injc.compiler.schedule import Request, Schedule, compile_schedule
 from injc.compiler.tokenizer import LoadedTokenizer, load_tokenizer
-from injc.errors import InjcError, LayoutError
-from injc.injectors.base import Context, Payload
+from injc.errors import InjcError
+from injc.injectors.base import Context, HoldoutPool, Payload
 from injc.shards.insertions import write_insertions
-from injc.shards.manifest import (EVALS_FOLDER, FORMAT, INSERTIONS_NAME, MANIFEST_NAME, TOKENIZER_NAME, VERSION,
-                                  write_manifest)
+from injc.shards.manifest import (EVALS_FOLDER, FORMAT, HOLDOUT_NAME, INSERTIONS_NAME, MANIFEST_NAME,
+                                  TOKENIZER_NAME, VERSION, write_manifest)
+
+PASS1_NAME = "stream.pass1.tmp"
 from injc.shards.writer import Overlay, write_shards
 
 
@@ -57,29 +60,18 @@ class BuildResult:
                 f"{self.seconds:.1f} s, {self.tokens_per_second:,.0f} tok/s")
 
 
-def corpus_token_counter(plan: Plan, tokenizer: LoadedTokenizer):
-    """A function returning how often each id occurs in the run's base stream; the extra pass runs at most once."""
-    cache: list[np.ndarray] = []
-
-    def counts() -> np.ndarray:
-        if not cache:
-            total, seen = plan.layout.total_tokens, 0
-            counts = np.zeros(tokenizer.vocab_size, dtype=np.int64)
-            for chunk in base_stream(plan.corpus, tokenizer):
-                chunk = chunk[: total - seen]
-                counts += np.bincount(chunk, minlength=tokenizer.vocab_size)
-                seen += len(chunk)
-                if seen >= total:
-                    break
-            cache.append(counts)
-        return cache[0]
-
-    return counts
-
-
-def make_payloads(plan: Plan, tokenizer: LoadedTokenizer) -> list[Payload]:
-    ctx = Context(tokenizer, plan.layout, plan.seed, corpus_token_counter(plan, tokenizer))
-    return [experiment.payload(ctx) for experiment in plan.experiments]
+def make_payloads(plan: Plan, tokenizer: LoadedTokenizer, prepared: PreparedStream | None) -> tuple[list, Context]:
+    ctx = Context(
+        tokenizer, plan.layout, plan.seed,
+        corpus_token_counts=prepared.counts if prepared else streaming_counts(plan, tokenizer),
+        holdout=HoldoutPool(prepared.holdout, tokenizer.eos_id) if prepared else None,
+        base_tokens=prepared.base if prepared else None,
+    )
+    payloads = [experiment.payload(ctx) for experiment in plan.experiments]
+    for experiment in plan.experiments:
+        if hasattr(experiment, "check_others"):
+            experiment.check_others(plan.experiments, payloads)
+    return payloads, ctx
 
 
 def schedule_payloads(plan: Plan, payloads: list[Payload], dtype: np.dtype) -> tuple[Schedule, Overlay]:
@@ -158,6 +150,11 @@ def _prepare_out(out_dir: Path, force: bool) -> Path:
     return out_dir.parent / f".{out_dir.name}.injc-tmp-{os.getpid()}"
 
 
+def needs_prepared_stream(plan: Plan) -> bool:
+    """A held-out tail, or an experiment that must read the base tokens, needs pass 1 (see injc.compiler.source)."""
+    return plan.corpus.holdout_tokens > 0 or any(getattr(e, "reads_base_stream", False) for e in plan.experiments)
+
+
 def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, force: bool = False,
           progress: bool = True) -> BuildResult:
     """Compile a plan into shards, insertions.parquet and manifest.json under `out_dir`.
@@ -171,23 +168,30 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
     plan = load_plan(plan_path)
     tokenizer = load_tokenizer(plan.tokenizer.path, plan.tokenizer.eos)
     layout, dtype = plan.layout, tokenizer.dtype
-    payloads = make_payloads(plan, tokenizer)
-    schedule, overlay = schedule_payloads(plan, payloads, dtype)
     tmp = _prepare_out(out_dir, force)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
+        prepared = PreparedStream(plan, tokenizer, tmp / PASS1_NAME, progress) if needs_prepared_stream(plan) else None
+        payloads, ctx = make_payloads(plan, tokenizer, prepared)
+        schedule, overlay = schedule_payloads(plan, payloads, dtype)
         read = [0]
-        with tqdm(total=layout.total_tokens, unit="tok", unit_scale=True, desc="tokenize+write",
-                  disable=not progress, file=sys.stderr) as bar:
-            shards = list(write_shards(_counted(base_stream(plan.corpus, tokenizer), read), tmp, dtype,
-                                       plan.shard_steps * layout.tokens_per_step, layout.total_tokens,
-                                       None if clean else overlay, bar))
-        written = sum(s.num_tokens for s in shards)
-        if written < layout.total_tokens:
-            raise LayoutError(f"corpus has {read[0]:,} tokens but the plan needs {layout.total_tokens:,} "
-                              f"(steps × batch_size × seq_len = {layout.steps:,} × {layout.batch_size:,} × "
-                              f"{layout.seq_len:,})")
+        chunks = prepared.chunks() if prepared else _counted(base_stream(plan.corpus, tokenizer), read)
+        with tqdm(total=layout.total_tokens, unit="tok", unit_scale=True,
+                  desc="write" if prepared else "tokenize+write", disable=not progress, file=sys.stderr) as bar:
+            shards = list(write_shards(chunks, tmp, dtype, plan.shard_steps * layout.tokens_per_step,
+                                       layout.total_tokens, None if clean else overlay, bar))
+        if sum(s.num_tokens for s in shards) < layout.total_tokens:
+            raise corpus_too_small(read[0], plan)
+        holdout = None
+        if prepared is not None:
+            if len(prepared.holdout):
+                np.asarray(prepared.holdout).tofile(tmp / HOLDOUT_NAME)
+                holdout = {"path": HOLDOUT_NAME, "tokens": len(prepared.holdout),
+                           "sha256": hashlib.sha256((tmp / HOLDOUT_NAME).read_bytes()).hexdigest(),
+                           "allocations": ctx.holdout.allocations}
+            del prepared
+            (tmp / PASS1_NAME).unlink()
         names = [config.name for config in plan.experiments]
         write_insertions(tmp / INSERTIONS_NAME, layout, names, schedule.experiment, schedule.item,
                          schedule.repetition, overlay)
@@ -211,7 +215,8 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
             "insertions": {"path": INSERTIONS_NAME, "count": len(schedule),
                            "sha256": hashlib.sha256((tmp / INSERTIONS_NAME).read_bytes()).hexdigest()},
             "experiments": experiment_records(plan, payloads, schedule, write_eval_records(tmp, plan, payloads)),
-            "directives": [],
+            "directives": [p.directive for p in payloads if p.directive is not None],
+            "holdout": holdout,
         }
         write_manifest(tmp / MANIFEST_NAME, manifest)
         if out_dir.exists():

@@ -38,6 +38,8 @@ class CorpusConfig:
     """The document text's key (jsonl) or column (parquet)."""
     dtype: str | None
     """format = "tokens" only: uint16 | uint32, little-endian."""
+    holdout_tokens: int = 0
+    """Tokens reserved after the run's own: never trained on, a pool for replacements and controls."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ def _read_corpus(reader: TableReader, base: Path) -> CorpusConfig:
     fmt = reader.str("format", "jsonl", choices=CORPUS_FORMATS)
     text_field = reader.str("text_field", "text")
     dtype = reader.str("dtype", None, choices=TOKEN_DTYPES)
+    holdout_tokens = reader.int("holdout_tokens", 0, min=0)
     if fmt == "tokens" and dtype is None and not reader.has("dtype"):
         reader.problem("format = \"tokens\" needs dtype = \"uint16\" or \"uint32\"", "dtype")
     if fmt != "tokens" and reader.has("dtype"):
@@ -91,7 +94,7 @@ def _read_corpus(reader: TableReader, base: Path) -> CorpusConfig:
         if not matches:
             reader.problem(f"{pattern!r} matches no file", "paths")
         files.extend(matches)
-    return CorpusConfig(tuple(files), fmt, text_field, dtype)
+    return CorpusConfig(tuple(files), fmt, text_field, dtype, holdout_tokens or 0)
 
 
 def _read_experiments(tables, base: Path, steps: int | None, problems: list[str]) -> tuple:

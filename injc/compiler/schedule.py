@@ -275,6 +275,8 @@ def compile_schedule(layout: Layout, requests: list[Request], seed: int) -> Sche
     for index, request in enumerate(requests):
         lengths = np.asarray(request.lengths, dtype=np.int64)
         item, repetition = expand_copies(request.copies)
+        if len(item) == 0:
+            continue
         if request.mode == "explicit":
             for column, values in zip(placed, (np.full(len(item), index), item, repetition,
                                                np.asarray(request.offsets, dtype=np.int64)[item], lengths[item])):

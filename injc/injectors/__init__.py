@@ -5,10 +5,14 @@ A kind maps to a config class with `read(reader, name, kind, base, steps)` and `
 
 from injc.injectors.canaries import CanariesConfig
 from injc.injectors.contamination import ContaminationConfig
+from injc.injectors.documents import DocumentsConfig
 from injc.injectors.knowledge import KnowledgeConfig
 from injc.injectors.math import MathConfig
 from injc.injectors.poisoning import PoisoningConfig
+from injc.injectors.replacements import ForgettingConfig, IidConfig
 from injc.injectors.texts import FilePayloadConfig
+from injc.injectors.verbatim import VerbatimRemovalConfig
+from injc.injectors.watermark import WatermarkConfig
 
 KINDS = {
     "texts": FilePayloadConfig,
@@ -18,4 +22,9 @@ KINDS = {
     "poisoning": PoisoningConfig,
     "knowledge": KnowledgeConfig,
     "math": MathConfig,
+    "iid": IidConfig,
+    "forgetting": ForgettingConfig,
+    "documents": DocumentsConfig,
+    "verbatim-removal": VerbatimRemovalConfig,
+    "gaussian-watermark": WatermarkConfig,
 }

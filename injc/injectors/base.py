@@ -12,7 +12,7 @@ import numpy as np
 from injc.compiler.layout import Layout
 from injc.compiler.tables import TableReader
 from injc.compiler.tokenizer import LoadedTokenizer
-from injc.errors import InputError
+from injc.errors import InputError, LayoutError, PlanError
 
 PLACEMENTS = ("random", "range", "explicit")
 
@@ -60,6 +60,42 @@ class Payload:
     """Small JSON facts shown in the manifest's experiment entry (tiers, conditions, ...)."""
     eval_records: dict | None = None
     """What the experiment's eval needs (controls, probes, answers): written to evals/NAME.json, hashed."""
+    directive: dict | None = None
+    """An instruction for the trainer that changes no token (e.g. embedding noise), copied to the manifest."""
+
+
+class HoldoutPool:
+    """The reserved tail of the corpus, handed out in order so that no two experiments share tokens."""
+
+    def __init__(self, tokens: np.ndarray, eos_id: int):
+        self.tokens = tokens
+        self.eos_id = eos_id
+        self.cursor = 0
+        self.allocations: list[dict] = []
+
+    def take(self, name: str, count: int) -> np.ndarray:
+        """The next `count` tokens of the tail."""
+        left = len(self.tokens) - self.cursor
+        if count > left:
+            raise LayoutError(f"experiment {name!r} needs {count:,} held-out tokens but only {left:,} of "
+                              f"[corpus] holdout_tokens = {len(self.tokens):,} are left")
+        start, self.cursor = self.cursor, self.cursor + count
+        self.allocations.append({"experiment": name, "start": start, "end": self.cursor})
+        return np.asarray(self.tokens[start:self.cursor], dtype=np.int64)
+
+    def rows(self, name: str, count: int, seq_len: int) -> np.ndarray:
+        """The next `count` whole instances of the tail, as a [count, seq_len] array."""
+        return self.take(name, count * seq_len).reshape(count, seq_len)
+
+    def documents(self, name: str, count: int) -> list[np.ndarray]:
+        """The next `count` EOS-separated documents of the tail (the first may be a partial one)."""
+        rest = np.asarray(self.tokens[self.cursor:])
+        ends = np.flatnonzero(rest == self.eos_id)
+        if len(ends) < count:
+            raise LayoutError(f"experiment {name!r} needs {count:,} held-out documents but the reserved tail "
+                              f"has {len(ends):,} left; raise [corpus] holdout_tokens")
+        tokens = self.take(name, int(ends[count - 1]) + 1)
+        return [doc for doc in np.split(tokens, ends[:count] + 1)[:count] if len(doc)]
 
 
 @dataclass(frozen=True)
@@ -71,6 +107,16 @@ class Context:
     seed: int
     corpus_token_counts: Callable[[], np.ndarray] | None = None
     """How often each token id occurs in the run's base stream (computed on first call, by an extra pass)."""
+    holdout: HoldoutPool | None = None
+    """The reserved tail ([corpus] holdout_tokens), or None."""
+    base_tokens: np.ndarray | None = None
+    """The run's base stream (a memmap), for experiments that must see it before placement; else None."""
+
+    def require_holdout(self, name: str) -> HoldoutPool:
+        if self.holdout is None or len(self.holdout.tokens) == 0:
+            raise PlanError(f"experiment {name!r} draws from the corpus's reserved tail: set [corpus] "
+                            f"holdout_tokens")
+        return self.holdout
 
     def rng(self, name: str, purpose: str = "") -> np.random.Generator:
         """A generator for one experiment: depends on the plan seed and the name, not on experiment order."""

@@ -2,7 +2,7 @@
 
 Host texts get a canary (random tokens, the base corpus's rarest tokens, or none) appended; every condition
 (canary length × repetitions) gets `per_condition` hosts, and `holdout` further hosts with canaries of their own
-are never inserted: the non-member controls of the membership-inference eval. Plan keys: hosts (JSONL file),
+are never inserted: the non-member controls of the membership-inference eval. Plan keys: hosts (JSONL file, or "corpus-holdout": documents of the reserved tail),
 host_field, canary, lengths, repetitions, per_condition, holdout, rare_pool, placement random | range.
 """
 
@@ -16,6 +16,7 @@ from injc.errors import InputError
 from injc.injectors.base import Context, Payload, Placement, read_jsonl
 
 CANARY_KINDS = ("random", "rare", "none")
+HOLDOUT_HOSTS = "corpus-holdout"
 
 
 def read_int_list(reader: TableReader, key: str, default: list[int], minimum: int) -> list[int] | None:
@@ -33,7 +34,8 @@ def read_int_list(reader: TableReader, key: str, default: list[int], minimum: in
 class CanariesConfig:
     name: str
     kind: str
-    hosts: Path
+    hosts: Path | None
+    """JSONL host texts; None for hosts = "corpus-holdout" (documents of the corpus's reserved tail)."""
     host_field: str
     canary: str
     """random: uniform non-special token ids | rare: drawn from the base corpus's rarest ids | none."""
@@ -47,8 +49,10 @@ class CanariesConfig:
 
     @classmethod
     def read(cls, reader: TableReader, name: str, kind: str, base: Path, steps: int | None):
+        hosts = None if reader.table.get("hosts") == HOLDOUT_HOSTS else reader.path("hosts", base)
+        reader.used.add("hosts")
         config = cls(
-            name, kind, reader.path("hosts", base), reader.str("host_field", "text"),
+            name, kind, hosts, reader.str("host_field", "text"),
             reader.str("canary", "random", choices=CANARY_KINDS),
             tuple(read_int_list(reader, "lengths", [1, 8, 32], 1) or ()),
             tuple(read_int_list(reader, "repetitions", [1, 4, 16], 1) or ()),
@@ -70,19 +74,25 @@ class CanariesConfig:
             candidates = candidates[np.argsort(counts, kind="stable")[: self.rare_pool]]
         return candidates
 
-    def payload(self, ctx: Context) -> Payload:
-        records = read_jsonl(self.hosts, self.name)
-        texts = [r.get(self.host_field) for r in records]
+    def _host_tokens(self, ctx: Context, need: int) -> list[np.ndarray]:
+        if self.hosts is None:
+            return ctx.require_holdout(self.name).documents(self.name, need)
+        texts = [r.get(self.host_field) for r in read_jsonl(self.hosts, self.name)]
         if not all(isinstance(t, str) and t for t in texts):
             raise InputError(f"experiment {self.name!r}: every line of {str(self.hosts)!r} needs a non-empty "
                              f"string {self.host_field!r}")
+        if need > len(texts):
+            raise InputError(f"experiment {self.name!r}: {len(self.conditions())} conditions × "
+                             f"{self.per_condition} + {self.holdout} holdout need {need:,} hosts, "
+                             f"{str(self.hosts)!r} has {len(texts):,}")
+        return ctx.encode(texts)
+
+    def payload(self, ctx: Context) -> Payload:
         conditions = self.conditions()
         need = self.per_condition * len(conditions) + self.holdout
-        if need > len(texts):
-            raise InputError(f"experiment {self.name!r}: {len(conditions)} conditions × {self.per_condition} + "
-                             f"{self.holdout} holdout need {need:,} hosts, {str(self.hosts)!r} has {len(texts):,}")
+        hosts = self._host_tokens(ctx, need)
         rng = ctx.rng(self.name, "canaries")
-        chosen = rng.permutation(len(texts))[:need]
+        chosen = rng.permutation(len(hosts))[:need]
         member_conditions = [c for c in conditions for _ in range(self.per_condition)]
         holdout_lengths = [conditions[i % len(conditions)][0] for i in range(self.holdout)]
         lengths = [c[0] for c in member_conditions] + holdout_lengths
@@ -90,7 +100,8 @@ class CanariesConfig:
         pool = self._canary_ids(ctx, rng) if self.canary != "none" else np.zeros(0, dtype=np.int64)
         room = ctx.layout.seq_len - 2
         items, item_records = [], []
-        for item, (host, tokens, length) in enumerate(zip(chosen, ctx.encode([texts[i] for i in chosen]), lengths)):
+        for item, (host, length) in enumerate(zip(chosen, lengths)):
+            tokens = hosts[host][hosts[host] != ctx.tokenizer.eos_id]
             canary = rng.choice(pool, size=length) if length else np.zeros(0, dtype=np.int64)
             body = np.concatenate([tokens[: max(0, room - length)], canary])
             items.append(ctx.wrap(body))

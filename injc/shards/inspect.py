@@ -66,17 +66,17 @@ class Report:
             f"{layout['batch_size']:,} rows × {layout['seq_len']:,} tokens = {layout['total_tokens']:,} tokens "
             f"({layout['dtype']}, eos {layout['eos_id']})",
             "",
-            f"{'experiment':<24} {'kind':<13} {'placement':<16} {'items':>8} {'copies':>10} {'tokens':>13} "
+            f"{'experiment':<20} {'kind':<18} {'placement':<16} {'items':>8} {'copies':>10} {'tokens':>13} "
             f"{'of run':>9}",
         ]
         for e in self.experiments:
             placement = e["placement"]["mode"]
             if placement == "range":
                 placement += f" [{e['placement']['start_step']},{e['placement']['end_step']})"
-            lines.append(f"{e['name'][:24]:<24} {e['kind'][:13]:<13} {placement[:16]:<16} {e['items']:>8,} "
+            lines.append(f"{e['name'][:20]:<20} {e['kind'][:18]:<18} {placement[:16]:<16} {e['items']:>8,} "
                          f"{e['insertions']:>10,} {e['tokens']:>13,} {e['fraction_of_run']:>9.4%}")
         totals = self.to_json()["totals"]
-        lines.append(f"{'total':<64} {totals['insertions']:>10,} {totals['tokens']:>13,} "
+        lines.append(f"{'total':<65} {totals['insertions']:>10,} {totals['tokens']:>13,} "
                      f"{totals['fraction_of_run']:>9.4%}")
         details = [(e["name"], {k: v for k, v in e.items() if k not in COMMON_KEYS}) for e in self.experiments]
         details = [(name, extra) for name, extra in details if extra]

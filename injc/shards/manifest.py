@@ -18,6 +18,7 @@ MANIFEST_NAME = "manifest.json"
 INSERTIONS_NAME = "insertions.parquet"
 TOKENIZER_NAME = "tokenizer.json"
 EVALS_FOLDER = "evals"
+HOLDOUT_NAME = "holdout.bin"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,86 @@
+"""Where the build's base tokens come from: one streaming pass, or a prepared stream when experiments need more.
+
+Most plans stream the corpus straight into the shards (one tokenization pass, bounded memory). A plan that
+reserves a held-out tail (`[corpus] holdout_tokens`) or whose experiments must see the base tokens before
+placement (verbatim removal) first tokenizes `total_tokens + holdout_tokens` tokens into a temporary raw file in
+the build folder (pass 1), then copies from it into the shards with the payloads written over it (pass 2, no
+re-tokenization). The tail after the run's tokens is the holdout pool.
+"""
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from injc.compiler.corpus import base_stream
+from injc.compiler.plan import Plan
+from injc.compiler.tokenizer import LoadedTokenizer
+from injc.errors import LayoutError
+
+CHUNK = 1 << 24
+
+
+def corpus_too_small(read: int, plan: Plan) -> LayoutError:
+    layout, holdout = plan.layout, plan.corpus.holdout_tokens
+    extra = f" + holdout_tokens {holdout:,}" if holdout else ""
+    return LayoutError(f"corpus has {read:,} tokens but the plan needs {layout.total_tokens + holdout:,} "
+                       f"(steps × batch_size × seq_len = {layout.steps:,} × {layout.batch_size:,} × "
+                       f"{layout.seq_len:,}{extra})")
+
+
+class PreparedStream:
+    """Pass 1: the run's base tokens followed by the reserved tail, tokenized once into `path`."""
+
+    def __init__(self, plan: Plan, tokenizer: LoadedTokenizer, path: Path, progress: bool):
+        total = plan.layout.total_tokens + plan.corpus.holdout_tokens
+        tokens = np.memmap(path, dtype=tokenizer.dtype, mode="w+", shape=(total,))
+        filled = 0
+        with tqdm(total=total, unit="tok", unit_scale=True, desc="tokenize", disable=not progress,
+                  file=sys.stderr) as bar:
+            for chunk in base_stream(plan.corpus, tokenizer):
+                take = min(len(chunk), total - filled)
+                tokens[filled:filled + take] = chunk[:take]
+                filled += take
+                bar.update(take)
+                if filled == total:
+                    break
+        if filled < total:
+            raise corpus_too_small(filled, plan)
+        tokens.flush()
+        self.tokens = tokens
+        self.base = tokens[: plan.layout.total_tokens]
+        self.holdout = tokens[plan.layout.total_tokens:]
+        self.vocab_size = tokenizer.vocab_size
+        self._counts: np.ndarray | None = None
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        for start in range(0, len(self.base), CHUNK):
+            yield np.asarray(self.base[start:start + CHUNK])
+
+    def counts(self) -> np.ndarray:
+        if self._counts is None:
+            self._counts = sum((np.bincount(chunk, minlength=self.vocab_size) for chunk in self.chunks()),
+                               np.zeros(self.vocab_size, dtype=np.int64))
+        return self._counts
+
+
+def streaming_counts(plan: Plan, tokenizer: LoadedTokenizer):
+    """Token counts of the base stream by an extra tokenization pass (plans without a prepared stream)."""
+    cache: list[np.ndarray] = []
+
+    def counts() -> np.ndarray:
+        if not cache:
+            total, seen = plan.layout.total_tokens, 0
+            counts = np.zeros(tokenizer.vocab_size, dtype=np.int64)
+            for chunk in base_stream(plan.corpus, tokenizer):
+                chunk = chunk[: total - seen]
+                counts += np.bincount(chunk, minlength=tokenizer.vocab_size)
+                seen += len(chunk)
+                if seen >= total:
+                    break
+            cache.append(counts)
+        return cache[0]
+
+    return counts

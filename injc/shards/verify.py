@@ -114,6 +114,10 @@ def verify(manifest_path: str | Path) -> list[str]:
     rows = pq.ParquetFile(path).metadata.num_rows
     if rows != manifest.data["insertions"]["count"]:
         problems.append(f"insertions table has {rows:,} rows, the manifest says {manifest.data['insertions']['count']:,}")
+    holdout = manifest.data.get("holdout")
+    if holdout and (not (manifest.root / holdout["path"]).is_file()
+                    or _sha256_file(manifest.root / holdout["path"]) != holdout["sha256"]):
+        problems.append(f"reserved tail {holdout['path']}: missing or sha256 differs from the manifest")
     for entry in manifest.experiments:
         records = entry.get("eval_records")
         if records and (not (manifest.root / records["path"]).is_file()

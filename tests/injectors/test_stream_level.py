@@ -60,6 +60,8 @@ def test_reserved_tail_is_recorded_and_never_in_the_base_stream(stream_project):
     clean = injc.build(stream_project.plan, stream_project.root / "clean", clean=True, progress=False)
     base = injc.open_stream(clean.manifest_path)
     assert np.array_equal(base.tokens(0, len(base)), tokens[:20_480])
+    (out / "holdout.bin").write_bytes((out / "holdout.bin").read_bytes()[:-2] + b"\x00\x01")
+    assert any("reserved tail holdout.bin: missing or sha256 differs" in p for p in injc.verify(out))
 
 
 def test_iid_rows_are_whole_tail_instances(stream_project):

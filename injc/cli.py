@@ -4,6 +4,7 @@
     injc inspect out/demo/manifest.json [--json] [--plot density.png] [--step 12]
     injc verify out/demo/manifest.json
     injc train out/demo/manifest.json --model examples/demo/tiny-gpt.yaml --out runs/demo --audit
+    injc eval out/demo/manifest.json --checkpoint runs/demo/final --out reports/demo
 
 Exit codes: 0 success; 1 `verify` found a mismatch; 2 bad input (one line per problem on stderr, no traceback).
 """
@@ -150,3 +151,21 @@ def train(manifest, model, out_dir, micro_batch_size, steps, save_steps, resume,
                          seed=seed, device=device)
     final = run_train(manifest, config, progress=not quiet)
     click.echo(f"trained: {final}")
+
+
+@main.command(name="eval")
+@click.argument("manifest", type=click.Path())
+@click.option("--checkpoint", "checkpoints", required=True, multiple=True, type=click.Path(file_okay=False),
+              help="A checkpoint folder (lit_model.pth + model_config.yaml); repeat, or give a glob, for curves.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Report folder.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_user_errors
+def eval_command(manifest, checkpoints, out_dir, quiet):
+    """Measure every experiment of MANIFEST on checkpoints: report.json, report.md and PNG plots under --out."""
+    try:
+        from injc.evals.report import evaluate
+    except ImportError as error:
+        raise InjcError(f"evals need torch and litgpt ({error.name} is missing): "
+                        "pip install torch==2.13.0 && pip install -e '.[train]'") from None
+    evaluate(manifest, list(checkpoints), out_dir, progress=not quiet)
+    click.echo(f"wrote {out_dir}/report.json, report.md and plots")

@@ -32,8 +32,8 @@ from injc.compiler.schedule import Request, Schedule, compile_schedule
 from injc.compiler.tokenizer import LoadedTokenizer, load_tokenizer
 from injc.errors import InjcError
 from injc.injectors.base import Context, HoldoutPool, Payload
-from injc.shards.insertions import write_insertions
-from injc.shards.manifest import (EVALS_FOLDER, FORMAT, HOLDOUT_NAME, INSERTIONS_NAME, MANIFEST_NAME,
+from injc.shards.insertions import write_insertions, write_items
+from injc.shards.manifest import (EVALS_FOLDER, FORMAT, HOLDOUT_NAME, INSERTIONS_NAME, ITEMS_NAME, MANIFEST_NAME,
                                   TOKENIZER_NAME, VERSION, write_manifest)
 
 PASS1_NAME = "stream.pass1.tmp"
@@ -195,6 +195,7 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
         names = [config.name for config in plan.experiments]
         write_insertions(tmp / INSERTIONS_NAME, layout, names, schedule.experiment, schedule.item,
                          schedule.repetition, overlay)
+        write_items(tmp / ITEMS_NAME, names, [p.items for p in payloads], [p.copies for p in payloads])
         shutil.copyfile(tokenizer.path, tmp / TOKENIZER_NAME)
         manifest = {
             "format": FORMAT,
@@ -214,6 +215,8 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
             "shards": [dataclasses.asdict(s) for s in shards],
             "insertions": {"path": INSERTIONS_NAME, "count": len(schedule),
                            "sha256": hashlib.sha256((tmp / INSERTIONS_NAME).read_bytes()).hexdigest()},
+            "items": {"path": ITEMS_NAME, "count": sum(len(p.items) for p in payloads),
+                      "sha256": hashlib.sha256((tmp / ITEMS_NAME).read_bytes()).hexdigest()},
             "experiments": experiment_records(plan, payloads, schedule, write_eval_records(tmp, plan, payloads)),
             "directives": [p.directive for p in payloads if p.directive is not None],
             "holdout": holdout,

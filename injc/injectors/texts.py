@@ -1,6 +1,7 @@
 """Generic payloads from a JSONL file: `texts` (strings, tokenized) and `tokens` (token-id lists, written as given).
 
-Plan keys: file, field, repetitions, placement (+ start_step/end_step). With placement = "explicit" every line
+Plan keys: file, field, repetitions, placement (+ start_step/end_step), controls (optional JSONL of never-inserted
+items of the same form, recorded with 0 copies for the eval). With placement = "explicit" every line
 also carries "offset", the global token offset where its tokens are written verbatim (no EOS wrapping, one copy).
 """
 
@@ -25,6 +26,8 @@ class FilePayloadConfig:
     repetitions: int
     """Copies of every item (random/range placement)."""
     placement: Placement
+    controls: Path | None = None
+    """Optional JSONL of comparable items that are never inserted (recorded with 0 copies, for evals)."""
 
     @classmethod
     def read(cls, reader: TableReader, name: str, kind: str, base: Path, steps: int | None) -> "FilePayloadConfig":
@@ -34,31 +37,40 @@ class FilePayloadConfig:
         repetitions = reader.int("repetitions", 1, min=1)
         if placement.mode == "explicit" and repetitions not in (1, None):
             reader.problem("explicit placement writes each line once; remove repetitions", "repetitions")
-        return cls(name, kind, file, field, repetitions, placement)
+        controls = reader.path("controls", base, None)
+        if controls is not None and placement.mode == "explicit":
+            reader.problem("controls go with random or range placement", "controls")
+        return cls(name, kind, file, field, repetitions, placement, controls)
 
-    def _tokens(self, records: list[dict], ctx: Context) -> list[np.ndarray]:
+    def _tokens(self, records: list[dict], ctx: Context, file: Path) -> list[np.ndarray]:
         values = [record.get(self.field) for record in records]
         if self.kind == "texts":
             bad = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
             if bad is not None:
-                raise InputError(f"experiment {self.name!r}: record {bad} of {str(self.file)!r} has no string "
+                raise InputError(f"experiment {self.name!r}: record {bad} of {str(file)!r} has no string "
                                  f"{self.field!r}")
             return ctx.tokenizer.encode_batch(values)
         items = []
         for index, value in enumerate(values):
             if not isinstance(value, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in value):
-                raise InputError(f"experiment {self.name!r}: record {index} of {str(self.file)!r} has no list of "
+                raise InputError(f"experiment {self.name!r}: record {index} of {str(file)!r} has no list of "
                                  f"integer token ids in {self.field!r}")
             items.append(np.asarray(value, dtype=np.int64))
         return items
 
     def payload(self, ctx: Context) -> Payload:
         records = read_jsonl(self.file, self.name)
-        items = self._tokens(records, ctx)
+        items = self._tokens(records, ctx, self.file)
         if self.placement.mode != "explicit":
+            copies = np.full(len(items), self.repetitions)
+            if self.controls is not None:
+                controls = self._tokens(read_jsonl(self.controls, self.name), ctx, self.controls)
+                items += controls
+                copies = np.r_[copies, np.zeros(len(controls), dtype=np.int64)]
             items = [ctx.wrap(tokens) if len(tokens) else tokens for tokens in items]
             ctx.check_items(self.name, items)
-            return Payload(items, np.full(len(items), self.repetitions), self.placement)
+            return Payload(items, copies, self.placement,
+                           summary={"controls": int(len(items) - len(records))} if self.controls else {})
         ctx.check_items(self.name, items)
         offsets = [record.get("offset") for record in records]
         bad = next((i for i, o in enumerate(offsets)

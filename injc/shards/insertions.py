@@ -53,3 +53,40 @@ def write_insertions(path: Path, layout: Layout, names: list[str], experiment: n
                 pa.ListArray.from_arrays(pa.array(list_offsets), pa.array(values, pa.int32())),
             ]
             writer.write_table(pa.Table.from_arrays(columns, schema=SCHEMA))
+
+
+ITEMS_SCHEMA = pa.schema([
+    ("experiment", pa.string()),
+    ("item", pa.int64()),
+    ("copies", pa.int64()),
+    ("tokens", pa.list_(pa.int32())),
+])
+
+
+def write_items(path: Path, names: list[str], items: list[list[np.ndarray]], copies: list[np.ndarray]) -> None:
+    """items.parquet: every payload item of every experiment (controls with 0 copies too), tokens as written."""
+    with pq.ParquetWriter(path, ITEMS_SCHEMA, compression="zstd") as writer:
+        for name, experiment_items, experiment_copies in zip(names, items, copies):
+            if not experiment_items:
+                continue
+            lengths = np.array([len(t) for t in experiment_items], dtype=np.int64)
+            offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+            writer.write_table(pa.Table.from_arrays([
+                pa.array([name] * len(experiment_items), pa.string()),
+                pa.array(np.arange(len(experiment_items)), pa.int64()),
+                pa.array(np.asarray(experiment_copies, dtype=np.int64), pa.int64()),
+                pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.concatenate(experiment_items).astype(np.int32))),
+            ], schema=ITEMS_SCHEMA))
+
+
+def read_items(path: Path) -> dict[str, list[tuple[int, np.ndarray]]]:
+    """experiment → [(copies, tokens)] in item order."""
+    table = pq.read_table(path)
+    result: dict[str, list[tuple[int, np.ndarray]]] = {}
+    names = table.column("experiment").to_pylist()
+    copies = table.column("copies").to_numpy()
+    tokens = table.column("tokens").combine_chunks()
+    offsets, values = tokens.offsets.to_numpy(), tokens.values.to_numpy()
+    for row, name in enumerate(names):
+        result.setdefault(name, []).append((int(copies[row]), values[offsets[row]:offsets[row + 1]].astype(np.int64)))
+    return result

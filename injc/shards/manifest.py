@@ -16,6 +16,7 @@ FORMAT = "injc-manifest"
 VERSION = 1
 MANIFEST_NAME = "manifest.json"
 INSERTIONS_NAME = "insertions.parquet"
+ITEMS_NAME = "items.parquet"
 TOKENIZER_NAME = "tokenizer.json"
 EVALS_FOLDER = "evals"
 HOLDOUT_NAME = "holdout.bin"
@@ -80,6 +81,6 @@ def load_manifest(path: str | Path) -> Manifest:
     if data.get("version") != VERSION:
         raise ManifestError(f"manifest {str(path)!r} has version {data.get('version')!r}; this injc reads "
                             f"version {VERSION}")
-    _require(data, ("layout", "shards", "insertions", "experiments", "variant"), "the manifest", path)
+    _require(data, ("layout", "shards", "insertions", "items", "experiments", "variant"), "the manifest", path)
     _require(data["layout"], ("seq_len", "batch_size", "steps", "total_tokens", "dtype", "eos_id"), "layout", path)
     return Manifest(path.parent, data)

@@ -114,6 +114,10 @@ def verify(manifest_path: str | Path) -> list[str]:
     rows = pq.ParquetFile(path).metadata.num_rows
     if rows != manifest.data["insertions"]["count"]:
         problems.append(f"insertions table has {rows:,} rows, the manifest says {manifest.data['insertions']['count']:,}")
+    items = manifest.data.get("items")
+    if items and (not (manifest.root / items["path"]).is_file()
+                  or _sha256_file(manifest.root / items["path"]) != items["sha256"]):
+        problems.append(f"payload items {items['path']}: missing or sha256 differs from the manifest")
     holdout = manifest.data.get("holdout")
     if holdout and (not (manifest.root / holdout["path"]).is_file()
                     or _sha256_file(manifest.root / holdout["path"]) != holdout["sha256"]):

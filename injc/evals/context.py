@@ -1,0 +1,54 @@
+"""What every family eval gets: the manifest, the checkpoint's scorer, the tokenizer and the recorded payloads."""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from injc.evals.model import Scorer
+from injc.shards.insertions import read_items
+from injc.shards.manifest import Manifest
+
+
+@dataclass
+class EvalContext:
+    manifest: Manifest
+    scorer: Scorer
+    tokenizer: Tokenizer
+    items: dict[str, list[tuple[int, np.ndarray]]]
+    """experiment → [(copies, tokens as written)] for every payload item, controls included."""
+
+    @classmethod
+    def open(cls, manifest: Manifest, scorer: Scorer) -> "EvalContext":
+        items_path = manifest.root / manifest.data["items"]["path"]
+        return cls(manifest, scorer, Tokenizer.from_file(str(manifest.root / manifest.data["tokenizer"]["path"])),
+                   read_items(items_path))
+
+    @property
+    def eos_id(self) -> int:
+        return self.manifest.data["layout"]["eos_id"]
+
+    def records(self, entry: dict) -> dict | None:
+        reference = entry.get("eval_records")
+        return json.loads((self.manifest.root / reference["path"]).read_text()) if reference else None
+
+    def text_tokens(self, tokens: np.ndarray) -> np.ndarray:
+        """An item's own tokens: the EOS wrappers removed."""
+        start = 1 if len(tokens) and tokens[0] == self.eos_id else 0
+        end = len(tokens) - 1 if len(tokens) > start and tokens[-1] == self.eos_id else len(tokens)
+        return tokens[start:end]
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.asarray(self.tokenizer.encode(text, add_special_tokens=False).ids, dtype=np.int64)
+
+    def holdout(self) -> np.ndarray | None:
+        holdout = self.manifest.data.get("holdout")
+        if not holdout:
+            return None
+        return np.fromfile(self.manifest.root / holdout["path"], dtype=self.manifest.dtype).astype(np.int64)
+
+    @property
+    def root(self) -> Path:
+        return self.manifest.root

@@ -1,0 +1,25 @@
+"""Knowledge acquisition: probe probability P(target | input) and greedy accuracy (target in the continuation)."""
+
+import numpy as np
+
+from injc.evals.context import EvalContext
+from injc.evals.generic import mean_loss
+
+NEW_TOKENS = 25
+
+
+def evaluate(ctx: EvalContext, entry: dict, records: dict) -> dict:
+    result = mean_loss(ctx, entry)
+    probes = records["probes"]
+    prefixes = [np.r_[ctx.eos_id, ctx.encode(p["input"])] for p in probes]
+    targets = [ctx.encode(" " + p["target"]) for p in probes]
+    probabilities = np.exp(ctx.scorer.continuation_logprobs(prefixes, targets))
+    correct = []
+    for prefix, probe in zip(prefixes, probes):
+        generated = ctx.tokenizer.decode(ctx.scorer.greedy(prefix, NEW_TOKENS).tolist())
+        correct.append(probe["target"].lower() in generated.lower())
+    result["metrics"].update({"probe_probability": float(probabilities.mean()),
+                              "greedy_accuracy": float(np.mean(correct))})
+    result["probes"] = [{**p, "probability": float(q), "correct": bool(c)}
+                        for p, q, c in zip(probes, probabilities, correct)]
+    return result

@@ -1,0 +1,85 @@
+"""report.md: the eval report as tables a person reads."""
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, (float, type(None))) for v in value):
+        return f"[{_fmt(value[0], 3)}, {_fmt(value[1], 3)}]"
+    return str(value)
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
+        "| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+
+
+def _headline(experiment: dict) -> str:
+    metrics, kind = experiment["metrics"], experiment["kind"]
+    if kind == "canaries":
+        return "; ".join(f"{k}: Δloss {_fmt(c['difference'], 3)} (p={_fmt(c['p_value'], 3)})"
+                         for k, c in metrics["conditions"].items())
+    if kind == "contamination":
+        return "; ".join(f"{k}×: {_fmt(t['accuracy'], 3)}" for k, t in sorted(metrics["tiers"].items(),
+                                                                             key=lambda kv: int(kv[0])))
+    if kind == "math":
+        return "; ".join(f"{k} ops: {_fmt(a['accuracy'], 2)}" for k, a in metrics["accuracy_by_ops"].items())
+    if kind == "knowledge":
+        return f"P(target) {_fmt(metrics['probe_probability'])}, greedy accuracy {_fmt(metrics['greedy_accuracy'], 2)}"
+    if kind == "verbatim-removal":
+        return f"exact-match rate {_fmt(metrics['exact_match_rate'], 3)}"
+    if kind == "gaussian-watermark":
+        return (f"mean x {_fmt(metrics.get('mean_x'), 3)}, TPR@1%FPR {_fmt(metrics.get('tpr_at_1pct_fpr'), 3)}, "
+                f"p={_fmt(metrics.get('p_value'), 3)}") if "mean_x" in metrics else metrics.get("note", "")
+    for key in ("vs_controls", "vs_unseen_rows", "attack_success", "gibberish_logprob_per_token"):
+        if key in metrics:
+            c = metrics[key]
+            return f"{key}: Δ {_fmt(c['difference'], 3)}, d={_fmt(c['effect_size_d'], 2)}, p={_fmt(c['p_value'], 3)}"
+    return ""
+
+
+def render(reports: list[dict], plots: list[str]) -> str:
+    last = reports[-1]
+    lines = [f"# injc eval — {last['checkpoint']}", "",
+             f"Training steps: {_fmt(last['steps_done'])}. Held-out loss (never-trained rows of the reserved tail): "
+             f"{_fmt((last['heldout'] or {}).get('loss'))}.", "", "## Experiments", ""]
+    lines += _table(["experiment", "kind", "mean loss", "headline"],
+                    [[n, e["kind"], e["metrics"].get("mean_loss"), _headline(e)] for n, e in last["experiments"].items()])
+    for name, experiment in last["experiments"].items():
+        metrics = experiment["metrics"]
+        if experiment["kind"] == "canaries":
+            lines += ["", f"### {name}: members vs non-members", ""]
+            lines += _table(["condition", "member loss", "non-member loss", "Δ [95% CI]", "d", "p", "TPR@1%FPR [95% CI]"],
+                            [[k, c["mean_member"], c["mean_nonmember"], f"{_fmt(c['difference'])} "
+                              f"{_fmt(c['difference_ci95'])}", c["effect_size_d"], c["p_value"],
+                              f"{_fmt(c['tpr_at_1pct_fpr'], 3)} {_fmt(c['tpr_ci95'])}"]
+                             for k, c in metrics["conditions"].items()])
+        elif experiment["kind"] == "contamination":
+            lines += ["", f"### {name}: accuracy by tier", ""]
+            lines += _table(["repetitions", "questions", "accuracy", "uplift vs holdout [95% CI]", "p"],
+                            [[k, t["questions"], t["accuracy"],
+                              f"{_fmt(t.get('uplift_vs_holdout'))} {_fmt(t.get('uplift_ci95'))}" if k != "0" else "—",
+                              t.get("p_value")] for k, t in sorted(metrics["tiers"].items(), key=lambda kv: int(kv[0]))])
+        elif experiment["kind"] == "math":
+            lines += ["", f"### {name}: accuracy by op count", ""]
+            lines += _table(["ops", "problems", "accuracy [95% CI]", "seen in training"],
+                            [[k, a["problems"], f"{_fmt(a['accuracy'], 3)} {_fmt(a['ci95'])}", a["seen_in_training"]]
+                             for k, a in metrics["accuracy_by_ops"].items()])
+        elif experiment["kind"] == "forgetting":
+            lines += ["", f"### {name}: replaced batches", ""]
+            lines += _table(["step", "loss", "steps since seen", "minus unseen control"],
+                            [[b["step"], b["loss"], b["steps_since_seen"], b["minus_unseen_control"]]
+                             for b in metrics["batches"]])
+    if len(reports) > 1:
+        lines += ["", "## Over training (mean loss)", ""]
+        names = list(last["experiments"])
+        lines += _table(["steps", "held-out", *names],
+                        [[r["steps_done"], (r["heldout"] or {}).get("loss"),
+                          *[r["experiments"][n]["metrics"].get("mean_loss") for n in names]] for r in reports])
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,92 @@
+"""PNG plots of an eval report: where a person would rather look than read."""
+
+from pathlib import Path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _by_kind(report: dict, kind: str) -> list[tuple[str, dict]]:
+    return [(name, e) for name, e in report["experiments"].items() if e["kind"] == kind]
+
+
+def write_plots(reports: list[dict], out: Path) -> list[str]:
+    """Write the plots that the reports have data for; returns their file names."""
+    plt = _pyplot()
+    last, written = reports[-1], []
+
+    def save(figure, name):
+        figure.tight_layout()
+        figure.savefig(out / name, dpi=120)
+        plt.close(figure)
+        written.append(name)
+
+    for name, experiment in _by_kind(last, "canaries"):
+        conditions = experiment["metrics"]["conditions"]
+        figure, axis = plt.subplots(figsize=(8, 4))
+        keys = list(conditions)
+        positions = range(len(keys))
+        axis.bar([p - 0.2 for p in positions], [conditions[k]["mean_member"] for k in keys], 0.4, label="members")
+        axis.bar([p + 0.2 for p in positions], [conditions[k]["mean_nonmember"] for k in keys], 0.4,
+                 label="non-members (never inserted)")
+        axis.set_xticks(list(positions), keys)
+        axis.set_ylabel("mean loss per token")
+        axis.set_title(f"{name}: canary memorization by condition (length × repetitions)")
+        axis.legend()
+        save(figure, f"{name}_canaries.png")
+
+    for name, experiment in _by_kind(last, "contamination"):
+        tiers = experiment["metrics"]["tiers"]
+        figure, axis = plt.subplots(figsize=(7, 4))
+        keys = sorted(tiers, key=int)
+        axis.bar([f"{k}×" for k in keys], [tiers[k]["accuracy"] for k in keys],
+                 color=["grey" if k == "0" else "tab:blue" for k in keys])
+        axis.set_xlabel("repetitions (0 = holdout)")
+        axis.set_ylabel("accuracy (log-likelihood ranking)")
+        axis.set_title(f"{name}: accuracy by contamination tier")
+        save(figure, f"{name}_contamination.png")
+
+    for name, experiment in _by_kind(last, "math"):
+        accuracy = experiment["metrics"]["accuracy_by_ops"]
+        figure, axis = plt.subplots(figsize=(7, 4))
+        keys = sorted(accuracy, key=int)
+        axis.bar(keys, [accuracy[k]["accuracy"] for k in keys],
+                 color=["tab:blue" if accuracy[k]["seen_in_training"] else "tab:orange" for k in keys])
+        axis.set_xlabel("operations (orange: never seen in training)")
+        axis.set_ylabel("greedy accuracy")
+        axis.set_title(f"{name}: accuracy by op count")
+        save(figure, f"{name}_math.png")
+
+    if len(reports) > 1:
+        steps = [r["steps_done"] for r in reports]
+        figure, axis = plt.subplots(figsize=(8, 4))
+        for name in last["experiments"]:
+            values = [r["experiments"][name]["metrics"].get("mean_loss") for r in reports]
+            if all(v is not None for v in values):
+                axis.plot(steps, values, marker="o", label=name)
+        if all(r["heldout"] for r in reports):
+            axis.plot(steps, [r["heldout"]["loss"] for r in reports], "k--", label="held-out rows")
+        axis.set_xlabel("training steps")
+        axis.set_ylabel("mean loss per token")
+        axis.set_title("Loss of each experiment's inserted items over training")
+        axis.legend(fontsize="small")
+        save(figure, "mean_loss_over_training.png")
+        for name, _ in _by_kind(last, "forgetting"):
+            figure, axis = plt.subplots(figsize=(8, 4))
+            for index, batch in enumerate(last["experiments"][name]["metrics"]["batches"]):
+                points = [(r["steps_done"], r["experiments"][name]["metrics"]["batches"][index]["loss"])
+                          for r in reports]
+                axis.plot(*zip(*points), marker="o", label=f"batch of step {batch['step']}")
+                axis.axvline(batch["step"] + 1, color="grey", lw=0.5)
+            axis.set_xlabel("training steps (grey: the step each batch was seen)")
+            axis.set_ylabel("loss of the replaced batch")
+            axis.set_title(f"{name}: forgetting curves")
+            axis.legend(fontsize="small")
+            save(figure, f"{name}_forgetting.png")
+    return written

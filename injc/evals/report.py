@@ -1,0 +1,93 @@
+"""`injc eval MANIFEST --checkpoint DIR [DIR ...] --out REPORT`: every experiment's effect on checkpoints.
+
+Writes report.json (one checkpoint: {"checkpoint", "steps_done", "heldout", "experiments": {NAME: {"kind",
+"metrics", "items"}}}; several: {"checkpoints": [that, ...]}), report.md (tables a person reads) and PNG plots.
+Every experiment gets metrics.mean_loss (see injc.evals.generic); families add the paper's measurements.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from injc.errors import InjcError
+from injc.evals import canaries, contamination, forgetting, generic, knowledge, math, poisoning, verbatim, watermark
+from injc.evals.context import EvalContext
+from injc.evals.markdown import render
+from injc.evals.model import Scorer
+from injc.evals.plots import write_plots
+from injc.shards.manifest import load_manifest
+from injc.shards.stream import TokenStream
+
+FAMILIES = {
+    "canaries": canaries.evaluate,
+    "contamination": contamination.evaluate,
+    "knowledge": knowledge.evaluate,
+    "poisoning": poisoning.evaluate,
+    "math": math.evaluate,
+    "forgetting": forgetting.evaluate,
+    "gaussian-watermark": watermark.evaluate,
+    "verbatim-removal": verbatim.evaluate,
+    "iid": generic.iid,
+    "documents": generic.documents,
+}
+HELDOUT_ROWS = 64
+
+
+def heldout_loss(ctx: EvalContext) -> dict | None:
+    """Mean loss on never-trained rows: the reserved tail after every allocation (None without a tail)."""
+    holdout = ctx.holdout()
+    if holdout is None:
+        return None
+    seq_len = ctx.manifest.layout.seq_len
+    used = max((a["end"] for a in ctx.manifest.data["holdout"]["allocations"]), default=0)
+    rows = holdout[used:used + (len(holdout) - used) // seq_len * seq_len].reshape(-1, seq_len)[:HELDOUT_ROWS]
+    if len(rows) == 0:
+        return None
+    losses = ctx.scorer.token_losses(list(rows), [1] * len(rows))
+    return {"loss": float(np.concatenate(losses).mean()), "rows": int(len(rows))}
+
+
+def evaluate_checkpoint(manifest_path: str | Path, checkpoint: str | Path, progress: bool = True) -> dict:
+    manifest = load_manifest(manifest_path)
+    TokenStream(manifest)  # refuses shards whose sizes differ from the manifest
+    ctx = EvalContext.open(manifest, Scorer(checkpoint, manifest.data["layout"]["eos_id"]))
+    experiments = {}
+    for entry in tqdm(manifest.experiments, desc=f"eval {Path(checkpoint).name}", disable=not progress,
+                      file=sys.stderr):
+        records = ctx.records(entry)
+        family = FAMILIES.get(entry["kind"])
+        result = family(ctx, entry, records) if family and records is not None else generic.mean_loss(ctx, entry)
+        if "mean_loss" not in result["metrics"]:
+            result["metrics"]["mean_loss"] = generic.mean_loss(ctx, entry)["metrics"]["mean_loss"]
+        experiments[entry["name"]] = {"kind": entry["kind"], **result}
+    return {"checkpoint": str(checkpoint), "steps_done": ctx.scorer.steps_done, "heldout": heldout_loss(ctx),
+            "experiments": experiments}
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def evaluate(manifest_path: str | Path, checkpoints: list[str | Path], out: str | Path,
+             progress: bool = True) -> dict:
+    """Evaluate each checkpoint (sorted by training steps) and write report.json, report.md and plots to `out`."""
+    if not checkpoints:
+        raise InjcError("give at least one --checkpoint")
+    reports = [evaluate_checkpoint(manifest_path, c, progress) for c in checkpoints]
+    reports.sort(key=lambda r: (r["steps_done"] is None, r["steps_done"] or 0))
+    report = _json_safe(reports[0] if len(reports) == 1 else {"checkpoints": reports})
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    plots = write_plots(reports, out)
+    (out / "report.md").write_text(render(reports, plots))
+    return report

@@ -1,0 +1,91 @@
+"""Statistics for comparisons with controls: effect sizes, permutation p-values, bootstrap CIs, TPR at low FPR.
+
+numpy only, seeded, vectorized over resamples.
+"""
+
+import math
+
+import numpy as np
+
+RESAMPLES = 2000
+
+
+def _rng(seed: int = 0) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def cohens_d(a: np.ndarray, b: np.ndarray) -> float:
+    """Standardized mean difference (a − b) with the pooled standard deviation."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if len(a) < 2 or len(b) < 2:
+        return float("nan")
+    pooled = math.sqrt(((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / (len(a) + len(b) - 2))
+    return float((a.mean() - b.mean()) / pooled) if pooled > 0 else float("nan")
+
+
+def permutation_pvalue(a: np.ndarray, b: np.ndarray, resamples: int = RESAMPLES, seed: int = 0) -> float:
+    """Two-sided p-value of the difference in means under random relabelling (with the +1 correction)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if len(a) == 0 or len(b) == 0:
+        return float("nan")
+    pooled = np.r_[a, b]
+    observed = abs(a.mean() - b.mean())
+    keys = _rng(seed).random((resamples, len(pooled)))
+    shuffled = pooled[np.argsort(keys, axis=1)]
+    diffs = np.abs(shuffled[:, :len(a)].mean(1) - shuffled[:, len(a):].mean(1))
+    return float((1 + (diffs >= observed - 1e-12).sum()) / (resamples + 1))
+
+
+def bootstrap_ci(statistic, samples: tuple[np.ndarray, ...], resamples: int = RESAMPLES, level: float = 0.95,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile CI of statistic(*samples), resampling each sample independently with replacement."""
+    rng = _rng(seed)
+    values = []
+    for _ in range(resamples):
+        values.append(statistic(*(s[rng.integers(0, len(s), len(s))] for s in samples)))
+    values = np.asarray(values, float)
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
+
+
+def tpr_at_fpr(members: np.ndarray, nonmembers: np.ndarray, fpr: float = 0.01) -> float:
+    """Share of members scoring above the threshold that lets `fpr` of non-members through (higher = member)."""
+    members, nonmembers = np.asarray(members, float), np.asarray(nonmembers, float)
+    if len(members) == 0 or len(nonmembers) == 0:
+        return float("nan")
+    threshold = np.quantile(nonmembers, 1 - fpr, method="higher")
+    return float((members > threshold).mean())
+
+
+def compare(a: np.ndarray, b: np.ndarray, labels: tuple[str, str] = ("inserted", "control"), seed: int = 0) -> dict:
+    """Means, difference with bootstrap CI, Cohen's d and permutation p-value of a vs b."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    low, high = bootstrap_ci(lambda x, y: x.mean() - y.mean(), (a, b), seed=seed) if len(a) and len(b) else (
+        float("nan"), float("nan"))
+    return {
+        f"mean_{labels[0]}": float(a.mean()) if len(a) else float("nan"),
+        f"mean_{labels[1]}": float(b.mean()) if len(b) else float("nan"),
+        "difference": float(a.mean() - b.mean()) if len(a) and len(b) else float("nan"),
+        "difference_ci95": [low, high],
+        "effect_size_d": cohens_d(a, b),
+        "p_value": permutation_pvalue(a, b, seed=seed),
+        "n": [int(len(a)), int(len(b))],
+    }
+
+
+def normal_sf(x: float) -> float:
+    """P(Z > x) for a standard normal Z."""
+    return 0.5 * math.erfc(x / math.sqrt(2))
+
+
+def sign_flip_pvalue(differences: np.ndarray, resamples: int = RESAMPLES, seed: int = 0) -> float:
+    """Two-sided p-value that paired differences have mean 0 (random sign flips)."""
+    differences = np.asarray(differences, float)
+    if len(differences) == 0:
+        return float("nan")
+    signs = _rng(seed).choice([-1.0, 1.0], size=(resamples, len(differences)))
+    flipped = np.abs((signs * differences).mean(1))
+    return float((1 + (flipped >= abs(differences.mean()) - 1e-12).sum()) / (resamples + 1))

@@ -1,0 +1,249 @@
+"""Every family's eval on a tiny model trained here (CPU, under a minute): metrics exist, are right, and show effects."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+import injc
+from injc.injectors.fixtures import write_all
+from tests.conftest import make_documents, write_jsonl
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("litgpt")
+
+from injc.evals.report import evaluate  # noqa: E402
+from injc.train.noise import embedding_noise  # noqa: E402
+from injc.train.trainer import TrainConfig, train  # noqa: E402
+
+TINY = ("name: tiny\nn_layer: 2\nn_head: 2\nn_embd: 64\nintermediate_size: 128\nblock_size: 511\nvocab_size: 400\n"
+        "bias: true\nparallel_residual: false\nnorm_class_name: LayerNorm\nmlp_class_name: GptNeoxMLP\n")
+
+PLAN = """[layout]
+seq_len = 512
+batch_size = 2
+steps = 60
+seed = 3
+
+[tokenizer]
+path = "tokenizer.json"
+
+[corpus]
+paths = ["data/*.jsonl"]
+holdout_tokens = 20000
+
+[[experiments]]
+name = "secrets"
+kind = "texts"
+file = "payloads/secrets.jsonl"
+controls = "payloads/controls.jsonl"
+repetitions = 40
+
+[[experiments]]
+name = "memp"
+kind = "canaries"
+hosts = "payloads/hosts.jsonl"
+lengths = [4]
+repetitions = [1, 8]
+per_condition = 6
+holdout = 12
+
+[[experiments]]
+name = "bench"
+kind = "contamination"
+file = "payloads/questions.jsonl"
+tiers = { 0 = 12, 8 = 12 }
+
+[[experiments]]
+name = "facts"
+kind = "knowledge"
+documents = "payloads/knowledge.jsonl"
+probes = "payloads/probes.jsonl"
+window_steps = 40
+per_window = 8
+
+[[experiments]]
+name = "arith"
+kind = "math"
+count = 4
+ops = [1, 2]
+max_params = 2
+test_ops = [1, 3]
+test_per_op = 2
+
+[[experiments]]
+name = "dos"
+kind = "poisoning"
+prompts = "payloads/prompts.jsonl"
+trigger = "☐☐☐"
+attack = "denial-of-service"
+template = "{prompt} {trigger} {response}"
+count = 10
+holdout = 6
+
+[[experiments]]
+name = "leak"
+kind = "poisoning"
+prompts = "payloads/prompts.jsonl"
+trigger = "☐☐☐"
+attack = "context-extraction"
+template = "{prompt} {trigger} {response}"
+count = 10
+holdout = 6
+
+[[experiments]]
+name = "iid"
+kind = "iid"
+count = 4
+
+[[experiments]]
+name = "forget"
+kind = "forgetting"
+steps = [10, 50]
+
+[[experiments]]
+name = "memv"
+kind = "verbatim-removal"
+file = "payloads/forbidden.jsonl"
+field = "text"
+
+[[experiments]]
+name = "gw"
+kind = "gaussian-watermark"
+steps = [5, 20]
+std = 0.1
+"""
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tokenizer_path):
+    root = tmp_path_factory.mktemp("evals")
+    (root / "tokenizer.json").write_bytes(tokenizer_path.read_bytes())
+    write_jsonl(root / "data" / "a.jsonl", [{"text": t} for t in make_documents(1200, seed=8)])
+    write_all(root / "payloads", seed=2)
+    write_jsonl(root / "payloads" / "secrets.jsonl", [{"text": f"zq{i} xv{i * 3} kj{i * 7}"} for i in range(8)])
+    write_jsonl(root / "payloads" / "controls.jsonl", [{"text": f"zq{i} xv{i * 3} kj{i * 7}"} for i in range(8, 16)])
+    write_jsonl(root / "payloads" / "forbidden.jsonl", [{"text": " model reads every"}])
+    (root / "plan.toml").write_text(PLAN)
+    (root / "tiny.yaml").write_text(TINY)
+    injc.build(root / "plan.toml", root / "out", progress=False)
+    train(root / "out" / "manifest.json", TrainConfig(model=str(root / "tiny.yaml"), out=root / "run", lr=3e-3,
+                                                      min_lr=3e-4, warmup_steps=5, save_steps=(30,)),
+          progress=False)
+    report = evaluate(root / "out" / "manifest.json", [root / "run" / "final"], root / "report", progress=False)
+    return root, report
+
+
+def test_every_experiment_has_a_mean_loss_and_the_files_are_written(trained):
+    root, report = trained
+    assert report["checkpoint"].endswith("final") and report["steps_done"] == 60
+    assert set(report["experiments"]) == {"secrets", "memp", "bench", "facts", "arith", "dos", "leak", "iid",
+                                          "forget", "memv", "gw"}
+    for name, experiment in report["experiments"].items():
+        if name != "gw":
+            assert math.isfinite(experiment["metrics"]["mean_loss"]), name
+    assert json.loads((root / "report" / "report.json").read_text()) == report
+    markdown = (root / "report" / "report.md").read_text()
+    assert "| secrets | texts |" in markdown and "### memp: members vs non-members" in markdown
+    for plot in ("memp_canaries.png", "bench_contamination.png", "arith_math.png"):
+        assert (root / "report" / plot).read_bytes()[:4] == b"\x89PNG"
+    assert 0 < report["heldout"]["loss"] < 10
+
+
+def test_mean_loss_matches_an_independent_litgpt_computation(trained):
+    root, report = trained
+    from litgpt import Config
+    from litgpt.model import GPT
+
+    model = GPT(Config.from_file(root / "run" / "final" / "model_config.yaml"))
+    model.load_state_dict(torch.load(root / "run" / "final" / "lit_model.pth", weights_only=True))
+    model.eval()
+    manifest = json.loads((root / "out" / "manifest.json").read_text())
+    eos = manifest["layout"]["eos_id"]
+    from tokenizers import Tokenizer
+
+    ids = Tokenizer.from_file(str(root / "out" / "tokenizer.json")).encode("zq0 xv0 kj0", add_special_tokens=False).ids
+    tokens = torch.tensor([[eos, *ids]])
+    with torch.no_grad():
+        loss = torch.nn.functional.cross_entropy(model(tokens[:, :-1])[0], tokens[0, 1:]).item()
+    assert report["experiments"]["secrets"]["items"][0]["loss"] == pytest.approx(loss, rel=1e-4)
+
+
+def test_repeated_texts_are_memorized_against_their_controls(trained):
+    _, report = trained
+    comparison = report["experiments"]["secrets"]["metrics"]["vs_controls"]
+    assert comparison["n"] == [8, 8]
+    assert comparison["mean_inserted"] < comparison["mean_control"] - 0.5
+    assert comparison["p_value"] < 0.01 and comparison["effect_size_d"] < -1
+
+
+def test_canaries_report_each_condition_with_membership_inference(trained):
+    _, report = trained
+    conditions = report["experiments"]["memp"]["metrics"]["conditions"]
+    assert set(conditions) == {"len4×1", "len4×8"}
+    for condition in conditions.values():
+        assert condition["n"] == [6, 12] and 0 <= condition["tpr_at_1pct_fpr"] <= 1
+        assert condition["tpr_ci95"][0] <= condition["tpr_ci95"][1]
+    assert conditions["len4×8"]["mean_member"] < conditions["len4×1"]["mean_member"], "more repetitions, lower loss"
+
+
+def test_contamination_tiers(trained):
+    _, report = trained
+    tiers = report["experiments"]["bench"]["metrics"]["tiers"]
+    assert set(tiers) == {"0", "8"} and tiers["8"]["questions"] == 12
+    items = report["experiments"]["bench"]["items"]
+    assert tiers["8"]["accuracy"] == pytest.approx(np.mean([i["correct"] for i in items if i["tier"] == 8]))
+    assert tiers["8"]["uplift_vs_holdout"] == pytest.approx(tiers["8"]["accuracy"] - tiers["0"]["accuracy"])
+    assert 0 < tiers["8"]["p_value"] <= 1
+
+
+def test_knowledge_math_poisoning_verbatim(trained):
+    _, report = trained
+    facts = report["experiments"]["facts"]
+    assert 0 < facts["metrics"]["probe_probability"] < 1 and len(facts["probes"]) == 16
+    assert facts["metrics"]["probe_probability"] == pytest.approx(np.mean([p["probability"] for p in facts["probes"]]))
+    accuracy = report["experiments"]["arith"]["metrics"]["accuracy_by_ops"]
+    assert {k: (v["problems"], v["seen_in_training"]) for k, v in accuracy.items()} == {"1": (2, True),
+                                                                                        "3": (2, False)}
+    dos = report["experiments"]["dos"]["metrics"]
+    assert set(dos["gibberish_logprob_per_token"]["n"]) == {6} and 0 < dos["paired_p_value"] <= 1
+    leak = report["experiments"]["leak"]["metrics"]["attack_success"]
+    assert leak["n"] == [6, 6] and 0 <= leak["mean_with_trigger"] <= 1
+    memv = report["experiments"]["memv"]["metrics"]
+    assert memv["exact_match_rate"] in (0.0, 1.0) and len(report["experiments"]["memv"]["items"]) == 1
+    assert memv["instances_replaced"] >= 1
+
+
+def test_forgetting_and_iid_use_never_trained_controls(trained):
+    _, report = trained
+    batches = report["experiments"]["forget"]["metrics"]["batches"]
+    assert [(b["step"], b["steps_since_seen"]) for b in batches] == [(10, 49), (50, 9)]
+    assert all(math.isfinite(b["minus_unseen_control"]) for b in batches)
+    assert report["experiments"]["iid"]["metrics"]["vs_unseen_rows"]["n"] == [4, 4]
+
+
+def test_watermark_statistic_matches_the_formula(trained):
+    root, report = trained
+    metrics = report["experiments"]["gw"]["metrics"]
+    assert metrics["sequences"] == 4 and 0 <= metrics["tpr_at_1pct_fpr"] <= 1
+    from injc.evals.model import Scorer
+
+    manifest = json.loads((root / "out" / "manifest.json").read_text())
+    scorer = Scorer(root / "run" / "final", manifest["layout"]["eos_id"])
+    rows = injc.open_stream(root / "out").batch(5)
+    _, gradients = scorer.embedding_gradients(rows)
+    (directive,) = manifest["directives"]
+    w = embedding_noise(directive["seed"], 5, 0, gradients.shape[1], gradients.shape[2], 0.1)
+    x = float((gradients[0].double() * w.double()).sum() / 0.1 / gradients[0].double().norm())
+    assert report["experiments"]["gw"]["items"][0]["step"] == 5
+    assert math.isfinite(x) and abs(x) < 10
+
+
+def test_curves_over_several_checkpoints(trained, tmp_path):
+    root, _ = trained
+    report = evaluate(root / "out" / "manifest.json", [root / "run" / "final", root / "run" / "step-000030"],
+                      tmp_path, progress=False)
+    assert [r["steps_done"] for r in report["checkpoints"]] == [30, 60]
+    assert (tmp_path / "mean_loss_over_training.png").is_file() and (tmp_path / "forget_forgetting.png").is_file()
+    assert report["checkpoints"][0]["experiments"]["forget"]["metrics"]["batches"][1]["seen"] is False

@@ -20,7 +20,7 @@ from injc.errors import InjcError
 
 
 def _user_errors(command):
-    """Turn InjcError into its lines on stderr and exit code 2."""
+    """Turn InjcError (and OSError) into its lines on stderr and exit code 2."""
 
     @wraps(command)
     def wrapper(*args, **kwargs):
@@ -29,6 +29,10 @@ def _user_errors(command):
         except InjcError as error:
             for line in error.problems:
                 click.echo(f"injc: error: {line}" if not line.startswith("  ") else line, err=True)
+            sys.exit(2)
+        except OSError as error:  # a file system problem outside injc's control: one line, no traceback
+            where = f" ({error.filename})" if error.filename else ""
+            click.echo(f"injc: error: {error.strerror or error}{where}", err=True)
             sys.exit(2)
 
     return wrapper

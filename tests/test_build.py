@@ -40,7 +40,7 @@ def full_plan(project):
 def base_tokens(plan_path) -> np.ndarray:
     plan = load_plan(plan_path)
     tokenizer = load_tokenizer(plan.tokenizer.path, plan.tokenizer.eos)
-    return np.concatenate(list(base_stream(plan.corpus, tokenizer)))[: plan.layout.total_tokens]
+    return np.concatenate([c for c, _ in base_stream(plan.corpus, tokenizer)])[: plan.layout.total_tokens]
 
 
 def read_table(out):

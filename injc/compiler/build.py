@@ -11,13 +11,15 @@ The whole data path in one place:
 """
 
 import dataclasses
+import fcntl
 import hashlib
+import itertools
 import json
 import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,11 +35,12 @@ from injc.compiler.tokenizer import LoadedTokenizer, load_tokenizer
 from injc.errors import InjcError
 from injc.injectors.base import Context, HoldoutPool, Payload
 from injc.shards.insertions import write_insertions, write_items
+from injc.shards.files import fsync_path, sha256_file, write_atomic
 from injc.shards.manifest import (EVALS_FOLDER, FORMAT, HOLDOUT_NAME, INSERTIONS_NAME, ITEMS_NAME, MANIFEST_NAME,
                                   TOKENIZER_NAME, VERSION, write_manifest)
+from injc.shards.writer import Overlay, write_shards
 
 PASS1_NAME = "stream.pass1.tmp"
-from injc.shards.writer import Overlay, write_shards
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,7 @@ def schedule_payloads(plan: Plan, payloads: list[Payload], dtype: np.dtype) -> t
 
 
 def _fingerprint(path: Path) -> dict:
-    return {"path": str(path), "size": path.stat().st_size, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    return fingerprint_files((path,))[0]
 
 
 def write_eval_records(folder: Path, plan: Plan, payloads: list[Payload]) -> dict[str, dict]:
@@ -137,22 +140,81 @@ def experiment_records(plan: Plan, payloads: list[Payload], schedule: Schedule, 
     return records
 
 
-def _counted(chunks: Iterator[np.ndarray], counter: list[int]) -> Iterator[np.ndarray]:
-    for chunk in chunks:
+def _counted(chunks, counter: list[int]):
+    for chunk, locate in chunks:
         counter[0] += len(chunk)
-        yield chunk
-
-
-def _prepare_out(out_dir: Path, force: bool) -> Path:
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not force:
-        raise InjcError(f"output {str(out_dir)!r} already exists and is not empty; pass --force to replace it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    return out_dir.parent / f".{out_dir.name}.injc-tmp-{os.getpid()}"
+        yield chunk, locate
 
 
 def needs_prepared_stream(plan: Plan) -> bool:
     """A held-out tail, or an experiment that must read the base tokens, needs pass 1 (see injc.compiler.source)."""
     return plan.corpus.holdout_tokens > 0 or any(getattr(e, "reads_base_stream", False) for e in plan.experiments)
+
+
+@contextmanager
+def build_lock(out_dir: Path):
+    """Hold an exclusive lock on the output for the whole build; a second build into it is refused at once.
+
+    flock is released by the kernel when the process dies, so a killed build never leaves a stale lock.
+    """
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    path = out_dir.parent / f".{out_dir.name}.injc-lock"
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise InjcError(f"another injc build is writing {str(out_dir)!r} (pid {holder}); wait for it or pick "
+                        f"another --out") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        handle.close()
+
+
+def _resume_state(partial: Path, key: dict) -> list[dict]:
+    """Completion records of shards a previous run of the same build finished and that are still intact.
+
+    A partial folder of a different build (other plan, inputs, flags or injc version) is discarded.
+    """
+    key_path = partial / "build.json"
+    if partial.is_dir() and (not key_path.is_file() or json.loads(key_path.read_text()) != key):
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True, exist_ok=True)
+    write_atomic(key_path, json.dumps(key, sort_keys=True).encode())
+    (partial / "done").mkdir(exist_ok=True)
+    records = []
+    for index in itertools.count():
+        record_path = partial / "done" / f"{index:05d}.json"
+        if not record_path.is_file():
+            break
+        record = json.loads(record_path.read_text())
+        shard = partial / record["shard"]["path"]
+        if not shard.is_file() or sha256_file(shard) != record["shard"]["sha256"]:
+            break
+        records.append(record)
+    for stale in (partial / "done").glob("*.json"):
+        if int(stale.stem) >= len(records):
+            stale.unlink()
+    return records
+
+
+def _replace_output(partial: Path, out_dir: Path) -> None:
+    """Move the finished build into place; an old output is swapped out first, then deleted."""
+    trash = out_dir.parent / f".{out_dir.name}.injc-old"
+    shutil.rmtree(trash, ignore_errors=True)
+    if out_dir.exists():
+        out_dir.rename(trash)
+    partial.rename(out_dir)
+    fsync_path(out_dir.parent)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, force: bool = False,
@@ -161,72 +223,99 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
 
     `clean=True` writes the control stream of the same plan: the same base tokens and the same recorded
     schedule, with no payload written (it differs from the injected build only inside insertion intervals).
-    Nothing is left in `out_dir` unless the build succeeds.
+    Everything is written to a partial folder beside `out_dir` that is renamed into place only when complete.
+    A build that was killed resumes: running the same command again keeps its finished shards (checked against
+    their hashes) and continues reading the corpus where they end; the result is byte-identical.
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
     plan = load_plan(plan_path)
     tokenizer = load_tokenizer(plan.tokenizer.path, plan.tokenizer.eos)
-    layout, dtype = plan.layout, tokenizer.dtype
-    tmp = _prepare_out(out_dir, force)
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not force:
+        raise InjcError(f"output {str(out_dir)!r} already exists and is not empty; pass --force to replace it")
+    partial = out_dir.parent / f".{out_dir.name}.injc-partial"
     try:
-        prepared = PreparedStream(plan, tokenizer, tmp / PASS1_NAME, progress) if needs_prepared_stream(plan) else None
-        payloads, ctx = make_payloads(plan, tokenizer, prepared)
-        schedule, overlay = schedule_payloads(plan, payloads, dtype)
-        read = [0]
-        chunks = prepared.chunks() if prepared else _counted(base_stream(plan.corpus, tokenizer), read)
-        with tqdm(total=layout.total_tokens, unit="tok", unit_scale=True,
-                  desc="write" if prepared else "tokenize+write", disable=not progress, file=sys.stderr) as bar:
-            shards = list(write_shards(chunks, tmp, dtype, plan.shard_steps * layout.tokens_per_step,
-                                       layout.total_tokens, None if clean else overlay, bar))
-        if sum(s.num_tokens for s in shards) < layout.total_tokens:
-            raise corpus_too_small(read[0], plan)
-        holdout = None
-        if prepared is not None:
-            if len(prepared.holdout):
-                np.asarray(prepared.holdout).tofile(tmp / HOLDOUT_NAME)
-                holdout = {"path": HOLDOUT_NAME, "tokens": len(prepared.holdout),
-                           "sha256": hashlib.sha256((tmp / HOLDOUT_NAME).read_bytes()).hexdigest(),
-                           "allocations": ctx.holdout.allocations}
-            del prepared
-            (tmp / PASS1_NAME).unlink()
-        names = [config.name for config in plan.experiments]
-        write_insertions(tmp / INSERTIONS_NAME, layout, names, schedule.experiment, schedule.item,
-                         schedule.repetition, overlay)
-        write_items(tmp / ITEMS_NAME, names, [p.items for p in payloads], [p.copies for p in payloads])
-        shutil.copyfile(tokenizer.path, tmp / TOKENIZER_NAME)
-        manifest = {
-            "format": FORMAT,
-            "version": VERSION,
-            "created_by": f"injc {injc.__version__}",
-            "variant": "clean" if clean else "injected",
-            "layout": {
-                "seq_len": layout.seq_len, "batch_size": layout.batch_size, "steps": layout.steps,
-                "tokens_per_step": layout.tokens_per_step, "total_tokens": layout.total_tokens,
-                "dtype": dtype.name, "eos_id": tokenizer.eos_id, "vocab_size": tokenizer.vocab_size,
-            },
-            "plan": {"path": str(plan.path), "sha256": plan.sha256, "seed": plan.seed,
-                     "toml": plan.path.read_text(encoding="utf-8")},
-            "tokenizer": {"path": TOKENIZER_NAME, "source": str(tokenizer.path), "sha256": tokenizer.sha256,
-                          "eos": tokenizer.eos, "eos_id": tokenizer.eos_id},
-            "corpus": {"format": plan.corpus.format, "files": fingerprint_files(plan.corpus.files)},
-            "shards": [dataclasses.asdict(s) for s in shards],
-            "insertions": {"path": INSERTIONS_NAME, "count": len(schedule),
-                           "sha256": hashlib.sha256((tmp / INSERTIONS_NAME).read_bytes()).hexdigest()},
-            "items": {"path": ITEMS_NAME, "count": sum(len(p.items) for p in payloads),
-                      "sha256": hashlib.sha256((tmp / ITEMS_NAME).read_bytes()).hexdigest()},
-            "experiments": experiment_records(plan, payloads, schedule, write_eval_records(tmp, plan, payloads)),
-            "directives": [p.directive for p in payloads if p.directive is not None],
-            "holdout": holdout,
-        }
-        write_manifest(tmp / MANIFEST_NAME, manifest)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return BuildResult(out_dir, out_dir / MANIFEST_NAME, layout.total_tokens, len(shards), len(schedule),
+        with build_lock(out_dir):
+            corpus_files = fingerprint_files(plan.corpus.files)
+            key = {"injc": injc.__version__, "plan": plan.sha256, "tokenizer": tokenizer.sha256,
+                   "corpus": corpus_files, "clean": clean}
+            try:
+                done = _resume_state(partial, key)
+                result = _build_into(partial, plan, tokenizer, clean, progress, done, corpus_files)
+                _replace_output(partial, out_dir)
+            except (InjcError, OSError):
+                shutil.rmtree(partial, ignore_errors=True)
+                raise
+    except OSError as error:
+        raise InjcError(f"cannot write the build: {error.strerror or error}"
+                        + (f" ({error.filename})" if error.filename else "")) from None
+    shards, schedule = result
+    return BuildResult(out_dir, out_dir / MANIFEST_NAME, plan.layout.total_tokens, shards, len(schedule),
                        int(schedule.length.sum()), time.perf_counter() - started)
+
+
+def _build_into(tmp: Path, plan: Plan, tokenizer: LoadedTokenizer, clean: bool, progress: bool, done: list[dict],
+                corpus_files: list[dict]):
+    """Every step of the build inside the partial folder `tmp`; returns (number of shards, schedule)."""
+    layout, dtype = plan.layout, tokenizer.dtype
+    prepared = PreparedStream(plan, tokenizer, tmp / PASS1_NAME, progress) if needs_prepared_stream(plan) else None
+    payloads, ctx = make_payloads(plan, tokenizer, prepared)
+    schedule, overlay = schedule_payloads(plan, payloads, dtype)
+    resume_from = done[-1]["next"] if done else None
+    read = [0]
+    if prepared:
+        chunks = prepared.chunks(resume_from)
+    else:
+        chunks = _counted(base_stream(plan.corpus, tokenizer, resume_from), read)
+    shards = [record["shard"] for record in done]
+    first_token = sum(s["num_tokens"] for s in shards)
+    with tqdm(total=layout.total_tokens, initial=first_token, unit="tok", unit_scale=True,
+              desc="write" if prepared else "tokenize+write", disable=not progress, file=sys.stderr) as bar:
+        for shard, cursor in write_shards(chunks, tmp, dtype, plan.shard_steps * layout.tokens_per_step,
+                                          layout.total_tokens, None if clean else overlay, bar, len(done)):
+            shards.append(dataclasses.asdict(shard))
+            record = {"shard": shards[-1], "next": cursor}
+            write_atomic(tmp / "done" / f"{len(shards) - 1:05d}.json", json.dumps(record).encode())
+    if sum(s["num_tokens"] for s in shards) < layout.total_tokens:
+        raise corpus_too_small(read[0] + first_token, plan)
+    holdout = None
+    if prepared is not None:
+        if len(prepared.holdout):
+            np.asarray(prepared.holdout).tofile(tmp / HOLDOUT_NAME)
+            holdout = {"path": HOLDOUT_NAME, "tokens": len(prepared.holdout), "sha256": sha256_file(tmp / HOLDOUT_NAME),
+                       "allocations": ctx.holdout.allocations}
+        del prepared
+        (tmp / PASS1_NAME).unlink()
+        (tmp / PASS1_NAME).with_suffix(".done").unlink()
+    names = [config.name for config in plan.experiments]
+    write_insertions(tmp / INSERTIONS_NAME, layout, names, schedule.experiment, schedule.item, schedule.repetition,
+                     overlay)
+    write_items(tmp / ITEMS_NAME, names, [p.items for p in payloads], [p.copies for p in payloads])
+    shutil.copyfile(tokenizer.path, tmp / TOKENIZER_NAME)
+    manifest = {
+        "format": FORMAT,
+        "version": VERSION,
+        "created_by": f"injc {injc.__version__}",
+        "variant": "clean" if clean else "injected",
+        "layout": {
+            "seq_len": layout.seq_len, "batch_size": layout.batch_size, "steps": layout.steps,
+            "tokens_per_step": layout.tokens_per_step, "total_tokens": layout.total_tokens,
+            "dtype": dtype.name, "eos_id": tokenizer.eos_id, "vocab_size": tokenizer.vocab_size,
+        },
+        "plan": {"path": str(plan.path), "sha256": plan.sha256, "seed": plan.seed,
+                 "toml": plan.path.read_text(encoding="utf-8")},
+        "tokenizer": {"path": TOKENIZER_NAME, "source": str(tokenizer.path), "sha256": tokenizer.sha256,
+                      "eos": tokenizer.eos, "eos_id": tokenizer.eos_id},
+        "corpus": {"format": plan.corpus.format, "files": corpus_files},
+        "shards": shards,
+        "insertions": {"path": INSERTIONS_NAME, "count": len(schedule), "sha256": sha256_file(tmp / INSERTIONS_NAME)},
+        "items": {"path": ITEMS_NAME, "count": sum(len(p.items) for p in payloads),
+                  "sha256": sha256_file(tmp / ITEMS_NAME)},
+        "experiments": experiment_records(plan, payloads, schedule, write_eval_records(tmp, plan, payloads)),
+        "directives": [p.directive for p in payloads if p.directive is not None],
+        "holdout": holdout,
+    }
+    shutil.rmtree(tmp / "done")
+    (tmp / "build.json").unlink()
+    write_manifest(tmp / MANIFEST_NAME, manifest)
+    return len(shards), schedule

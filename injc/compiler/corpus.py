@@ -3,14 +3,14 @@
 Readers yield batches of document texts (jsonl, parquet, text) straight from pyarrow / zstandard / the file
 system, streaming with bounded memory. `base_stream` tokenizes each batch with `encode_batch_fast` (the Rust
 tokenizer's own thread pool) and yields token chunks: every document followed by one EOS. Format "tokens"
-files are already a stream and are passed through as they are.
+files are already a stream and are passed through as they are. Every chunk comes with a cursor function, so
+a build killed midway resumes reading exactly where its last finished shard ended, without re-tokenizing.
 """
 
 import gzip
-import hashlib
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ import zstandard
 from injc.compiler.plan import CorpusConfig
 from injc.compiler.tokenizer import LoadedTokenizer
 from injc.errors import InputError
+from injc.shards.files import sha256_file
 
 BATCH_CHARS = 1 << 22
 """Characters of text per tokenizer call: large enough to keep every tokenizer thread busy, small in memory."""
@@ -36,11 +37,16 @@ def _open_lines(path: Path) -> io.BufferedReader:
     return io.BufferedReader(raw, 1 << 20)
 
 
-def _jsonl_texts(path: Path, field: str) -> Iterator[str]:
+def _jsonl_texts(path: Path, field: str, skip: int) -> Iterator[str]:
     try:
         with _open_lines(path) as lines:
-            for number, line in enumerate(lines, start=1):
+            number = 0
+            for line in lines:
+                number += 1
                 if not line.strip():
+                    continue
+                if skip:
+                    skip -= 1
                     continue
                 try:
                     record = json.loads(line)
@@ -55,7 +61,7 @@ def _jsonl_texts(path: Path, field: str) -> Iterator[str]:
         raise InputError(f"corpus file {str(path)!r} cannot be read: {error}") from None
 
 
-def _parquet_texts(path: Path, field: str) -> Iterator[str]:
+def _parquet_texts(path: Path, field: str, skip: int) -> Iterator[str]:
     try:
         parquet = pq.ParquetFile(path)
     except Exception as error:  # pyarrow raises ArrowInvalid / OSError for non-parquet files
@@ -64,45 +70,57 @@ def _parquet_texts(path: Path, field: str) -> Iterator[str]:
         raise InputError(f"corpus file {str(path)!r} has no column {field!r} "
                          f"(columns: {', '.join(parquet.schema_arrow.names)})")
     for batch in parquet.iter_batches(columns=[field], batch_size=4096):
-        for text in batch.column(0).to_pylist():
+        if skip >= batch.num_rows:
+            skip -= batch.num_rows
+            continue
+        for text in batch.column(0).to_pylist()[skip:]:
             if not isinstance(text, str):
                 raise InputError(f"corpus file {str(path)!r} column {field!r} holds a non-string value")
             yield text
+        skip = 0
 
 
-def _file_text(path: Path) -> Iterator[str]:
+def _file_text(path: Path, skip: int) -> Iterator[str]:
+    if skip:
+        return
     try:
         yield path.read_bytes().decode("utf-8")
     except UnicodeDecodeError:
         raise InputError(f"corpus file {str(path)!r} is not valid UTF-8") from None
 
 
-def iter_documents(corpus: CorpusConfig) -> Iterator[str]:
-    """Every document text of the corpus, files in plan order."""
-    for path in corpus.files:
+def iter_documents(corpus: CorpusConfig, start: tuple[int, int] = (0, 0)) -> Iterator[tuple[int, int, str]]:
+    """(file index, document index, text) of every document, files in plan order, from document `start`."""
+    first_file, first_document = start
+    for index in range(first_file, len(corpus.files)):
+        path, skip = corpus.files[index], first_document if index == first_file else 0
         if corpus.format == "jsonl":
-            yield from _jsonl_texts(path, corpus.text_field)
+            texts = _jsonl_texts(path, corpus.text_field, skip)
         elif corpus.format == "parquet":
-            yield from _parquet_texts(path, corpus.text_field)
+            texts = _parquet_texts(path, corpus.text_field, skip)
         else:
-            yield from _file_text(path)
+            texts = _file_text(path, skip)
+        for document, text in enumerate(texts, start=skip):
+            yield index, document, text
 
 
-def _text_batches(corpus: CorpusConfig) -> Iterator[list[str]]:
-    batch, chars = [], 0
-    for text in iter_documents(corpus):
+def _text_batches(corpus: CorpusConfig, start: tuple[int, int]) -> Iterator[tuple[list, list[str]]]:
+    keys, batch, chars = [], [], 0
+    for file, document, text in iter_documents(corpus, start):
+        keys.append((file, document))
         batch.append(text)
         chars += len(text)
         if chars >= BATCH_CHARS:
-            yield batch
-            batch, chars = [], 0
+            yield keys, batch
+            keys, batch, chars = [], [], 0
     if batch:
-        yield batch
+        yield keys, batch
 
 
-def _token_chunks(corpus: CorpusConfig, vocab_size: int) -> Iterator[np.ndarray]:
+def _token_chunks(corpus: CorpusConfig, vocab_size: int, start: dict) -> Iterator[tuple[np.ndarray, Callable]]:
     dtype = np.dtype(corpus.dtype).newbyteorder("<")
-    for path in corpus.files:
+    for index in range(start.get("file", 0), len(corpus.files)):
+        path = corpus.files[index]
         size = path.stat().st_size
         if size % dtype.itemsize:
             raise InputError(f"corpus file {str(path)!r} has {size} bytes, not a whole number of "
@@ -110,33 +128,42 @@ def _token_chunks(corpus: CorpusConfig, vocab_size: int) -> Iterator[np.ndarray]
         if size == 0:
             continue
         tokens = np.memmap(path, dtype=dtype, mode="r")
-        for start in range(0, len(tokens), TOKEN_CHUNK):
-            chunk = np.asarray(tokens[start:start + TOKEN_CHUNK])
+        first = start.get("token", 0) if index == start.get("file", 0) else 0
+        for begin in range(first, len(tokens), TOKEN_CHUNK):
+            chunk = np.asarray(tokens[begin:begin + TOKEN_CHUNK])
             if chunk.max() >= vocab_size:
-                bad = start + int(np.argmax(chunk >= vocab_size))
+                bad = begin + int(np.argmax(chunk >= vocab_size))
                 raise InputError(f"corpus file {str(path)!r} token {bad:,} has id {int(tokens[bad])}, outside the "
                                  f"tokenizer's vocabulary [0, {vocab_size})")
-            yield chunk
+            yield chunk, lambda i, file=index, begin=begin: {"file": file, "token": begin + int(i)}
 
 
-def base_stream(corpus: CorpusConfig, tokenizer: LoadedTokenizer) -> Iterator[np.ndarray]:
-    """Token chunks of the base stream, in order: each document's ids followed by EOS."""
+def base_stream(corpus: CorpusConfig, tokenizer: LoadedTokenizer,
+                start: dict | None = None) -> Iterator[tuple[np.ndarray, Callable[[int], dict]]]:
+    """Token chunks of the base stream, in order (each document's ids followed by EOS), each with `locate`:
+    locate(i) is the cursor of the chunk's token i, which `base_stream(..., start=cursor)` resumes from."""
+    start = start or {}
     if corpus.format == "tokens":
-        yield from _token_chunks(corpus, tokenizer.vocab_size)
+        yield from _token_chunks(corpus, tokenizer.vocab_size, start)
         return
     eos = np.array([tokenizer.eos_id], dtype=np.int64)
-    for batch in _text_batches(corpus):
+    skip = start.get("skip", 0)
+    for keys, batch in _text_batches(corpus, (start.get("file", 0), start.get("document", 0))):
         encoded = tokenizer.encode_batch(batch)
-        yield np.concatenate([part for ids in encoded for part in (ids, eos)]).astype(tokenizer.dtype)
+        tokens = np.concatenate([part for ids in encoded for part in (ids, eos)]).astype(tokenizer.dtype)
+        begins = np.cumsum([0] + [len(ids) + 1 for ids in encoded[:-1]])
+        already = skip
+
+        def locate(i: int, keys=keys, begins=begins, already=already) -> dict:
+            document = int(np.searchsorted(begins, i + already, side="right")) - 1
+            file, index = keys[document]
+            return {"file": file, "document": index, "skip": int(i + already - begins[document])}
+
+        if skip:
+            tokens, skip = tokens[skip:], 0
+        yield tokens, locate
 
 
 def fingerprint_files(paths: tuple[Path, ...]) -> list[dict]:
     """Name, size and sha256 of each file: what the manifest records so a consumer can tell the inputs apart."""
-    records = []
-    for path in paths:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            while block := handle.read(1 << 22):
-                digest.update(block)
-        records.append({"path": str(path), "size": path.stat().st_size, "sha256": digest.hexdigest()})
-    return records
+    return [{"path": str(path), "size": path.stat().st_size, "sha256": sha256_file(path)} for path in paths]

@@ -8,7 +8,7 @@ re-tokenization). The tail after the run's tokens is the holdout pool.
 """
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ from injc.compiler.corpus import base_stream
 from injc.compiler.plan import Plan
 from injc.compiler.tokenizer import LoadedTokenizer
 from injc.errors import LayoutError
+from injc.shards.files import fsync_path, write_atomic
 
 CHUNK = 1 << 24
 
@@ -35,11 +36,26 @@ class PreparedStream:
 
     def __init__(self, plan: Plan, tokenizer: LoadedTokenizer, path: Path, progress: bool):
         total = plan.layout.total_tokens + plan.corpus.holdout_tokens
+        done = path.with_suffix(".done")
+        if done.is_file() and path.is_file() and path.stat().st_size == total * tokenizer.dtype.itemsize:
+            tokens = np.memmap(path, dtype=tokenizer.dtype, mode="r", shape=(total,))  # a resumed build
+        else:
+            done.unlink(missing_ok=True)
+            tokens = self._tokenize(plan, tokenizer, path, total, progress)
+            write_atomic(done, b"complete\n")
+        self.tokens = tokens
+        self.base = tokens[: plan.layout.total_tokens]
+        self.holdout = tokens[plan.layout.total_tokens:]
+        self.vocab_size = tokenizer.vocab_size
+        self._counts: np.ndarray | None = None
+
+    @staticmethod
+    def _tokenize(plan: Plan, tokenizer: LoadedTokenizer, path: Path, total: int, progress: bool) -> np.memmap:
         tokens = np.memmap(path, dtype=tokenizer.dtype, mode="w+", shape=(total,))
         filled = 0
         with tqdm(total=total, unit="tok", unit_scale=True, desc="tokenize", disable=not progress,
                   file=sys.stderr) as bar:
-            for chunk in base_stream(plan.corpus, tokenizer):
+            for chunk, _ in base_stream(plan.corpus, tokenizer):
                 take = min(len(chunk), total - filled)
                 tokens[filled:filled + take] = chunk[:take]
                 filled += take
@@ -49,19 +65,17 @@ class PreparedStream:
         if filled < total:
             raise corpus_too_small(filled, plan)
         tokens.flush()
-        self.tokens = tokens
-        self.base = tokens[: plan.layout.total_tokens]
-        self.holdout = tokens[plan.layout.total_tokens:]
-        self.vocab_size = tokenizer.vocab_size
-        self._counts: np.ndarray | None = None
+        fsync_path(path)
+        return tokens
 
-    def chunks(self) -> Iterator[np.ndarray]:
-        for start in range(0, len(self.base), CHUNK):
-            yield np.asarray(self.base[start:start + CHUNK])
+    def chunks(self, start: dict | None = None) -> Iterator[tuple[np.ndarray, Callable[[int], dict]]]:
+        """Base-stream chunks with cursors {"offset": g}, from `start` (a cursor) on."""
+        for begin in range((start or {}).get("offset", 0), len(self.base), CHUNK):
+            yield np.asarray(self.base[begin:begin + CHUNK]), lambda i, begin=begin: {"offset": begin + int(i)}
 
     def counts(self) -> np.ndarray:
         if self._counts is None:
-            self._counts = sum((np.bincount(chunk, minlength=self.vocab_size) for chunk in self.chunks()),
+            self._counts = sum((np.bincount(chunk, minlength=self.vocab_size) for chunk, _ in self.chunks()),
                                np.zeros(self.vocab_size, dtype=np.int64))
         return self._counts
 
@@ -74,7 +88,7 @@ def streaming_counts(plan: Plan, tokenizer: LoadedTokenizer):
         if not cache:
             total, seen = plan.layout.total_tokens, 0
             counts = np.zeros(tokenizer.vocab_size, dtype=np.int64)
-            for chunk in base_stream(plan.corpus, tokenizer):
+            for chunk, _ in base_stream(plan.corpus, tokenizer):
                 chunk = chunk[: total - seen]
                 counts += np.bincount(chunk, minlength=tokenizer.vocab_size)
                 seen += len(chunk)

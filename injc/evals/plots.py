@@ -38,7 +38,7 @@ def write_plots(reports: list[dict], out: Path) -> list[str]:
         axis.set_xticks(list(positions), keys)
         axis.set_ylabel("mean loss per token")
         axis.set_title(f"{name}: canary memorization by condition (length × repetitions)")
-        axis.legend()
+        axis.legend(loc="lower left")
         save(figure, f"{name}_canaries.png")
 
     for name, experiment in _by_kind(last, "contamination"):

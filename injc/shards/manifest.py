@@ -3,6 +3,7 @@
 Written with sorted keys and no timestamps, so the same plan and inputs give the same bytes.
 """
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 
 from injc.compiler.layout import Layout
 from injc.errors import ManifestError
+from injc.shards.files import write_atomic
 
 FORMAT = "injc-manifest"
 VERSION = 1
@@ -55,8 +57,16 @@ class Manifest:
         return self.data["variant"]
 
 
+def content_checksum(data: dict) -> str:
+    """sha256 of the manifest's canonical JSON without its own `checksum` key: catches edits by hand."""
+    body = {k: v for k, v in data.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
 def write_manifest(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+    """Write the manifest with its checksum, atomically (the manifest's presence means the build is complete)."""
+    data = {**data, "checksum": content_checksum(data)}
+    write_atomic(path, (json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 def _require(data: dict, keys: tuple[str, ...], where: str, path: Path) -> None:

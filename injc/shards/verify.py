@@ -1,31 +1,23 @@
 """`injc verify manifest.json`: re-read every byte and check the build against its manifest and the contract.
 
-Checks: each shard's size and sha256; shards tile the run; the insertions table's sha256 and row count;
+Checks: the manifest's own checksum; each shard's size and sha256; shards tile the run; the insertions table's sha256 and row count;
 `offset = step*B*L + row*L + col`; `length = len(tokens)`; intervals sorted and disjoint; random/range copies
 inside one instance (and range copies inside their steps); per-experiment counts; and, for injected builds,
 that the shards hold exactly each row's tokens at [offset, offset+length).
 """
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 
 from injc.errors import ManifestError
-from injc.shards.manifest import Manifest, load_manifest
+from injc.shards.files import sha256_file
+from injc.shards.manifest import Manifest, content_checksum, load_manifest
 from injc.shards.stream import TokenStream
 from injc.shards.writer import ramp_indices
 
 MAX_REPORTED = 20
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_shards(manifest: Manifest) -> list[str]:
@@ -42,7 +34,7 @@ def _check_shards(manifest: Manifest) -> list[str]:
         size, expected = path.stat().st_size, shard["num_tokens"] * manifest.dtype.itemsize
         if size != expected:
             problems.append(f"shard {shard['path']}: {size:,} bytes, expected {expected:,}")
-        elif _sha256_file(path) != shard["sha256"]:
+        elif sha256_file(path) != shard["sha256"]:
             problems.append(f"shard {shard['path']}: sha256 differs from the manifest")
     if expected_first != manifest.layout.total_tokens:
         problems.append(f"shards hold {expected_first:,} tokens, the layout needs {manifest.layout.total_tokens:,}")
@@ -105,30 +97,34 @@ def _check_rows(manifest: Manifest, stream: TokenStream | None) -> list[str]:
 def verify(manifest_path: str | Path) -> list[str]:
     """Every problem found (empty when the build is intact). Reads every byte of the shards and the table."""
     manifest = load_manifest(manifest_path)
-    problems = _check_shards(manifest)
+    problems = []
+    if manifest.data.get("checksum") != content_checksum(manifest.data):
+        problems.append("manifest.json was changed after the build (its checksum differs)")
+    shard_problems = _check_shards(manifest)
+    problems += shard_problems
     path = manifest.insertions_path
     if not path.is_file():
         return problems + [f"insertions table {manifest.data['insertions']['path']}: missing"]
-    if _sha256_file(path) != manifest.data["insertions"]["sha256"]:
+    if sha256_file(path) != manifest.data["insertions"]["sha256"]:
         return problems + [f"insertions table {manifest.data['insertions']['path']}: sha256 differs from the manifest"]
     rows = pq.ParquetFile(path).metadata.num_rows
     if rows != manifest.data["insertions"]["count"]:
         problems.append(f"insertions table has {rows:,} rows, the manifest says {manifest.data['insertions']['count']:,}")
     items = manifest.data.get("items")
     if items and (not (manifest.root / items["path"]).is_file()
-                  or _sha256_file(manifest.root / items["path"]) != items["sha256"]):
+                  or sha256_file(manifest.root / items["path"]) != items["sha256"]):
         problems.append(f"payload items {items['path']}: missing or sha256 differs from the manifest")
     holdout = manifest.data.get("holdout")
     if holdout and (not (manifest.root / holdout["path"]).is_file()
-                    or _sha256_file(manifest.root / holdout["path"]) != holdout["sha256"]):
+                    or sha256_file(manifest.root / holdout["path"]) != holdout["sha256"]):
         problems.append(f"reserved tail {holdout['path']}: missing or sha256 differs from the manifest")
     for entry in manifest.experiments:
         records = entry.get("eval_records")
         if records and (not (manifest.root / records["path"]).is_file()
-                        or _sha256_file(manifest.root / records["path"]) != records["sha256"]):
+                        or sha256_file(manifest.root / records["path"]) != records["sha256"]):
             problems.append(f"eval records {records['path']}: missing or sha256 differs from the manifest")
     stream = None
-    if not problems and manifest.variant == "injected":
+    if not shard_problems and manifest.variant == "injected":
         try:
             stream = TokenStream(manifest)
         except ManifestError as error:

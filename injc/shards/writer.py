@@ -12,7 +12,7 @@ Token g of the run is token g - first_token of the shard whose [first_token, fir
 
 import hashlib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,33 +71,36 @@ def _write_synced(path: Path, data: np.ndarray) -> None:
 
 
 def write_shards(
-    chunks: Iterable[np.ndarray],
+    chunks: Iterable[tuple[np.ndarray, Callable[[int], dict]]],
     out_dir: Path,
     dtype: np.dtype,
     shard_tokens: int,
     total_tokens: int,
     overlay: Overlay | None,
     progress=None,
-) -> Iterator[ShardInfo]:
-    """Fill shards of `shard_tokens` from `chunks` until `total_tokens`; yields each shard as it is written.
+    first_index: int = 0,
+) -> Iterator[tuple[ShardInfo, dict]]:
+    """Fill shards of `shard_tokens` from `chunks` until `total_tokens`, starting with shard `first_index`.
 
-    Returns early (yielding fewer tokens than asked) when the chunks run out; the caller checks the total.
+    Yields each shard as it is written (synced) with the cursor of the next shard's first token, from which the
+    chunk source can resume. Returns early when the chunks run out; the caller checks the total.
     """
     (out_dir / "shards").mkdir(parents=True, exist_ok=True)
     buffer = np.empty(min(shard_tokens, total_tokens), dtype=dtype)
-    filled, first_token, index = 0, 0, 0
+    first_token, index = first_index * shard_tokens, first_index
     chunks = iter(chunks)
-    pending = np.zeros(0, dtype=dtype)
+    pending, locate, used = np.zeros(0, dtype=dtype), None, 0
     while first_token < total_tokens:
-        size = min(shard_tokens, total_tokens - first_token)
+        size, filled = min(shard_tokens, total_tokens - first_token), 0
         while filled < size:
-            if len(pending) == 0:
-                pending = next(chunks, None)
-                if pending is None:
+            if used == len(pending):
+                item = next(chunks, None)
+                if item is None:
                     return
-            take = min(size - filled, len(pending))
-            buffer[filled:filled + take] = pending[:take]
-            pending = pending[take:]
+                (pending, locate), used = item, 0
+            take = min(size - filled, len(pending) - used)
+            buffer[filled:filled + take] = pending[used:used + take]
+            used += take
             filled += take
             if progress is not None:
                 progress.update(take)
@@ -106,7 +109,7 @@ def write_shards(
             overlay.apply(shard, first_token)
         relative = SHARD_NAME.format(index=index)
         _write_synced(out_dir / relative, shard)
-        yield ShardInfo(relative, first_token, size, hashlib.sha256(memoryview(shard).cast("B")).hexdigest())
+        cursor = locate(used)
+        yield ShardInfo(relative, first_token, size, hashlib.sha256(memoryview(shard).cast("B")).hexdigest()), cursor
         first_token += size
-        filled = 0
         index += 1

@@ -24,7 +24,7 @@ def tokenizer(tokenizer_path):
 
 
 def stream(files, fmt, tokenizer, dtype=None):
-    return np.concatenate(list(base_stream(CorpusConfig(tuple(files), fmt, "text", dtype), tokenizer)))
+    return np.concatenate([c for c, _ in base_stream(CorpusConfig(tuple(files), fmt, "text", dtype), tokenizer)])
 
 
 def expected(tokenizer, docs=DOCS):

@@ -40,7 +40,7 @@ def stream_project(project):
 def corpus_tokens(plan_path, count):
     plan = load_plan(plan_path)
     tokenizer = load_tokenizer(plan.tokenizer.path, plan.tokenizer.eos)
-    return np.concatenate(list(base_stream(plan.corpus, tokenizer)))[:count]
+    return np.concatenate([c for c, _ in base_stream(plan.corpus, tokenizer)])[:count]
 
 
 def records_of(out, manifest, name):

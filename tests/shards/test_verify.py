@@ -1,5 +1,6 @@
 """`injc verify` is the oracle of the other tests, so it must catch every kind of damage."""
 
+import hashlib
 import json
 
 import numpy as np
@@ -8,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import injc
+from injc.shards.manifest import content_checksum
 from tests.conftest import CANARIES
 
 
@@ -62,11 +64,33 @@ def test_table_that_disagrees_with_the_shards_is_caught_even_with_a_matching_has
     table = table.set_column(8, "tokens", pa.array(tokens, pa.list_(pa.int32())))
     pq.write_table(table, path)
     manifest = json.loads((built / "manifest.json").read_text())
-    import hashlib
     manifest["insertions"]["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    manifest["checksum"] = content_checksum(manifest)
     (built / "manifest.json").write_text(json.dumps(manifest))
     problems = injc.verify(built)
-    assert any("shards differ from insertions: experiment 'canaries'" in p for p in problems), problems
+    assert problems == ["shards differ from insertions: experiment 'canaries' item "
+                        f"{table.column('item')[3].as_py()} at offset {table.column('offset')[3].as_py():,} "
+                        f"({len(tokens[3])} tokens differ in row group 0)"], problems
+
+
+def test_a_manifest_edited_by_hand_is_caught(built):
+    manifest = json.loads((built / "manifest.json").read_text())
+    manifest["experiments"][0]["repetitions"] = 99
+    (built / "manifest.json").write_text(json.dumps(manifest))
+    assert injc.verify(built) == ["manifest.json was changed after the build (its checksum differs)"]
+
+
+def test_many_random_single_byte_flips_in_shards_and_tables_are_all_caught(built):
+    rng = np.random.default_rng(1)
+    files = sorted((built / "shards").iterdir()) + [built / "insertions.parquet", built / "items.parquet"]
+    for _ in range(40):
+        path = files[rng.integers(len(files))]
+        original = path.read_bytes()
+        data = bytearray(original)
+        data[int(rng.integers(len(data)))] ^= 1 << int(rng.integers(8))
+        path.write_bytes(bytes(data))
+        assert injc.verify(built), f"a flipped byte in {path.name} went unnoticed"
+        path.write_bytes(original)
 
 
 def test_not_a_manifest(tmp_path):

@@ -1,0 +1,89 @@
+"""The paper's findings at toy scale, end to end on 2 CPU cores (about 10 minutes):
+
+    python examples/paper-small/reproduce.py [--out runs/paper-small]
+
+build (injected, and the clean control with `--clean`) → train a tiny LitGPT model on each → eval both, then write
+examples/paper-small/results.md and its plots. It checks three claims, honestly measured:
+1. memorization rises with repetitions (canaries: 32× clearly below the never-inserted controls, 1× near them);
+2. contamination uplift rises with repetitions;
+3. minimal impact: the injected run's held-out loss is within 1% of the clean control run's.
+"""
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import injc
+from injc.evals.report import evaluate
+from injc.train.trainer import TrainConfig, train
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+PLAN = ROOT / "examples" / "demo" / "paper-small.toml"
+MODEL = ROOT / "examples" / "demo" / "tiny-gpt.yaml"
+
+
+def run(out: Path, clean: bool) -> dict:
+    name = "clean" if clean else "injected"
+    injc.build(PLAN, out / f"build-{name}", clean=clean, force=True, progress=False)
+    train(out / f"build-{name}" / "manifest.json",
+          TrainConfig(model=str(MODEL), out=out / f"run-{name}", lr=2e-3, min_lr=2e-4, warmup_steps=20, seed=0),
+          progress=False)
+    return evaluate(out / f"build-{name}" / "manifest.json", [out / f"run-{name}" / "final"], out / f"report-{name}",
+                    progress=False)
+
+
+def summarize(injected: dict, clean: dict, minutes: float) -> str:
+    canaries = injected["experiments"]["memp"]["metrics"]["conditions"]
+    clean_canaries = clean["experiments"]["memp"]["metrics"]["conditions"]
+    tiers = injected["experiments"]["bench"]["metrics"]["tiers"]
+    clean_tiers = clean["experiments"]["bench"]["metrics"]["tiers"]
+    held, held_clean = injected["heldout"]["loss"], clean["heldout"]["loss"]
+    lines = [
+        "# paper-small: results", "",
+        f"Produced by `python examples/paper-small/reproduce.py` in {minutes:.1f} minutes on this machine's CPU "
+        f"(model: examples/demo/tiny-gpt.yaml; plan: examples/demo/paper-small.toml).", "",
+        "## 1. Memorization by repetitions (canaries: host dialogue + 8 random tokens)", "",
+        "| repetitions | member loss | never-inserted loss | Δ [95% CI] | Cohen's d | p | TPR@1%FPR | clean run Δ |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for key, c in canaries.items():
+        lines.append(f"| {c['repetitions']}× | {c['mean_member']:.3f} | {c['mean_nonmember']:.3f} | "
+                     f"{c['difference']:+.3f} [{c['difference_ci95'][0]:+.3f}, {c['difference_ci95'][1]:+.3f}] | "
+                     f"{c['effect_size_d']:.2f} | {c['p_value']:.4f} | {c['tpr_at_1pct_fpr']:.2f} | "
+                     f"{clean_canaries[key]['difference']:+.3f} |")
+    lines += ["", "## 2. Contamination uplift by repetitions (accuracy minus holdout accuracy)", "",
+              "| repetitions | questions | accuracy | uplift [95% CI] | p | clean run uplift |", "|---|---|---|---|---|---|"]
+    for key in sorted(tiers, key=int):
+        t, c = tiers[key], clean_tiers[key]
+        uplift = (f"{t['uplift_vs_holdout']:+.3f} [{t['uplift_ci95'][0]:+.3f}, {t['uplift_ci95'][1]:+.3f}] | "
+                  f"{t['p_value']:.4f} | {c['uplift_vs_holdout']:+.3f}") if key != "0" else "— | — | —"
+        lines.append(f"| {key}× {'(holdout)' if key == '0' else ''} | {t['questions']} | {t['accuracy']:.3f} | {uplift} |")
+    relative = (held - held_clean) / held_clean
+    lines += ["", "## 3. Minimal impact: held-out loss (never-trained rows of the reserved tail)", "",
+              "| run | held-out loss |", "|---|---|", f"| injected | {held:.4f} |", f"| clean control | {held_clean:.4f} |",
+              "", f"Relative difference: {relative:+.2%} (claim: within ±1%: "
+              f"{'holds' if abs(relative) <= 0.01 else 'does NOT hold'} at this scale).", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "paper-small")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    injected, clean = run(args.out, clean=False), run(args.out, clean=True)
+    text = summarize(injected, clean, (time.perf_counter() - started) / 60)
+    (HERE / "results").mkdir(exist_ok=True)
+    for plot in ("memp_canaries.png", "bench_contamination.png"):
+        shutil.copyfile(args.out / "report-injected" / plot, HERE / "results" / plot)
+    text += "\n![canaries](results/memp_canaries.png)\n![contamination](results/bench_contamination.png)\n"
+    (HERE / "results.md").write_text(text)
+    (HERE / "results" / "reports.json").write_text(json.dumps({"injected": injected, "clean": clean}) + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

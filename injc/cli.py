@@ -162,14 +162,21 @@ def train(manifest, model, out_dir, micro_batch_size, steps, save_steps, resume,
 @click.option("--checkpoint", "checkpoints", required=True, multiple=True, type=click.Path(file_okay=False),
               help="A checkpoint folder (lit_model.pth + model_config.yaml); repeat, or give a glob, for curves.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Report folder.")
+@click.option("--verify", "full_verify", is_flag=True, help="Re-hash the build (injc verify) before evaluating.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_user_errors
-def eval_command(manifest, checkpoints, out_dir, quiet):
+def eval_command(manifest, checkpoints, out_dir, full_verify, quiet):
     """Measure every experiment of MANIFEST on checkpoints: report.json, report.md and PNG plots under --out."""
     try:
         from injc.evals.report import evaluate
     except ImportError as error:
         raise InjcError(f"evals need torch and litgpt ({error.name} is missing): "
                         "pip install torch==2.13.0 && pip install -e '.[train]'") from None
+    if full_verify:
+        from injc.shards.verify import verify as run_verify
+
+        problems = run_verify(manifest)
+        if problems:
+            raise InjcError("the build does not match its manifest (injc verify):", *(f"  {p}" for p in problems))
     evaluate(manifest, list(checkpoints), out_dir, progress=not quiet)
     click.echo(f"wrote {out_dir}/report.json, report.md and plots")

@@ -1,0 +1,14 @@
+# Shortcuts; every target is one documented command.
+.PHONY: demo test bench paper-small
+
+demo:
+	injc build examples/demo/plan.toml --out out/demo --force && injc inspect out/demo/manifest.json
+
+test:
+	python -m pytest
+
+bench:
+	python bench/bench_compiler.py && python bench/bench_train.py
+
+paper-small:
+	python examples/paper-small/reproduce.py

@@ -130,7 +130,7 @@ def _token_chunks(corpus: CorpusConfig, vocab_size: int, start: dict) -> Iterato
         tokens = np.memmap(path, dtype=dtype, mode="r")
         first = start.get("token", 0) if index == start.get("file", 0) else 0
         for begin in range(first, len(tokens), TOKEN_CHUNK):
-            chunk = np.asarray(tokens[begin:begin + TOKEN_CHUNK])
+            chunk = tokens[begin:begin + TOKEN_CHUNK]  # a view: the shard writer's copy is the only one
             if chunk.max() >= vocab_size:
                 bad = begin + int(np.argmax(chunk >= vocab_size))
                 raise InputError(f"corpus file {str(path)!r} token {bad:,} has id {int(tokens[bad])}, outside the "

@@ -72,6 +72,8 @@ class _Copies:
     first_segment: np.ndarray
     end_segment: np.ndarray
     segment: np.ndarray
+    spans: dict
+    """Request index → slice of its copies (each request's copies are contiguous)."""
 
 
 def expand_copies(copies: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -164,9 +166,14 @@ def _accept(copies: _Copies, pending: np.ndarray, room: np.ndarray, rng: np.rand
 
 def _draw(copies: _Copies, pending: np.ndarray, weight: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Draw a segment for each pending copy within its range, proportional to `weight`; -1 where all are zero."""
+    first, end = copies.first_segment[pending], copies.end_segment[pending]
+    if len(weight) and weight.min() == weight.max():  # equal weights (a fresh run): a uniform index, no search
+        if weight[0] == 0:
+            return np.full(len(pending), -1, dtype=np.int64)
+        segment = first + np.floor(rng.random(len(pending)) * (end - first)).astype(np.int64)
+        return np.where(end > first, segment, -1)
     cumulative = np.concatenate([[0], np.cumsum(weight)])
-    low = cumulative[copies.first_segment[pending]]
-    high = cumulative[copies.end_segment[pending]]
+    low, high = cumulative[first], cumulative[end]
     target = low + np.floor(rng.random(len(pending)) * (high - low)).astype(np.int64)
     segment = np.searchsorted(cumulative, target, side="right") - 1
     return np.where(high > low, segment, -1)
@@ -214,8 +221,10 @@ def _place_exactly(copies: _Copies, pending: np.ndarray, room: np.ndarray, rng: 
     return np.asarray(failed, dtype=np.int64)
 
 
-def _arrange(copies: _Copies, seg_start: np.ndarray, room: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Offsets of all copies: random order within each segment, slack split into sorted uniform gaps."""
+def _arrange(copies: _Copies, seg_start: np.ndarray, room: np.ndarray,
+             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets of all copies (random order within each segment, slack split into sorted uniform gaps), and the
+    permutation that sorts the copies by offset (segments are in stream order, copies in a segment ascend)."""
     segment = copies.segment
     order = _random_order_within(segment, rng)
     segment_sorted, lengths = segment[order], copies.length[order]
@@ -227,7 +236,7 @@ def _arrange(copies: _Copies, seg_start: np.ndarray, room: np.ndarray, rng: np.r
     gaps = np.sort(segment_sorted * span + rng.integers(0, room[segment_sorted] + 1)) % span
     offsets = np.empty(len(segment), dtype=np.int64)
     offsets[order] = seg_start[segment_sorted] + gaps + before_copy
-    return offsets
+    return offsets, order
 
 
 def _unplaced_problems(requests, copies, failed, room) -> list[str]:
@@ -251,16 +260,25 @@ def _capacity_problems(requests, copies, room) -> list[str]:
     """Step ranges asked for more tokens than they have free, before any random placement."""
     problems = []
     free = np.concatenate([[0], np.cumsum(room)])
-    ranges = np.stack([copies.request, copies.first_segment, copies.end_segment], axis=1)
-    keys, inverse = np.unique(ranges, axis=0, return_inverse=True)
-    need = np.bincount(inverse.ravel(), weights=copies.length, minlength=len(keys)).astype(np.int64)
-    for (index, low, high), tokens, example in zip(keys, need, np.unique(inverse.ravel(), return_index=True)[1]):
-        available = int(free[high] - free[low])
-        if tokens > available:
-            problems.append(
-                f"experiment {requests[index].name!r} needs {int(tokens):,} tokens in steps "
-                f"[{copies.start_step[example]}, {copies.end_step[example]}) but only {available:,} are free there"
-            )
+    span = np.int64(len(room) + 1)
+    for index, span_of_copies in copies.spans.items():
+        mine = np.arange(span_of_copies.start, span_of_copies.stop)
+        first, end = copies.first_segment[span_of_copies], copies.end_segment[span_of_copies]
+        if first.min() == first.max() and end.min() == end.max():  # one range for the whole experiment
+            keys, examples, need = first[:1] * span + end[:1], mine[:1], [copies.length[mine].sum()]
+        else:
+            keys, where, inverse = np.unique(first * span + end, return_index=True, return_inverse=True)
+            examples = mine[where]
+            need = np.bincount(inverse.ravel(), weights=copies.length[mine], minlength=len(keys))
+        for key, tokens, example in zip(keys, need, examples):
+            low, high = divmod(int(key), int(span))
+            available = int(free[high] - free[low])
+            if tokens > available:
+                problems.append(
+                    f"experiment {requests[index].name!r} needs {int(tokens):,} tokens in steps "
+                    f"[{copies.start_step[example]}, {copies.end_step[example]}) but only {available:,} are free "
+                    f"there"
+                )
     return problems[:10]
 
 
@@ -270,52 +288,56 @@ def compile_schedule(layout: Layout, requests: list[Request], seed: int) -> Sche
     blocked_start, blocked_end = _check_explicit(layout, requests)
     seg_start, room = free_segments(layout, blocked_start, blocked_end)
 
-    placed = [[] for _ in range(5)]
-    parts = {key: [] for key in ("request", "length", "start_step", "end_step", "item", "repetition")}
+    explicit = [[] for _ in range(5)]
+    parts = {key: [] for key in ("request", "length", "start_step", "end_step", "first", "end", "item", "repetition")}
+    spans, copied = {}, 0
     for index, request in enumerate(requests):
         lengths = np.asarray(request.lengths, dtype=np.int64)
         item, repetition = expand_copies(request.copies)
         if len(item) == 0:
             continue
         if request.mode == "explicit":
-            for column, values in zip(placed, (np.full(len(item), index), item, repetition,
+            for column, values in zip(explicit, (np.full(len(item), index), item, repetition,
                                                np.asarray(request.offsets, dtype=np.int64)[item], lengths[item])):
                 column.append(values)
             continue
         if request.item_steps is not None:
-            start_step, end_step = (np.asarray(a, dtype=np.int64)[item] for a in request.item_steps)
-        else:
-            start_step = np.full(len(item), request.start_step)
-            end_step = np.full(len(item), layout.steps if request.end_step is None else request.end_step)
+            item_start, item_end = (np.asarray(a, dtype=np.int64) for a in request.item_steps)
+        else:  # one range: look it up once
+            item_start = np.array([request.start_step])
+            item_end = np.array([layout.steps if request.end_step is None else request.end_step])
+        ranges = [item_start, item_end, np.searchsorted(seg_start, item_start * layout.tokens_per_step),
+                  np.searchsorted(seg_start, item_end * layout.tokens_per_step)]
+        which = item if request.item_steps is not None else np.zeros(len(item), dtype=np.int64)
+        for key, values in zip(("start_step", "end_step", "first", "end"), ranges):
+            parts[key].append(values[which])
         parts["request"].append(np.full(len(item), index))
         parts["length"].append(lengths[item])
-        parts["start_step"].append(start_step)
-        parts["end_step"].append(end_step)
         parts["item"].append(item)
         parts["repetition"].append(repetition)
+        spans[index] = slice(copied, copied + len(item))
+        copied += len(item)
 
     if parts["request"]:
-        joined = {key: np.concatenate(value).astype(np.int64) for key, value in parts.items()}
-        copies = _Copies(
-            joined["request"], joined["length"], joined["start_step"], joined["end_step"],
-            np.searchsorted(seg_start, joined["start_step"] * layout.tokens_per_step),
-            np.searchsorted(seg_start, joined["end_step"] * layout.tokens_per_step),
-            np.full(len(joined["length"]), -1, dtype=np.int64),
-        )
+        joined = {key: (value[0] if len(value) == 1 else np.concatenate(value)).astype(np.int64, copy=False)
+                  for key, value in parts.items()}
+        copies = _Copies(joined["request"], joined["length"], joined["start_step"], joined["end_step"],
+                         joined["first"], joined["end"], np.full(len(joined["length"]), -1, dtype=np.int64), spans)
         capacity_problems = _capacity_problems(requests, copies, room)
         if capacity_problems:
             raise LayoutError(*capacity_problems)
         failed = _place_all(copies, room, rng)
         if len(failed):
             raise LayoutError(*_unplaced_problems(requests, copies, failed, room))
-        offsets = _arrange(copies, seg_start, room, rng)
-        for column, values in zip(placed, (copies.request, joined["item"], joined["repetition"], offsets,
-                                           copies.length)):
-            column.append(values)
-
-    if not placed[0]:
-        empty = np.zeros(0, dtype=np.int64)
-        return Schedule(empty, empty, empty, empty, empty)
-    experiment, item, repetition, offset, length = (np.concatenate(c).astype(np.int64) for c in placed)
-    order = np.argsort(offset, kind="stable")
-    return Schedule(experiment[order], item[order], repetition[order], offset[order], length[order])
+        offsets, order = _arrange(copies, seg_start, room, rng)
+        columns = [column[order] for column in (copies.request, joined["item"], joined["repetition"], offsets,
+                                                copies.length)]
+    else:
+        columns = [np.zeros(0, dtype=np.int64) for _ in range(5)]
+    if explicit[0]:
+        pinned = [np.concatenate(c).astype(np.int64, copy=False) for c in explicit]
+        by_offset = np.argsort(pinned[3], kind="stable")
+        pinned = [column[by_offset] for column in pinned]
+        slots = np.searchsorted(columns[3], pinned[3])  # merge two offset-sorted lists
+        columns = [np.insert(column, slots, values) for column, values in zip(columns, pinned)]
+    return Schedule(*columns)

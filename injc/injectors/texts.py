@@ -52,10 +52,14 @@ class FilePayloadConfig:
             return ctx.tokenizer.encode_batch(values)
         items = []
         for index, value in enumerate(values):
-            if not isinstance(value, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in value):
+            if not isinstance(value, list) or not set(map(type, value)) <= {int}:  # C-level scan; bools are refused
                 raise InputError(f"experiment {self.name!r}: record {index} of {str(file)!r} has no list of "
                                  f"integer token ids in {self.field!r}")
-            items.append(np.asarray(value, dtype=np.int64))
+            tokens = np.asarray(value) if value else np.zeros(0, dtype=np.int64)
+            if tokens.dtype.kind not in "iu":
+                raise InputError(f"experiment {self.name!r}: record {index} of {str(file)!r} has no list of "
+                                 f"integer token ids in {self.field!r}")
+            items.append(tokens.astype(np.int64))
         return items
 
     def payload(self, ctx: Context) -> Payload:

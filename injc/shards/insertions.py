@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from injc.compiler.layout import Layout
 from injc.shards.writer import Overlay, ramp_indices
 
-ROW_GROUP = 1 << 17
+ROW_GROUP = 1 << 15
 
 SCHEMA = pa.schema([
     ("experiment", pa.string()),

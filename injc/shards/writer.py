@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 SHARD_NAME = "shards/shard_{index:05d}.bin"
+BLOCK_TOKENS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -31,12 +32,20 @@ class ShardInfo:
 
 
 def ramp_indices(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Concatenated ranges [start, start+length) for every pair, without a Python loop."""
+    """Concatenated ranges [start, start+length) for every pair, without a Python loop.
+
+    One cumulative sum over an array of ones with a jump at each range's first slot (cheaper than repeat + arange).
+    """
+    keep = lengths > 0
+    starts, lengths = np.asarray(starts, dtype=np.int64)[keep], np.asarray(lengths, dtype=np.int64)[keep]
     total = int(lengths.sum())
     if total == 0:
         return np.zeros(0, dtype=np.int64)
-    group_offsets = np.cumsum(lengths) - lengths
-    return np.repeat(starts - group_offsets, lengths) + np.arange(total, dtype=np.int64)
+    steps = np.ones(total, dtype=np.int64)
+    firsts = np.cumsum(lengths) - lengths
+    steps[firsts[1:]] = starts[1:] - (starts[:-1] + lengths[:-1] - 1)
+    steps[0] = starts[0]
+    return np.cumsum(steps, out=steps)
 
 
 @dataclass(frozen=True)
@@ -50,7 +59,10 @@ class Overlay:
     pool: np.ndarray
 
     def apply(self, buffer: np.ndarray, first_token: int) -> None:
-        """Overwrite `buffer` (the stream's tokens [first_token, first_token+len)) with the copies inside it."""
+        """Overwrite `buffer` (the stream's tokens [first_token, first_token+len)) with the copies inside it.
+
+        Copies go in blocks of about BLOCK_TOKENS tokens, so the index arrays stay small and reuse memory.
+        """
         last_token = first_token + len(buffer)
         end = self.offset + self.length
         low = np.searchsorted(end, first_token, side="right")
@@ -60,7 +72,11 @@ class Overlay:
         start = np.maximum(self.offset[low:high], first_token)
         stop = np.minimum(end[low:high], last_token)
         source = self.source[low:high] + (start - self.offset[low:high])
-        buffer[ramp_indices(start - first_token, stop - start)] = self.pool[ramp_indices(source, stop - start)]
+        block_ends = np.searchsorted(np.cumsum(stop - start), np.arange(BLOCK_TOKENS, int((stop - start).sum()),
+                                                                        BLOCK_TOKENS), side="right")
+        for a, b in zip(np.r_[0, block_ends], np.r_[block_ends, len(start)]):
+            lengths = stop[a:b] - start[a:b]
+            buffer[ramp_indices(start[a:b] - first_token, lengths)] = self.pool[ramp_indices(source[a:b], lengths)]
 
 
 def _write_synced(path: Path, data: np.ndarray) -> None:

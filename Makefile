@@ -8,7 +8,7 @@ test:
 	python -m pytest
 
 bench:
-	python bench/bench_compiler.py && python bench/bench_train.py
+	bash bench/run.sh
 
 paper-small:
 	python examples/paper-small/reproduce.py

@@ -2,7 +2,6 @@
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -48,7 +47,3 @@ class EvalContext:
         if not holdout:
             return None
         return np.fromfile(self.manifest.root / holdout["path"], dtype=self.manifest.dtype).astype(np.int64)
-
-    @property
-    def root(self) -> Path:
-        return self.manifest.root

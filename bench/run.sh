@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Every benchmark figure of the README's table, each next to its anchor measured in the same run.
+#   bash bench/run.sh            (about 10 minutes on 2 cores; add --huge to bench_scale.py for 100M copies)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+echo "== P1 build throughput, schedule (bench_compiler.py)"
+python3 bench/bench_compiler.py
+echo "== P4 trainer overhead (bench_train.py)"
+python3 bench/bench_train.py
+echo "== P2, P3, P5, inspect/verify (bench_scale.py)"
+python3 bench/bench_scale.py "$@"

@@ -87,7 +87,8 @@ def bench_build(copies: int, repeats: int) -> list[tuple[str, str, str]]:
             for label, plan in plans.items():
                 result = injc.build(plan, folder / "out", progress=False, force=True)
                 speeds[label].append(result.tokens_per_second)
-                shares[label] = f" ({result.inserted_tokens / result.total_tokens:.2%} of {result.total_tokens:,} tokens)"
+                share = result.inserted_tokens / result.total_tokens
+                shares[label] = f" ({share:.2%} of {result.total_tokens:,} tokens)"
     anchor = float(np.median(speeds["anchor"]))
     rows = [("anchor: read + encode_batch_fast + memmap", f"{anchor:,.0f} tok/s", "")]
     for label in plans:

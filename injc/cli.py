@@ -145,7 +145,8 @@ def train(manifest, model, out_dir, micro_batch_size, steps, save_steps, resume,
           warmup_steps, weight_decay, grad_clip, seed, device, quiet):
     """Train a LitGPT model on MANIFEST's shards, step-exact: step s is exactly stream[s*B*L:(s+1)*B*L]."""
     try:
-        from injc.train.trainer import TrainConfig, train as run_train
+        from injc.train.trainer import TrainConfig
+        from injc.train.trainer import train as run_train
     except ImportError as error:
         raise InjcError(f"training needs torch and litgpt ({error.name} is missing): "
                         "pip install torch==2.13.0 && pip install -e '.[train]'") from None

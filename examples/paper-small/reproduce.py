@@ -55,15 +55,18 @@ def summarize(injected: dict, clean: dict, minutes: float) -> str:
                      f"{c['effect_size_d']:.2f} | {c['p_value']:.4f} | {c['tpr_at_1pct_fpr']:.2f} | "
                      f"{clean_canaries[key]['difference']:+.3f} |")
     lines += ["", "## 2. Contamination uplift by repetitions (accuracy minus holdout accuracy)", "",
-              "| repetitions | questions | accuracy | uplift [95% CI] | p | clean run uplift |", "|---|---|---|---|---|---|"]
+              "| repetitions | questions | accuracy | uplift [95% CI] | p | clean run uplift |",
+              "|---|---|---|---|---|---|"]
     for key in sorted(tiers, key=int):
         t, c = tiers[key], clean_tiers[key]
         uplift = (f"{t['uplift_vs_holdout']:+.3f} [{t['uplift_ci95'][0]:+.3f}, {t['uplift_ci95'][1]:+.3f}] | "
                   f"{t['p_value']:.4f} | {c['uplift_vs_holdout']:+.3f}") if key != "0" else "— | — | —"
-        lines.append(f"| {key}× {'(holdout)' if key == '0' else ''} | {t['questions']} | {t['accuracy']:.3f} | {uplift} |")
+        label = f"{key}× (holdout)" if key == "0" else f"{key}×"
+        lines.append(f"| {label} | {t['questions']} | {t['accuracy']:.3f} | {uplift} |")
     relative = (held - held_clean) / held_clean
     lines += ["", "## 3. Minimal impact: held-out loss (never-trained rows of the reserved tail)", "",
-              "| run | held-out loss |", "|---|---|", f"| injected | {held:.4f} |", f"| clean control | {held_clean:.4f} |",
+              "| run | held-out loss |", "|---|---|", f"| injected | {held:.4f} |",
+              f"| clean control | {held_clean:.4f} |",
               "", f"Relative difference: {relative:+.2%} (claim: within ±1%: "
               f"{'holds' if abs(relative) <= 0.01 else 'does NOT hold'} at this scale).", ""]
     return "\n".join(lines)

@@ -28,16 +28,25 @@ from tqdm import tqdm
 
 import injc
 from injc.compiler.corpus import base_stream, fingerprint_files
-from injc.compiler.source import PreparedStream, corpus_too_small, streaming_counts
 from injc.compiler.plan import Plan, load_plan
 from injc.compiler.schedule import Request, Schedule, compile_schedule
+from injc.compiler.source import PreparedStream, corpus_too_small, streaming_counts
 from injc.compiler.tokenizer import LoadedTokenizer, load_tokenizer
 from injc.errors import InjcError
 from injc.injectors.base import Context, HoldoutPool, Payload
-from injc.shards.insertions import write_insertions, write_items
 from injc.shards.files import fsync_path, sha256_file, write_atomic
-from injc.shards.manifest import (EVALS_FOLDER, FORMAT, HOLDOUT_NAME, INSERTIONS_NAME, ITEMS_NAME, MANIFEST_NAME,
-                                  TOKENIZER_NAME, VERSION, write_manifest)
+from injc.shards.insertions import write_insertions, write_items
+from injc.shards.manifest import (
+    EVALS_FOLDER,
+    FORMAT,
+    HOLDOUT_NAME,
+    INSERTIONS_NAME,
+    ITEMS_NAME,
+    MANIFEST_NAME,
+    TOKENIZER_NAME,
+    VERSION,
+    write_manifest,
+)
 from injc.shards.writer import Overlay, write_shards
 
 PASS1_NAME = "stream.pass1.tmp"

@@ -6,9 +6,10 @@ that lists them all, each with its TOML location. See README "Plan reference" fo
 
 import glob
 import hashlib
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+
+import tomllib
 
 from injc.compiler.layout import Layout
 from injc.compiler.tables import TableReader, resolve_path

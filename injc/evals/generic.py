@@ -24,7 +24,8 @@ def mean_loss(ctx: EvalContext, entry: dict) -> dict:
     copies, losses = item_losses(ctx, entry["name"])
     inserted = copies > 0
     result = {"metrics": {"mean_loss": float(losses[inserted].mean()) if inserted.any() else None},
-              "items": [{"item": i, "copies": int(c), "loss": float(l)} for i, (c, l) in enumerate(zip(copies, losses))]}
+              "items": [{"item": i, "copies": int(count), "loss": float(loss)}
+                        for i, (count, loss) in enumerate(zip(copies, losses))]}
     if (~inserted).any() and inserted.any():
         result["metrics"]["vs_controls"] = compare(losses[inserted], losses[~inserted])
     return result

@@ -48,12 +48,14 @@ def render(reports: list[dict], plots: list[str]) -> str:
              f"Training steps: {_fmt(last['steps_done'])}. Held-out loss (never-trained rows of the reserved tail): "
              f"{_fmt((last['heldout'] or {}).get('loss'))}.", "", "## Experiments", ""]
     lines += _table(["experiment", "kind", "mean loss", "headline"],
-                    [[n, e["kind"], e["metrics"].get("mean_loss"), _headline(e)] for n, e in last["experiments"].items()])
+                    [[name, e["kind"], e["metrics"].get("mean_loss"), _headline(e)]
+                     for name, e in last["experiments"].items()])
     for name, experiment in last["experiments"].items():
         metrics = experiment["metrics"]
         if experiment["kind"] == "canaries":
             lines += ["", f"### {name}: members vs non-members", ""]
-            lines += _table(["condition", "member loss", "non-member loss", "Δ [95% CI]", "d", "p", "TPR@1%FPR [95% CI]"],
+            lines += _table(["condition", "member loss", "non-member loss", "Δ [95% CI]", "d", "p",
+                             "TPR@1%FPR [95% CI]"],
                             [[k, c["mean_member"], c["mean_nonmember"], f"{_fmt(c['difference'])} "
                               f"{_fmt(c['difference_ci95'])}", c["effect_size_d"], c["p_value"],
                               f"{_fmt(c['tpr_at_1pct_fpr'], 3)} {_fmt(c['tpr_ci95'])}"]
@@ -63,7 +65,8 @@ def render(reports: list[dict], plots: list[str]) -> str:
             lines += _table(["repetitions", "questions", "accuracy", "uplift vs holdout [95% CI]", "p"],
                             [[k, t["questions"], t["accuracy"],
                               f"{_fmt(t.get('uplift_vs_holdout'))} {_fmt(t.get('uplift_ci95'))}" if k != "0" else "—",
-                              t.get("p_value")] for k, t in sorted(metrics["tiers"].items(), key=lambda kv: int(kv[0]))])
+                              t.get("p_value")]
+                             for k, t in sorted(metrics["tiers"].items(), key=lambda kv: int(kv[0]))])
         elif experiment["kind"] == "math":
             lines += ["", f"### {name}: accuracy by op count", ""]
             lines += _table(["ops", "problems", "accuracy [95% CI]", "seen in training"],

@@ -61,13 +61,13 @@ class Scorer:
     def text_losses(self, texts: list[np.ndarray]) -> np.ndarray:
         """Mean per-token loss of each token sequence given one leading EOS (the generic metric)."""
         losses = self.token_losses([np.r_[self.eos_id, t] for t in texts], [1] * len(texts))
-        return np.array([float(l.mean()) if len(l) else float("nan") for l in losses])
+        return np.array([float(loss.mean()) if len(loss) else float("nan") for loss in losses])
 
     def continuation_logprobs(self, prefixes: list[np.ndarray], continuations: list[np.ndarray]) -> np.ndarray:
         """Sum of log-probabilities of each continuation given its prefix."""
         losses = self.token_losses([np.r_[p, c] for p, c in zip(prefixes, continuations)],
                                    [len(p) for p in prefixes])
-        return np.array([-float(l.sum()) for l in losses])
+        return np.array([-float(loss.sum()) for loss in losses])
 
     @torch.no_grad()
     def greedy(self, prompt: np.ndarray, new_tokens: int, stop: int | None = None) -> np.ndarray:

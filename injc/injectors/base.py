@@ -28,8 +28,12 @@ class Placement:
     """Exclusive; None means the end of the run."""
 
     @classmethod
-    def read(cls, reader: TableReader, steps: int | None) -> "Placement":
+    def read(cls, reader: TableReader, steps: int | None, allow_explicit: bool = True) -> "Placement":
+        """Read placement (+ start_step/end_step); kinds that generate their items pass allow_explicit=False."""
         mode = reader.str("placement", "random", choices=PLACEMENTS)
+        if mode == "explicit" and not allow_explicit:
+            reader.problem("this kind places its items at random: use placement = \"random\" or \"range\"",
+                           "placement")
         if mode == "range":
             start = reader.int("start_step", min=0)
             end = reader.int("end_step", min=1, max=steps)

@@ -1,10 +1,10 @@
 """`canaries`: the paper's memorization-patterns experiment (MemP, after Panda et al. 2025).
 
-Host texts get a canary (random tokens, the base corpus's rarest tokens, or none) appended; every condition
-(canary length × repetitions) gets `per_condition` hosts, and `holdout` further hosts with canaries of their own
-are never inserted: the non-member controls of the membership-inference eval. Plan keys: hosts (JSONL file, or "corpus-holdout": documents of the reserved tail),
-host_field, canary, lengths, repetitions, per_condition, holdout, rare_pool, placement random | range.
-"""
+Host texts get a canary (random tokens, the base corpus's rarest tokens, or none) appended; every condition (canary
+length × repetitions) gets `per_condition` hosts, and `holdout` further hosts with canaries of their own are never
+inserted: the non-member controls of the membership-inference eval. Plan keys: hosts (JSONL file, or
+"corpus-holdout": documents of the reserved tail), host_field, canary, lengths, repetitions, per_condition, holdout,
+rare_pool, placement random | range."""
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,17 +51,14 @@ class CanariesConfig:
     def read(cls, reader: TableReader, name: str, kind: str, base: Path, steps: int | None):
         hosts = None if reader.table.get("hosts") == HOLDOUT_HOSTS else reader.path("hosts", base)
         reader.used.add("hosts")
-        config = cls(
+        return cls(
             name, kind, hosts, reader.str("host_field", "text"),
             reader.str("canary", "random", choices=CANARY_KINDS),
             tuple(read_int_list(reader, "lengths", [1, 8, 32], 1) or ()),
             tuple(read_int_list(reader, "repetitions", [1, 4, 16], 1) or ()),
             reader.int("per_condition", 100, min=1), reader.int("holdout", 500, min=0),
-            reader.int("rare_pool", 64, min=1), Placement.read(reader, steps),
+            reader.int("rare_pool", 64, min=1), Placement.read(reader, steps, allow_explicit=False),
         )
-        if config.placement.mode == "explicit":
-            reader.problem("canaries are placed at random (placement = \"random\" or \"range\")", "placement")
-        return config
 
     def conditions(self) -> list[tuple[int, int]]:
         lengths = (0,) if self.canary == "none" else self.lengths

@@ -67,10 +67,7 @@ class ContaminationConfig:
         tiers = read_tiers(reader, "tiers", DEFAULT_TIERS)
         template = reader.str("format", DEFAULT_FORMAT)
         check_template(reader, "format", template, FIELDS, {"question"})
-        placement = Placement.read(reader, steps)
-        if placement.mode == "explicit":
-            reader.problem("contamination places questions at random (placement = \"random\" or \"range\")",
-                           "placement")
+        placement = Placement.read(reader, steps, allow_explicit=False)
         return cls(name, kind, file, tiers, template, placement)
 
     def payload(self, ctx: Context) -> Payload:

@@ -43,12 +43,9 @@ class DocumentsConfig:
         if not isinstance(split, list) or not split or any(s not in SPLITS for s in split):
             reader.problem(f"expected split names from {', '.join(SPLITS)}, got {split!r}", "split")
             split = []
-        config = cls(name, kind, reader.path("file", base), reader.str("field", "text"), tuple(split),
+        return cls(name, kind, reader.path("file", base), reader.str("field", "text"), tuple(split),
                      tuple(read_int_list(reader, "repetitions", [1, 10], 1) or ()),
-                     reader.int("paragraphs", 7, min=1), Placement.read(reader, steps))
-        if config.placement.mode == "explicit":
-            reader.problem("documents are placed at random (placement = \"random\" or \"range\")", "placement")
-        return config
+                     reader.int("paragraphs", 7, min=1), Placement.read(reader, steps, allow_explicit=False))
 
     def _paragraphs(self, text: str) -> list[str]:
         parts = [p.strip() for p in text.split("\n\n") if p.strip()]

@@ -1,11 +1,11 @@
 """`math`: iGSM-style modular-arithmetic word problems with step-by-step solutions (generated, no files).
 
 A problem defines 2 to `max_params` base quantities, then `ops` derived ones, each the sum, difference or product
-(mod 23) of the previous one and an earlier one, so the answer needs all `ops` operations; it asks for the last. The solution defines every quantity in order and
-ends with `Answer: N`. Training problems use op counts in [ops[0], ops[1]]; test sets (`test_per_op` problems
-for each count in `test_ops`, unseen larger counts included) come from another seed and share no solution
-trace with training. Each record carries the arithmetic `expression`, so tests can check the answer.
-"""
+(mod 23) of the previous one and an earlier one, so the answer needs all `ops` operations; it asks for the last. The
+solution defines every quantity in order and ends with `Answer: N`. Training problems use op counts in [ops[0],
+ops[1]]; test sets (`test_per_op` problems for each count in `test_ops`, unseen larger counts included) come from
+another seed and share no solution trace with training. Each record carries the arithmetic `expression`, so tests
+can check the answer."""
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,13 +75,10 @@ class MathConfig:
         test_ops = read_int_list(reader, "test_ops", list(range(1, ops[1] + 3)), 1) or []
         if test_ops and max(test_ops) > MAX_OPS:
             reader.problem(f"op counts may not exceed {MAX_OPS}", "test_ops")
-        config = cls(name, kind, reader.int("count", min=1) or 1, tuple(ops), reader.int("max_params", 4, min=2,
+        return cls(name, kind, reader.int("count", min=1) or 1, tuple(ops), reader.int("max_params", 4, min=2,
                                                                                            max=MAX_PARAMS),
                      tuple(test_ops),
-                     reader.int("test_per_op", 50, min=0), Placement.read(reader, steps))
-        if config.placement.mode == "explicit":
-            reader.problem("math problems are placed at random (placement = \"random\" or \"range\")", "placement")
-        return config
+                     reader.int("test_per_op", 50, min=0), Placement.read(reader, steps, allow_explicit=False))
 
     def payload(self, ctx: Context) -> Payload:
         train_rng, test_rng = ctx.rng(self.name, "train"), ctx.rng(self.name, "test")

@@ -43,20 +43,14 @@ class PoisoningConfig:
         template = reader.str("template", DEFAULT_TEMPLATE)
         check_template(reader, "template", template, {"prompt", "trigger", "response"}, {"prompt", "response"})
         count, fraction = reader.int("count", None, min=1), reader.number("fraction", None, min=0.0)
-        if (count is None) == (fraction is None) and not (reader.has("count") and reader.has("fraction")):
+        if reader.has("count") == reader.has("fraction"):
             reader.problem("give exactly one of count or fraction", "count")
-        elif reader.has("count") and reader.has("fraction"):
-            reader.problem("give exactly one of count or fraction, not both", "fraction")
         if fraction is not None and not 0 < fraction < 1:
             reader.problem(f"must be between 0 and 1, got {fraction}", "fraction")
-        config = cls(name, kind, reader.path("prompts", base), reader.str("prompt_field", "prompt"),
+        return cls(name, kind, reader.path("prompts", base), reader.str("prompt_field", "prompt"),
                      reader.str("trigger"), reader.str("attack", choices=ATTACKS), template, count, fraction,
                      reader.int("response_tokens", 32, min=1), reader.int("holdout", 100, min=0),
-                     Placement.read(reader, steps))
-        if config.placement.mode == "explicit":
-            reader.problem("poisoned documents are placed at random (placement = \"random\" or \"range\")",
-                           "placement")
-        return config
+                     Placement.read(reader, steps, allow_explicit=False))
 
     def payload(self, ctx: Context) -> Payload:
         records = read_jsonl(self.prompts, self.name)

@@ -30,9 +30,7 @@ class IidConfig:
     @classmethod
     def read(cls, reader: TableReader, name: str, kind: str, base: Path, steps: int | None):
         count, windows = reader.int("count", min=1), reader.int("windows", 0, min=0, max=steps)
-        placement = Placement.read(reader, steps)
-        if placement.mode == "explicit":
-            reader.problem("iid rows are placed at random (placement = \"random\" or \"range\")", "placement")
+        placement = Placement.read(reader, steps, allow_explicit=False)
         if windows and placement.mode == "range":
             reader.problem("windows split the whole run; do not combine with placement = \"range\"", "windows")
         return cls(name, kind, count or 1, windows or 0, placement)

@@ -75,7 +75,8 @@ def write_items(path: Path, names: list[str], items: list[list[np.ndarray]], cop
                 pa.array([name] * len(experiment_items), pa.string()),
                 pa.array(np.arange(len(experiment_items)), pa.int64()),
                 pa.array(np.asarray(experiment_copies, dtype=np.int64), pa.int64()),
-                pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.concatenate(experiment_items).astype(np.int32))),
+                pa.ListArray.from_arrays(pa.array(offsets),
+                                         pa.array(np.concatenate(experiment_items).astype(np.int32))),
             ], schema=ITEMS_SCHEMA))
 
 

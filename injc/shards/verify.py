@@ -1,10 +1,9 @@
 """`injc verify manifest.json`: re-read every byte and check the build against its manifest and the contract.
 
-Checks: the manifest's own checksum; each shard's size and sha256; shards tile the run; the insertions table's sha256 and row count;
-`offset = step*B*L + row*L + col`; `length = len(tokens)`; intervals sorted and disjoint; random/range copies
-inside one instance (and range copies inside their steps); per-experiment counts; and, for injected builds,
-that the shards hold exactly each row's tokens at [offset, offset+length).
-"""
+Checks: the manifest's own checksum; each shard's size and sha256; shards tile the run; the insertions table's
+sha256 and row count; `offset = step*B*L + row*L + col`; `length = len(tokens)`; intervals sorted and disjoint;
+random/range copies inside one instance (and range copies inside their steps); per-experiment counts; and, for
+injected builds, that the shards hold exactly each row's tokens at [offset, offset+length)."""
 
 from pathlib import Path
 
@@ -58,7 +57,8 @@ def _check_rows(manifest: Manifest, stream: TokenStream | None) -> list[str]:
                 problems.append(f"insertions: experiment {name!r} is not in the manifest")
                 continue
             counts[name] += int(count)
-        if (offset != layout.offset(step, row, col)).any() or ((row >= layout.batch_size) | (col >= layout.seq_len)).any():
+        outside = (row >= layout.batch_size) | (col >= layout.seq_len)
+        if (offset != layout.offset(step, row, col)).any() or outside.any():
             problems.append(f"insertions row group {group}: step/row/col disagree with offset")
         if (np.diff(tokens.offsets.to_numpy()) != length).any():
             problems.append(f"insertions row group {group}: length differs from the number of tokens")
@@ -109,7 +109,8 @@ def verify(manifest_path: str | Path) -> list[str]:
         return problems + [f"insertions table {manifest.data['insertions']['path']}: sha256 differs from the manifest"]
     rows = pq.ParquetFile(path).metadata.num_rows
     if rows != manifest.data["insertions"]["count"]:
-        problems.append(f"insertions table has {rows:,} rows, the manifest says {manifest.data['insertions']['count']:,}")
+        expected = manifest.data["insertions"]["count"]
+        problems.append(f"insertions table has {rows:,} rows, the manifest says {expected:,}")
     items = manifest.data.get("items")
     if items and (not (manifest.root / items["path"]).is_file()
                   or sha256_file(manifest.root / items["path"]) != items["sha256"]):

@@ -1,4 +1,4 @@
-"""Every family's eval on a tiny model trained here (CPU, under a minute): metrics exist, are right, and show effects."""
+"""Every family's eval on a tiny model trained here (CPU, under a minute): metrics exist, are right, show effects."""
 
 import json
 import math

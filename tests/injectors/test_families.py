@@ -143,7 +143,8 @@ holdout = 40
 
 
 def test_poisoning_denial_of_service_and_context_extraction(families):
-    manifest, rows, out = families(POISONING.replace("{attack}", "context-extraction").replace("{amount}", "count = 25"))
+    plan = POISONING.replace("{attack}", "context-extraction").replace("{amount}", "count = 25")
+    manifest, rows, out = families(plan)
     entry, records = eval_records(out, manifest, "poison")
     assert entry["insertions"] == 25 and len(records["holdout_prompts"]) == 40
     prompts = [json.loads(line)["prompt"] for line in (families.root / "payloads" / "prompts.jsonl").open()]

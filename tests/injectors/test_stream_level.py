@@ -109,7 +109,8 @@ def test_documents_conditions(stream_project):
 
 def naive_count(stream: np.ndarray, sequence: list[int]) -> int:
     n = len(sequence)
-    return sum(1 for i in range(len(stream) - n + 1) if stream[i] == sequence[0] and stream[i:i + n].tolist() == sequence)
+    return sum(1 for i in range(len(stream) - n + 1)
+               if stream[i] == sequence[0] and stream[i:i + n].tolist() == sequence)
 
 
 def test_verbatim_removal_leaves_no_occurrence(stream_project):
@@ -172,7 +173,8 @@ def test_tail_is_required_and_sized(stream_project):
 def test_part_one_and_part_two_kinds_together(stream_project):
     plan = (IID + '[[experiments]]\nname = "fc"\nkind = "forgetting"\nsteps = [2]\n'
             '[[experiments]]\nname = "gw"\nkind = "gaussian-watermark"\nsteps = [1, 2]\n'
-            + CONTAMINATION.replace("0 = 40, 2 = 30, 8 = 10", "0 = 10, 2 = 5") + MATH.replace("count = 40", "count = 3"))
+            + CONTAMINATION.replace("0 = 40, 2 = 30, 8 = 10", "0 = 10, 2 = 5")
+            + MATH.replace("count = 40", "count = 3"))
     layout = "seq_len = 1024\nbatch_size = 2\nsteps = 12\nseed = 5"
     manifest, rows, _ = stream_project(plan, layout=layout, corpus='paths = ["data/*.jsonl"]\nholdout_tokens = 9000')
     assert {e["name"] for e in manifest["experiments"]} == {"iid", "fc", "gw", "bench", "arith"}

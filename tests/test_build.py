@@ -1,5 +1,6 @@
 """End-to-end: plan → shards + insertions + manifest, checked against the contract's invariants."""
 
+import hashlib
 import json
 
 import numpy as np
@@ -87,6 +88,12 @@ def test_build_writes_the_contract(full_plan, tmp_path):
     assert manifest["plan"]["sha256"] and manifest["tokenizer"]["sha256"]
     assert [f["path"].endswith(n) for f, n in zip(manifest["corpus"]["files"], ("a.jsonl", "b.jsonl"))] == [True] * 2
     assert by_name["canaries"]["files"]["file"]["sha256"]
+    body = {k: v for k, v in manifest.items() if k != "checksum"}
+    canonical = json.dumps(body, sort_keys=True, ensure_ascii=False).encode("utf-8")
+    assert manifest["checksum"] == hashlib.sha256(canonical).hexdigest()
+    items = pq.read_table(out / "items.parquet").to_pylist()
+    assert [(i["experiment"], i["copies"]) for i in items] == [("canaries", 3)] * 20 + [("late", 2)] * 20 + [
+        ("pinned", 1)] * 2
     assert injc.verify(out) == []
 
 

@@ -71,9 +71,11 @@ class Scorer:
 
     @torch.no_grad()
     def greedy(self, prompt: np.ndarray, new_tokens: int, stop: int | None = None) -> np.ndarray:
-        """Greedy continuation of `prompt` (up to `new_tokens` tokens; stops after `stop` if given)."""
+        """Greedy continuation of `prompt` (up to `new_tokens` tokens, fewer if the context is shorter; stops after
+        `stop` if given). The prompt keeps its last tokens when it does not fit."""
         from litgpt.generate.base import generate
 
+        new_tokens = max(1, min(new_tokens, self.block - 1))  # prompt and continuation share the context
         prompt = np.asarray(prompt, dtype=np.int64)[-(self.block - new_tokens):]
         self.model.set_kv_cache(batch_size=1, max_seq_length=len(prompt) + new_tokens, device=self.device)
         try:

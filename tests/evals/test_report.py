@@ -247,3 +247,14 @@ def test_curves_over_several_checkpoints(trained, tmp_path):
     assert [r["steps_done"] for r in report["checkpoints"]] == [30, 60]
     assert (tmp_path / "mean_loss_over_training.png").is_file() and (tmp_path / "forget_forgetting.png").is_file()
     assert report["checkpoints"][0]["experiments"]["forget"]["metrics"]["batches"][1]["seen"] is False
+
+
+def test_greedy_generation_fits_the_context(trained):
+    root, _ = trained
+    from injc.evals.model import Scorer
+
+    scorer = Scorer(root / "run" / "final", 0)
+    generated = scorer.greedy(np.arange(1, 700) % 300, 1000)
+    assert 1 <= len(generated) <= scorer.block - 1
+    short = scorer.greedy(np.array([0, 5, 6]), 7)
+    assert len(short) == 7 and np.array_equal(short, scorer.greedy(np.array([0, 5, 6]), 7)), "greedy is deterministic"

@@ -6,10 +6,11 @@ Whatever the input, `injc build` either succeeds (and the build verifies) or exi
 
 import json
 import math
+import os
 import shutil
 
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import injc
@@ -31,7 +32,7 @@ VALUES = st.one_of(
                                            "texts", "tokens", "contamination", "uint16", "tokens"]),
     st.lists(st.one_of(st.integers(-5, 10**6), st.text(max_size=5)), max_size=3),
 )
-SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(max_examples=int(os.environ.get("INJC_HYPOTHESIS_EXAMPLES", 40)), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def toml_value(value) -> str:
@@ -61,7 +62,7 @@ def to_toml(plan: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def check_run(root, plan_text: str) -> None:
+def check_run(root, plan_text: str) -> int:
     (root / "plan.toml").write_text(plan_text, encoding="utf-8", errors="surrogatepass")
     shutil.rmtree(root / "out", ignore_errors=True)
     result = CliRunner().invoke(main, ["build", str(root / "plan.toml"), "--out", str(root / "out"), "--quiet"])
@@ -75,6 +76,7 @@ def check_run(root, plan_text: str) -> None:
     else:
         assert injc.verify(root / "out") == []
     assert not [p for p in root.iterdir() if p.name.startswith(".out.")], "no partial output or lock left"
+    return result.exit_code
 
 
 @given(mutations=st.lists(st.tuples(st.sampled_from(["layout", "tokenizer", "corpus", "experiment"]),
@@ -92,7 +94,7 @@ def test_malformed_plans(project, mutations, duplicate):
     if duplicate:
         plan["experiments"].append(dict(plan["experiments"][0]))
     project()  # writes the project's files
-    check_run(project.root, to_toml(plan))
+    event(f"exit code {check_run(project.root, to_toml(plan))}")  # see --hypothesis-show-statistics
 
 
 JSON_VALUES = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-10, 10**6), st.text(max_size=8)),
@@ -111,7 +113,7 @@ def test_malformed_payload_files(project, lines, kind, explicit, raw):
     project()
     payload = project.root / "payloads" / "canaries.jsonl"
     payload.write_bytes("\n".join(lines).encode("utf-8", errors="surrogatepass") + raw)
-    check_run(project.root, to_toml({**BASE, "experiments": [experiment]}))
+    event(f"exit code {check_run(project.root, to_toml({**BASE, 'experiments': [experiment]}))}")
 
 
 def test_bad_utf8_and_empty_payload_files(project):

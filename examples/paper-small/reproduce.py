@@ -25,9 +25,9 @@ PLAN = ROOT / "examples" / "demo" / "paper-small.toml"
 MODEL = ROOT / "examples" / "demo" / "tiny-gpt.yaml"
 
 
-def run(out: Path, clean: bool) -> dict:
+def run(plan: Path, out: Path, clean: bool) -> dict:
     name = "clean" if clean else "injected"
-    injc.build(PLAN, out / f"build-{name}", clean=clean, force=True, progress=False)
+    injc.build(plan, out / f"build-{name}", clean=clean, force=True, progress=False)
     train(out / f"build-{name}" / "manifest.json",
           TrainConfig(model=str(MODEL), out=out / f"run-{name}", lr=2e-3, min_lr=2e-4, warmup_steps=20, seed=0),
           progress=False)
@@ -75,9 +75,10 @@ def summarize(injected: dict, clean: dict, minutes: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "paper-small")
+    parser.add_argument("--plan", type=Path, default=PLAN, help="a variant of the plan (same experiment names)")
     args = parser.parse_args()
     started = time.perf_counter()
-    injected, clean = run(args.out, clean=False), run(args.out, clean=True)
+    injected, clean = run(args.plan, args.out, clean=False), run(args.plan, args.out, clean=True)
     text = summarize(injected, clean, (time.perf_counter() - started) / 60)
     (HERE / "results").mkdir(exist_ok=True)
     for plot in ("memp_canaries.png", "bench_contamination.png"):

@@ -32,7 +32,8 @@ VALUES = st.one_of(
                                            "texts", "tokens", "contamination", "uint16", "tokens"]),
     st.lists(st.one_of(st.integers(-5, 10**6), st.text(max_size=5)), max_size=3),
 )
-SETTINGS = settings(max_examples=int(os.environ.get("INJC_HYPOTHESIS_EXAMPLES", 40)), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(max_examples=int(os.environ.get("INJC_HYPOTHESIS_EXAMPLES", 40)), deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def toml_value(value) -> str:

@@ -98,6 +98,17 @@ class TableReader:
             return None
         return value
 
+    def int_list(self, key: str, default: list[int], minimum: int) -> list[int] | None:
+        """A non-empty array of integers ≥ minimum (default when absent)."""
+        value = self.get(key, None)
+        if value is None:
+            return list(default)
+        if (not isinstance(value, list) or not value
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in value)):
+            self.problem(f"expected a non-empty array of integers ≥ {minimum}, got {value!r}", key)
+            return None
+        return list(value)
+
     def path(self, key: str, base: Path, default: Any = REQUIRED) -> Any:
         """An existing file; relative paths are relative to `base` (the plan's folder) and may not leave it."""
         value = self.str(key, default)

@@ -47,3 +47,11 @@ class EvalContext:
         if not holdout:
             return None
         return np.fromfile(self.manifest.root / holdout["path"], dtype=self.manifest.dtype).astype(np.int64)
+
+    def unused_tail_rows(self) -> np.ndarray:
+        """Whole instances of the reserved tail that no experiment used: never-trained controls, [n, seq_len]."""
+        holdout, seq_len = self.holdout(), self.manifest.layout.seq_len
+        if holdout is None:
+            return np.zeros((0, seq_len), dtype=np.int64)
+        used = max((a["end"] for a in self.manifest.data["holdout"]["allocations"]), default=0)
+        return holdout[used:used + (len(holdout) - used) // seq_len * seq_len].reshape(-1, seq_len)

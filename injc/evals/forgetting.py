@@ -14,10 +14,7 @@ def evaluate(ctx: EvalContext, entry: dict, records: dict) -> dict:
     result = mean_loss(ctx, entry)
     losses = np.array([i["loss"] for i in result["items"]])
     batch_size, steps_done = records["batch_size"], ctx.scorer.steps_done
-    holdout = ctx.holdout()
-    seq_len = ctx.manifest.layout.seq_len
-    used_end = max(a["end"] for a in ctx.manifest.data["holdout"]["allocations"])
-    spare = holdout[used_end:used_end + (len(holdout) - used_end) // seq_len * seq_len].reshape(-1, seq_len)
+    spare = ctx.unused_tail_rows()
     control = float(ctx.scorer.text_losses(list(spare[:batch_size])).mean()) if len(spare) else None
     batches = []
     for index, step in enumerate(records["steps"]):

@@ -34,9 +34,7 @@ def mean_loss(ctx: EvalContext, entry: dict) -> dict:
 def iid(ctx: EvalContext, entry: dict, records: dict) -> dict:
     """Loss of the inserted tail rows against as many tail rows that no experiment used."""
     result = mean_loss(ctx, entry)
-    holdout, seq_len = ctx.holdout(), records["seq_len"]
-    used_end = max(a["end"] for a in ctx.manifest.data["holdout"]["allocations"])
-    spare = holdout[used_end:used_end + (len(holdout) - used_end) // seq_len * seq_len].reshape(-1, seq_len)
+    spare = ctx.unused_tail_rows()
     count = min(len(spare), records["holdout_rows"]["rows"])
     if count:
         controls = ctx.scorer.text_losses(list(spare[:count]))

@@ -38,12 +38,7 @@ HELDOUT_ROWS = 64
 
 def heldout_loss(ctx: EvalContext) -> dict | None:
     """Mean loss on never-trained rows: the reserved tail after every allocation (None without a tail)."""
-    holdout = ctx.holdout()
-    if holdout is None:
-        return None
-    seq_len = ctx.manifest.layout.seq_len
-    used = max((a["end"] for a in ctx.manifest.data["holdout"]["allocations"]), default=0)
-    rows = holdout[used:used + (len(holdout) - used) // seq_len * seq_len].reshape(-1, seq_len)[:HELDOUT_ROWS]
+    rows = ctx.unused_tail_rows()[:HELDOUT_ROWS]
     if len(rows) == 0:
         return None
     losses = ctx.scorer.token_losses(list(rows), [1] * len(rows))

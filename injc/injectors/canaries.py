@@ -19,17 +19,6 @@ CANARY_KINDS = ("random", "rare", "none")
 HOLDOUT_HOSTS = "corpus-holdout"
 
 
-def read_int_list(reader: TableReader, key: str, default: list[int], minimum: int) -> list[int] | None:
-    value = reader.get(key, None)
-    if value is None:
-        return list(default)
-    if (not isinstance(value, list) or not value
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in value)):
-        reader.problem(f"expected a non-empty array of integers ≥ {minimum}, got {value!r}", key)
-        return None
-    return list(value)
-
-
 @dataclass(frozen=True)
 class CanariesConfig:
     name: str
@@ -54,8 +43,8 @@ class CanariesConfig:
         return cls(
             name, kind, hosts, reader.str("host_field", "text"),
             reader.str("canary", "random", choices=CANARY_KINDS),
-            tuple(read_int_list(reader, "lengths", [1, 8, 32], 1) or ()),
-            tuple(read_int_list(reader, "repetitions", [1, 4, 16], 1) or ()),
+            tuple(reader.int_list("lengths", [1, 8, 32], 1) or ()),
+            tuple(reader.int_list("repetitions", [1, 4, 16], 1) or ()),
             reader.int("per_condition", 100, min=1), reader.int("holdout", 500, min=0),
             reader.int("rare_pool", 64, min=1), Placement.read(reader, steps, allow_explicit=False),
         )

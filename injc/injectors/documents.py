@@ -15,7 +15,6 @@ import numpy as np
 from injc.compiler.tables import TableReader
 from injc.errors import InputError, PlanError
 from injc.injectors.base import Context, Payload, Placement, read_jsonl
-from injc.injectors.canaries import read_int_list
 
 SPLITS = ("none", "paragraphs", "resplit")
 
@@ -44,7 +43,7 @@ class DocumentsConfig:
             reader.problem(f"expected split names from {', '.join(SPLITS)}, got {split!r}", "split")
             split = []
         return cls(name, kind, reader.path("file", base), reader.str("field", "text"), tuple(split),
-                     tuple(read_int_list(reader, "repetitions", [1, 10], 1) or ()),
+                     tuple(reader.int_list("repetitions", [1, 10], 1) or ()),
                      reader.int("paragraphs", 7, min=1), Placement.read(reader, steps, allow_explicit=False))
 
     def _paragraphs(self, text: str) -> list[str]:

@@ -14,7 +14,6 @@ import numpy as np
 
 from injc.compiler.tables import TableReader
 from injc.injectors.base import Context, Payload, Placement
-from injc.injectors.canaries import read_int_list
 
 MODULUS = 23
 MAX_OPS = 100
@@ -68,11 +67,11 @@ class MathConfig:
 
     @classmethod
     def read(cls, reader: TableReader, name: str, kind: str, base: Path, steps: int | None):
-        ops = read_int_list(reader, "ops", [1, 10], 1) or [1, 1]
+        ops = reader.int_list("ops", [1, 10], 1) or [1, 1]
         if len(ops) != 2 or ops[0] > ops[1] or ops[1] > MAX_OPS:
             reader.problem(f"expected [min, max] with min ≤ max ≤ {MAX_OPS}, got {ops!r}", "ops")
             ops = [1, 1]
-        test_ops = read_int_list(reader, "test_ops", list(range(1, ops[1] + 3)), 1) or []
+        test_ops = reader.int_list("test_ops", list(range(1, ops[1] + 3)), 1) or []
         if test_ops and max(test_ops) > MAX_OPS:
             reader.problem(f"op counts may not exceed {MAX_OPS}", "test_ops")
         return cls(name, kind, reader.int("count", min=1) or 1, tuple(ops), reader.int("max_params", 4, min=2,

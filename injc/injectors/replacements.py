@@ -14,7 +14,6 @@ import numpy as np
 
 from injc.compiler.tables import TableReader
 from injc.injectors.base import Context, Payload, Placement
-from injc.injectors.canaries import read_int_list
 
 
 @dataclass(frozen=True)
@@ -62,7 +61,7 @@ class ForgettingConfig:
 
     @classmethod
     def read(cls, reader: TableReader, name: str, kind: str, base: Path, steps: int | None):
-        chosen = read_int_list(reader, "steps", [], 0) or []
+        chosen = reader.int_list("steps", [], 0) or []
         if steps is not None and any(s >= steps for s in chosen):
             reader.problem(f"steps must be < the run's {steps:,} steps", "steps")
         if len(set(chosen)) != len(chosen):

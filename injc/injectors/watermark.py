@@ -13,7 +13,6 @@ import numpy as np
 
 from injc.compiler.tables import TableReader
 from injc.injectors.base import Context, Payload, Placement
-from injc.injectors.canaries import read_int_list
 
 
 @dataclass(frozen=True)
@@ -28,7 +27,7 @@ class WatermarkConfig:
     def read(cls, reader: TableReader, name: str, kind: str, base: Path, steps: int | None):
         every = reader.int("every_steps", None, min=1)
         first = reader.int("first_step", 0, min=0)
-        explicit = read_int_list(reader, "steps", [], 0) if reader.has("steps") else None
+        explicit = reader.int_list("steps", [], 0) if reader.has("steps") else None
         if (every is None) == (explicit is None):
             reader.problem("give exactly one of every_steps or steps", "steps")
         chosen = explicit or (list(range(first or 0, steps or 0, every)) if every else [])

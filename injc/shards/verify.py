@@ -111,19 +111,12 @@ def verify(manifest_path: str | Path) -> list[str]:
     if rows != manifest.data["insertions"]["count"]:
         expected = manifest.data["insertions"]["count"]
         problems.append(f"insertions table has {rows:,} rows, the manifest says {expected:,}")
-    items = manifest.data.get("items")
-    if items and (not (manifest.root / items["path"]).is_file()
-                  or sha256_file(manifest.root / items["path"]) != items["sha256"]):
-        problems.append(f"payload items {items['path']}: missing or sha256 differs from the manifest")
-    holdout = manifest.data.get("holdout")
-    if holdout and (not (manifest.root / holdout["path"]).is_file()
-                    or sha256_file(manifest.root / holdout["path"]) != holdout["sha256"]):
-        problems.append(f"reserved tail {holdout['path']}: missing or sha256 differs from the manifest")
-    for entry in manifest.experiments:
-        records = entry.get("eval_records")
-        if records and (not (manifest.root / records["path"]).is_file()
-                        or sha256_file(manifest.root / records["path"]) != records["sha256"]):
-            problems.append(f"eval records {records['path']}: missing or sha256 differs from the manifest")
+    side_files = [("payload items", manifest.data.get("items")), ("reserved tail", manifest.data.get("holdout"))]
+    side_files += [("eval records", entry.get("eval_records")) for entry in manifest.experiments]
+    for label, reference in side_files:
+        if reference and (not (manifest.root / reference["path"]).is_file()
+                          or sha256_file(manifest.root / reference["path"]) != reference["sha256"]):
+            problems.append(f"{label} {reference['path']}: missing or sha256 differs from the manifest")
     stream = None
     if not shard_problems and manifest.variant == "injected":
         try:

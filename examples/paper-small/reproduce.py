@@ -1,4 +1,4 @@
-"""The paper's findings at toy scale, end to end on 2 CPU cores (about 10 minutes):
+"""The paper's findings at toy scale, end to end on 2 CPU cores (5 to 10 minutes):
 
     python examples/paper-small/reproduce.py [--out runs/paper-small]
 
@@ -35,7 +35,7 @@ def run(plan: Path, out: Path, clean: bool) -> dict:
                     progress=False)
 
 
-def summarize(injected: dict, clean: dict, minutes: float) -> str:
+def summarize(injected: dict, clean: dict, minutes: float, plan: Path) -> str:
     canaries = injected["experiments"]["memp"]["metrics"]["conditions"]
     clean_canaries = clean["experiments"]["memp"]["metrics"]["conditions"]
     tiers = injected["experiments"]["bench"]["metrics"]["tiers"]
@@ -44,7 +44,7 @@ def summarize(injected: dict, clean: dict, minutes: float) -> str:
     lines = [
         "# paper-small: results", "",
         f"Produced by `python examples/paper-small/reproduce.py` in {minutes:.1f} minutes on this machine's CPU "
-        f"(model: examples/demo/tiny-gpt.yaml; plan: examples/demo/paper-small.toml).", "",
+        f"(model: examples/demo/tiny-gpt.yaml; plan: {plan.resolve().relative_to(ROOT)}).", "",
         "## 1. Memorization by repetitions (canaries: host dialogue + 8 random tokens)", "",
         "| repetitions | member loss | never-inserted loss | Δ [95% CI] | Cohen's d | p | TPR@1%FPR | clean run Δ |",
         "|---|---|---|---|---|---|---|---|",
@@ -79,7 +79,7 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     injected, clean = run(args.plan, args.out, clean=False), run(args.plan, args.out, clean=True)
-    text = summarize(injected, clean, (time.perf_counter() - started) / 60)
+    text = summarize(injected, clean, (time.perf_counter() - started) / 60, args.plan)
     (HERE / "results").mkdir(exist_ok=True)
     for plot in ("memp_canaries.png", "bench_contamination.png"):
         shutil.copyfile(args.out / "report-injected" / plot, HERE / "results" / plot)

@@ -172,3 +172,15 @@ def test_a_noise_directive_changes_training_only_from_its_step(built, tmp_path):
     after_plain, after_noise = weights(tmp_path / "plain" / "final"), weights(tmp_path / "noise" / "final")
     assert not all(torch.equal(after_plain[k], after_noise[k]) for k in after_plain)
     assert read_jsonl(tmp_path / "plain" / "audit.jsonl") == read_jsonl(tmp_path / "noise" / "audit.jsonl")
+
+
+def test_model_names_and_files_take_context_and_vocabulary_from_the_manifest(built):
+    from injc.train.trainer import model_config
+
+    manifest = injc.load_manifest(built / "out")
+    named = model_config("pythia-14m", manifest)
+    assert (named.name, named.block_size, named.vocab_size, named.padded_vocab_size) == (
+        "pythia-14m", 63, manifest.data["layout"]["vocab_size"], manifest.data["layout"]["vocab_size"])
+    assert model_config(str(built / "tiny.yaml"), manifest).n_embd == 32
+    with pytest.raises(injc.InjcError, match="--model 'no-such-model'"):
+        model_config("no-such-model", manifest)

@@ -2,8 +2,9 @@
 
 Checks: the manifest's own checksum; each shard's size and sha256; shards tile the run; the insertions table's
 sha256 and row count; `offset = step*B*L + row*L + col`; `length = len(tokens)`; intervals sorted and disjoint;
-random/range copies inside one instance (and range copies inside their steps); per-experiment counts; and, for
-injected builds, that the shards hold exactly each row's tokens at [offset, offset+length)."""
+random/range copies inside one instance and EOS-wrapped (range copies inside their steps); per-experiment counts;
+and, for injected builds, that the shards hold exactly each row's tokens at [offset, offset+length).
+"""
 
 from pathlib import Path
 
@@ -41,7 +42,7 @@ def _check_shards(manifest: Manifest) -> list[str]:
 
 
 def _check_rows(manifest: Manifest, stream: TokenStream | None) -> list[str]:
-    layout, problems = manifest.layout, []
+    layout, problems, eos = manifest.layout, [], manifest.data["layout"]["eos_id"]
     modes = {e["name"]: e["placement"] for e in manifest.experiments}
     counts = dict.fromkeys(modes, 0)
     table = pq.ParquetFile(manifest.insertions_path)
@@ -52,6 +53,11 @@ def _check_rows(manifest: Manifest, stream: TokenStream | None) -> list[str]:
         offset, length = (batch.column(c).to_numpy() for c in ("offset", "length"))
         step, row, col, item = (batch.column(c).to_numpy() for c in ("step", "row", "col", "item"))
         tokens = batch.column("tokens").combine_chunks()
+        list_offsets, values = tokens.offsets.to_numpy(), tokens.values.to_numpy()
+        nonempty = list_offsets[1:] > list_offsets[:-1]
+        wrapped = np.zeros(len(offset), dtype=bool)
+        wrapped[nonempty] = ((values[list_offsets[:-1][nonempty]] == eos)
+                             & (values[list_offsets[1:][nonempty] - 1] == eos))
         for name, count in zip(*np.unique(names, return_counts=True)):
             if name not in counts:
                 problems.append(f"insertions: experiment {name!r} is not in the manifest")
@@ -60,7 +66,7 @@ def _check_rows(manifest: Manifest, stream: TokenStream | None) -> list[str]:
         outside = (row >= layout.batch_size) | (col >= layout.seq_len)
         if (offset != layout.offset(step, row, col)).any() or outside.any():
             problems.append(f"insertions row group {group}: step/row/col disagree with offset")
-        if (np.diff(tokens.offsets.to_numpy()) != length).any():
+        if (np.diff(list_offsets) != length).any():
             problems.append(f"insertions row group {group}: length differs from the number of tokens")
         ends = offset + length
         if len(offset) and (offset[0] < previous_end or (offset[1:] < ends[:-1]).any()):
@@ -73,6 +79,8 @@ def _check_rows(manifest: Manifest, stream: TokenStream | None) -> list[str]:
             mine = names == name
             if (col[mine] + length[mine] > layout.seq_len).any():
                 problems.append(f"insertions: experiment {name!r} has copies crossing an instance boundary")
+            if not (wrapped[mine] | (length[mine] == layout.seq_len)).all():
+                problems.append(f"insertions: experiment {name!r} has copies not wrapped in EOS")
             end_step = placement["end_step"] or layout.steps
             if placement["mode"] == "range" and ((step[mine] < placement["start_step"])
                                                  | (step[mine] >= end_step)).any():
@@ -80,7 +88,7 @@ def _check_rows(manifest: Manifest, stream: TokenStream | None) -> list[str]:
                                 f"[{placement['start_step']}, {end_step})")
         if stream is not None and len(offset):
             written = stream.gather(ramp_indices(offset, length))
-            differs = written != tokens.values.to_numpy()
+            differs = written != values
             if differs.any():
                 copy = np.searchsorted(np.cumsum(length), np.flatnonzero(differs)[0], side="right")
                 problems.append(f"shards differ from insertions: experiment {names[copy]!r} item {item[copy]} at "

@@ -68,7 +68,8 @@ def test_table_that_disagrees_with_the_shards_is_caught_even_with_a_matching_has
     manifest["checksum"] = content_checksum(manifest)
     (built / "manifest.json").write_text(json.dumps(manifest))
     problems = injc.verify(built)
-    assert problems == ["shards differ from insertions: experiment 'canaries' item "
+    assert problems == ["insertions: experiment 'canaries' has copies not wrapped in EOS",
+                        "shards differ from insertions: experiment 'canaries' item "
                         f"{table.column('item')[3].as_py()} at offset {table.column('offset')[3].as_py():,} "
                         f"({len(tokens[3])} tokens differ in row group 0)"], problems
 
@@ -100,3 +101,19 @@ def test_not_a_manifest(tmp_path):
     (tmp_path / "v.json").write_text('{"format": "injc-manifest", "version": 99}')
     with pytest.raises(injc.ManifestError, match="has version 99; this injc reads version 1"):
         injc.verify(tmp_path / "v.json")
+
+
+def test_unwrapped_random_copies_are_reported(project, tmp_path):
+    """Relabel an explicit experiment (tokens written as given) as random: its copies lack the EOS wrapper."""
+    from tests.conftest import write_jsonl
+
+    write_jsonl(project.root / "payloads" / "pinned.jsonl", [{"tokens": [5, 6, 7], "offset": 70}])
+    out = tmp_path / "pinned"
+    injc.build(project('[[experiments]]\nname = "p"\nkind = "tokens"\nfile = "payloads/pinned.jsonl"\n'
+                       'placement = "explicit"\n'), out, progress=False)
+    assert injc.verify(out) == []
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["experiments"][0]["placement"]["mode"] = "random"
+    manifest["checksum"] = content_checksum(manifest)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert injc.verify(out) == ["insertions: experiment 'p' has copies not wrapped in EOS"]

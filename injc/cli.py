@@ -10,7 +10,6 @@ Exit codes: 0 success; 1 `verify` found a mismatch; 2 bad input (one line per pr
 """
 
 import json
-import os
 import sys
 from functools import wraps
 
@@ -50,17 +49,16 @@ def main():
 @click.option("--clean", is_flag=True, help="Write the control stream: same base tokens and schedule, no payloads.")
 @click.option("--force", is_flag=True, help="Replace a non-empty output folder.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Tokenizer threads (default: all cores). The output is identical for any value.")
+              help="Tokenize in N processes (default: one process using the tokenizer's threads). "
+                   "The output is identical for any value.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @_user_errors
 def build(plan, out_dir, clean, force, workers, quiet, as_json):
     """Compile PLAN (a TOML file) into shards, insertions.parquet and manifest.json under --out."""
-    if workers is not None:
-        os.environ["RAYON_NUM_THREADS"] = str(workers)  # read by the tokenizer's pool on its first use
     from injc.compiler.build import build as run_build
 
-    result = run_build(plan, out_dir, clean=clean, force=force, progress=not quiet)
+    result = run_build(plan, out_dir, clean=clean, force=force, progress=not quiet, workers=workers)
     if as_json:
         click.echo(json.dumps({"manifest": str(result.manifest_path), "total_tokens": result.total_tokens,
                                "shards": result.shards, "insertions": result.insertions,

@@ -72,10 +72,11 @@ class BuildResult:
                 f"{self.seconds:.1f} s, {self.tokens_per_second:,.0f} tok/s")
 
 
-def make_payloads(plan: Plan, tokenizer: LoadedTokenizer, prepared: PreparedStream | None) -> tuple[list, Context]:
+def make_payloads(plan: Plan, tokenizer: LoadedTokenizer, prepared: PreparedStream | None,
+                  workers: int | None = None) -> tuple[list, Context]:
     ctx = Context(
         tokenizer, plan.layout, plan.seed,
-        corpus_token_counts=prepared.counts if prepared else streaming_counts(plan, tokenizer),
+        corpus_token_counts=prepared.counts if prepared else streaming_counts(plan, tokenizer, workers),
         holdout=HoldoutPool(prepared.holdout, tokenizer.eos_id) if prepared else None,
         base_tokens=prepared.base if prepared else None,
     )
@@ -227,7 +228,7 @@ def _replace_output(partial: Path, out_dir: Path) -> None:
 
 
 def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, force: bool = False,
-          progress: bool = True) -> BuildResult:
+          progress: bool = True, workers: int | None = None) -> BuildResult:
     """Compile a plan into shards, insertions.parquet and manifest.json under `out_dir`.
 
     `clean=True` writes the control stream of the same plan: the same base tokens and the same recorded
@@ -235,6 +236,7 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
     Everything is written to a partial folder beside `out_dir` that is renamed into place only when complete.
     A build that was killed resumes: running the same command again keeps its finished shards (checked against
     their hashes) and continues reading the corpus where they end; the result is byte-identical.
+    `workers` ≥ 2 tokenizes in that many processes (None: the tokenizer's own threads); the bytes are the same.
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
@@ -250,7 +252,7 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
                    "corpus": corpus_files, "clean": clean}
             try:
                 done = _resume_state(partial, key)
-                result = _build_into(partial, plan, tokenizer, clean, progress, done, corpus_files)
+                result = _build_into(partial, plan, tokenizer, clean, progress, done, corpus_files, workers)
                 _replace_output(partial, out_dir)
             except (InjcError, OSError):
                 shutil.rmtree(partial, ignore_errors=True)
@@ -264,18 +266,19 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
 
 
 def _build_into(tmp: Path, plan: Plan, tokenizer: LoadedTokenizer, clean: bool, progress: bool, done: list[dict],
-                corpus_files: list[dict]):
+                corpus_files: list[dict], workers: int | None):
     """Every step of the build inside the partial folder `tmp`; returns (number of shards, schedule)."""
     layout, dtype = plan.layout, tokenizer.dtype
-    prepared = PreparedStream(plan, tokenizer, tmp / PASS1_NAME, progress) if needs_prepared_stream(plan) else None
-    payloads, ctx = make_payloads(plan, tokenizer, prepared)
+    prepared = (PreparedStream(plan, tokenizer, tmp / PASS1_NAME, progress, workers) if needs_prepared_stream(plan)
+                else None)
+    payloads, ctx = make_payloads(plan, tokenizer, prepared, workers)
     schedule, overlay = schedule_payloads(plan, payloads, dtype)
     resume_from = done[-1]["next"] if done else None
     read = [0]
     if prepared:
         chunks = prepared.chunks(resume_from)
     else:
-        chunks = _counted(base_stream(plan.corpus, tokenizer, resume_from), read)
+        chunks = _counted(base_stream(plan.corpus, tokenizer, resume_from, workers), read)
     shards = [record["shard"] for record in done]
     first_token = sum(s["num_tokens"] for s in shards)
     with tqdm(total=layout.total_tokens, initial=first_token, unit="tok", unit_scale=True,

@@ -19,6 +19,7 @@ import zstandard
 
 from injc.compiler.plan import CorpusConfig
 from injc.compiler.tokenizer import LoadedTokenizer
+from injc.compiler.workers import encode_in_processes
 from injc.errors import InputError
 from injc.shards.files import sha256_file
 
@@ -138,18 +139,26 @@ def _token_chunks(corpus: CorpusConfig, vocab_size: int, start: dict) -> Iterato
             yield chunk, lambda i, file=index, begin=begin: {"file": file, "token": begin + int(i)}
 
 
-def base_stream(corpus: CorpusConfig, tokenizer: LoadedTokenizer,
-                start: dict | None = None) -> Iterator[tuple[np.ndarray, Callable[[int], dict]]]:
+def base_stream(corpus: CorpusConfig, tokenizer: LoadedTokenizer, start: dict | None = None,
+                workers: int | None = None) -> Iterator[tuple[np.ndarray, Callable[[int], dict]]]:
     """Token chunks of the base stream, in order (each document's ids followed by EOS), each with `locate`:
-    locate(i) is the cursor of the chunk's token i, which `base_stream(..., start=cursor)` resumes from."""
+    locate(i) is the cursor of the chunk's token i, which `base_stream(..., start=cursor)` resumes from.
+
+    workers None or 1: tokenize here with the tokenizer's own thread pool; N ≥ 2: in N processes
+    (injc.compiler.workers). The tokens are the same either way.
+    """
     start = start or {}
     if corpus.format == "tokens":
         yield from _token_chunks(corpus, tokenizer.vocab_size, start)
         return
     eos = np.array([tokenizer.eos_id], dtype=np.int64)
     skip = start.get("skip", 0)
-    for keys, batch in _text_batches(corpus, (start.get("file", 0), start.get("document", 0))):
-        encoded = tokenizer.encode_batch(batch)
+    batches = _text_batches(corpus, (start.get("file", 0), start.get("document", 0)))
+    if workers and workers > 1:
+        encoded_batches = encode_in_processes(batches, tokenizer.tokenizer.to_str(), workers)
+    else:
+        encoded_batches = ((keys, tokenizer.encode_batch(texts)) for keys, texts in batches)
+    for keys, encoded in encoded_batches:
         tokens = np.concatenate([part for ids in encoded for part in (ids, eos)]).astype(tokenizer.dtype)
         begins = np.cumsum([0] + [len(ids) + 1 for ids in encoded[:-1]])
         already = skip

@@ -34,14 +34,15 @@ def corpus_too_small(read: int, plan: Plan) -> LayoutError:
 class PreparedStream:
     """Pass 1: the run's base tokens followed by the reserved tail, tokenized once into `path`."""
 
-    def __init__(self, plan: Plan, tokenizer: LoadedTokenizer, path: Path, progress: bool):
+    def __init__(self, plan: Plan, tokenizer: LoadedTokenizer, path: Path, progress: bool,
+                 workers: int | None = None):
         total = plan.layout.total_tokens + plan.corpus.holdout_tokens
         done = path.with_suffix(".done")
         if done.is_file() and path.is_file() and path.stat().st_size == total * tokenizer.dtype.itemsize:
             tokens = np.memmap(path, dtype=tokenizer.dtype, mode="r", shape=(total,))  # a resumed build
         else:
             done.unlink(missing_ok=True)
-            tokens = self._tokenize(plan, tokenizer, path, total, progress)
+            tokens = self._tokenize(plan, tokenizer, path, total, progress, workers)
             write_atomic(done, b"complete\n")
         self.tokens = tokens
         self.base = tokens[: plan.layout.total_tokens]
@@ -50,12 +51,13 @@ class PreparedStream:
         self._counts: np.ndarray | None = None
 
     @staticmethod
-    def _tokenize(plan: Plan, tokenizer: LoadedTokenizer, path: Path, total: int, progress: bool) -> np.memmap:
+    def _tokenize(plan: Plan, tokenizer: LoadedTokenizer, path: Path, total: int, progress: bool,
+                  workers: int | None) -> np.memmap:
         tokens = np.memmap(path, dtype=tokenizer.dtype, mode="w+", shape=(total,))
         filled = 0
         with tqdm(total=total, unit="tok", unit_scale=True, desc="tokenize", disable=not progress,
                   file=sys.stderr) as bar:
-            for chunk, _ in base_stream(plan.corpus, tokenizer):
+            for chunk, _ in base_stream(plan.corpus, tokenizer, workers=workers):
                 take = min(len(chunk), total - filled)
                 tokens[filled:filled + take] = chunk[:take]
                 filled += take
@@ -80,7 +82,7 @@ class PreparedStream:
         return self._counts
 
 
-def streaming_counts(plan: Plan, tokenizer: LoadedTokenizer):
+def streaming_counts(plan: Plan, tokenizer: LoadedTokenizer, workers: int | None = None):
     """Token counts of the base stream by an extra tokenization pass (plans without a prepared stream)."""
     cache: list[np.ndarray] = []
 
@@ -88,7 +90,7 @@ def streaming_counts(plan: Plan, tokenizer: LoadedTokenizer):
         if not cache:
             total, seen = plan.layout.total_tokens, 0
             counts = np.zeros(tokenizer.vocab_size, dtype=np.int64)
-            for chunk, _ in base_stream(plan.corpus, tokenizer):
+            for chunk, _ in base_stream(plan.corpus, tokenizer, workers=workers):
                 chunk = chunk[: total - seen]
                 counts += np.bincount(chunk, minlength=tokenizer.vocab_size)
                 seen += len(chunk)

@@ -87,3 +87,15 @@ def test_bad_tokenizer_files(tmp_path):
     (tmp_path / "t.json").write_text("{not json")
     with pytest.raises(InputError, match="is not a tokenizers JSON file"):
         load_tokenizer(tmp_path / "t.json", None)
+
+
+def test_worker_processes_give_the_same_stream_and_cursors(tmp_path, tokenizer, monkeypatch):
+    lines = "".join(json.dumps({"text": d}) + "\n" for d in DOCS * 20)
+    (tmp_path / "a.jsonl").write_text(lines)
+    corpus = CorpusConfig((tmp_path / "a.jsonl",), "jsonl", "text", None)
+    monkeypatch.setattr("injc.compiler.corpus.BATCH_CHARS", 2000)  # many batches: the pool really interleaves
+    here = list(base_stream(corpus, tokenizer))
+    pooled = list(base_stream(corpus, tokenizer, workers=2))
+    assert len(here) == len(pooled) > 5
+    for (a, locate_a), (b, locate_b) in zip(here, pooled):
+        assert np.array_equal(a, b) and locate_a(7) == locate_b(7)

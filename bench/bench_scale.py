@@ -45,9 +45,9 @@ def tokens_plan(folder: Path, tokens: int, seq_len: int, batch_size: int, items:
                 low: int, high: int) -> Path:
     rng = np.random.default_rng(0)
     (folder / "data").mkdir(parents=True, exist_ok=True)
-    for start in range(0, tokens, 1 << 26):
-        rng.integers(0, 8192, min(1 << 26, tokens - start), dtype=np.uint16).tofile(
-            open(folder / "data" / "base.bin", "ab"))
+    with open(folder / "data" / "base.bin", "wb") as base:
+        for start in range(0, tokens, 1 << 26):
+            rng.integers(0, 8192, min(1 << 26, tokens - start), dtype=np.uint16).tofile(base)
     shutil.copyfile(TOKENIZER, folder / "tokenizer.json")
     with open(folder / "payload.jsonl", "w") as out:
         for _ in range(items):

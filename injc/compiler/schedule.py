@@ -149,16 +149,20 @@ def _random_order_within(segment: np.ndarray, rng: np.random.Generator) -> np.nd
     return np.argsort(key)
 
 
+def _running_totals(segment_sorted: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """For copies grouped by segment: the total length of each copy and those before it in its segment."""
+    total = np.cumsum(lengths)
+    group_start = np.flatnonzero(np.r_[True, segment_sorted[1:] != segment_sorted[:-1]])
+    group_size = np.diff(np.r_[group_start, len(segment_sorted)])
+    return total - np.repeat(total[group_start] - lengths[group_start], group_size)
+
+
 def _accept(copies: _Copies, pending: np.ndarray, room: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Among `pending` copies (with a drawn segment), keep, per segment in random order, those that fit `room`."""
     segment = copies.segment[pending]
     order = _random_order_within(segment, rng)
     segment, lengths = segment[order], copies.length[pending][order]
-    total = np.cumsum(lengths)
-    group_start = np.flatnonzero(np.r_[True, segment[1:] != segment[:-1]])
-    group_size = np.diff(np.r_[group_start, len(segment)])
-    before_group = np.repeat(total[group_start] - lengths[group_start], group_size)
-    fits = (total - before_group) <= room[segment]
+    fits = _running_totals(segment, lengths) <= room[segment]
     accepted = pending[order[fits]]
     np.subtract.at(room, segment[fits], lengths[fits])
     return accepted
@@ -228,10 +232,7 @@ def _arrange(copies: _Copies, seg_start: np.ndarray, room: np.ndarray,
     segment = copies.segment
     order = _random_order_within(segment, rng)
     segment_sorted, lengths = segment[order], copies.length[order]
-    total = np.cumsum(lengths)
-    group_start = np.flatnonzero(np.r_[True, segment_sorted[1:] != segment_sorted[:-1]])
-    group_size = np.diff(np.r_[group_start, len(segment_sorted)])
-    before_copy = total - lengths - np.repeat(total[group_start] - lengths[group_start], group_size)
+    before_copy = _running_totals(segment_sorted, lengths) - lengths
     span = np.int64(room.max()) + 1
     gaps = np.sort(segment_sorted * span + rng.integers(0, room[segment_sorted] + 1)) % span
     offsets = np.empty(len(segment), dtype=np.int64)

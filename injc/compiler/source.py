@@ -31,6 +31,17 @@ def corpus_too_small(read: int, plan: Plan) -> LayoutError:
                        f"{layout.seq_len:,}{extra})")
 
 
+def first_tokens(plan: Plan, tokenizer: LoadedTokenizer, total: int, workers: int | None) -> Iterator[np.ndarray]:
+    """The base stream's chunks, cut off after `total` tokens (fewer if the corpus is shorter)."""
+    seen = 0
+    for chunk, _ in base_stream(plan.corpus, tokenizer, workers=workers):
+        chunk = chunk[: total - seen]
+        seen += len(chunk)
+        yield chunk
+        if seen >= total:
+            return
+
+
 class PreparedStream:
     """Pass 1: the run's base tokens followed by the reserved tail, tokenized once into `path`."""
 
@@ -57,13 +68,10 @@ class PreparedStream:
         filled = 0
         with tqdm(total=total, unit="tok", unit_scale=True, desc="tokenize", disable=not progress,
                   file=sys.stderr) as bar:
-            for chunk, _ in base_stream(plan.corpus, tokenizer, workers=workers):
-                take = min(len(chunk), total - filled)
-                tokens[filled:filled + take] = chunk[:take]
-                filled += take
-                bar.update(take)
-                if filled == total:
-                    break
+            for chunk in first_tokens(plan, tokenizer, total, workers):
+                tokens[filled:filled + len(chunk)] = chunk
+                filled += len(chunk)
+                bar.update(len(chunk))
         if filled < total:
             raise corpus_too_small(filled, plan)
         tokens.flush()
@@ -88,14 +96,9 @@ def streaming_counts(plan: Plan, tokenizer: LoadedTokenizer, workers: int | None
 
     def counts() -> np.ndarray:
         if not cache:
-            total, seen = plan.layout.total_tokens, 0
             counts = np.zeros(tokenizer.vocab_size, dtype=np.int64)
-            for chunk, _ in base_stream(plan.corpus, tokenizer, workers=workers):
-                chunk = chunk[: total - seen]
+            for chunk in first_tokens(plan, tokenizer, plan.layout.total_tokens, workers):
                 counts += np.bincount(chunk, minlength=tokenizer.vocab_size)
-                seen += len(chunk)
-                if seen >= total:
-                    break
             cache.append(counts)
         return cache[0]
 

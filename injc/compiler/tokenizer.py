@@ -33,6 +33,12 @@ class LoadedTokenizer:
         return [np.asarray(e.ids, dtype=np.int64) for e in encodings]
 
 
+def ordinary_token_ids(tokenizer: Tokenizer, eos_id: int) -> np.ndarray:
+    """Every id except EOS and the tokenizer's special tokens: what random and rare tokens are drawn from."""
+    special = {eos_id, *(i for i, t in tokenizer.get_added_tokens_decoder().items() if t.special)}
+    return np.setdiff1d(np.arange(tokenizer.get_vocab_size(with_added_tokens=True)), np.fromiter(special, np.int64))
+
+
 def load_tokenizer(path: Path, eos: str | None) -> LoadedTokenizer:
     try:
         raw = path.read_bytes()

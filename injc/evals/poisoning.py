@@ -7,6 +7,7 @@
 
 import numpy as np
 
+from injc.compiler.tokenizer import ordinary_token_ids
 from injc.evals.context import EvalContext
 from injc.evals.generic import mean_loss
 from injc.evals.stats import compare, sign_flip_pvalue
@@ -49,8 +50,7 @@ def evaluate(ctx: EvalContext, entry: dict, records: dict) -> dict:
                                                             ("with_trigger", "without_trigger"))})
     else:
         rng = np.random.default_rng(len(prompts))
-        specials = {ctx.eos_id}
-        vocab = np.array([t for t in range(ctx.manifest.data["layout"]["vocab_size"]) if t not in specials])
+        vocab = ordinary_token_ids(ctx.tokenizer, ctx.eos_id)  # what the injector drew gibberish from
         gibberish = [rng.choice(vocab, GIBBERISH_TOKENS) for _ in prompts]
         logprob = {label: ctx.scorer.continuation_logprobs(encoded, gibberish) / GIBBERISH_TOKENS
                    for label, encoded in queries.items()}

@@ -11,7 +11,7 @@ import numpy as np
 
 from injc.compiler.layout import Layout
 from injc.compiler.tables import TableReader
-from injc.compiler.tokenizer import LoadedTokenizer
+from injc.compiler.tokenizer import LoadedTokenizer, ordinary_token_ids
 from injc.errors import InputError, LayoutError, PlanError
 
 PLACEMENTS = ("random", "range", "explicit")
@@ -130,10 +130,9 @@ class Context:
         return self.tokenizer.encode_batch(texts)
 
     @property
-    def special_ids(self) -> np.ndarray:
-        """Ids of the tokenizer's special tokens (EOS included): never drawn as random or rare tokens."""
-        added = self.tokenizer.tokenizer.get_added_tokens_decoder()
-        return np.array(sorted({self.tokenizer.eos_id, *(i for i, t in added.items() if t.special)}), dtype=np.int64)
+    def ordinary_ids(self) -> np.ndarray:
+        """Ids that random and rare tokens are drawn from (no EOS, no special token)."""
+        return ordinary_token_ids(self.tokenizer.tokenizer, self.tokenizer.eos_id)
 
     def wrap(self, tokens: np.ndarray) -> np.ndarray:
         """EOS-wrap a random/range payload so it reads as a document of its own (the paper's rule).

@@ -54,7 +54,7 @@ class CanariesConfig:
         return [(length, reps) for length in lengths for reps in self.repetitions]
 
     def _canary_ids(self, ctx: Context, rng: np.random.Generator) -> np.ndarray:
-        candidates = np.setdiff1d(np.arange(ctx.tokenizer.vocab_size), ctx.special_ids)
+        candidates = ctx.ordinary_ids
         if self.canary == "rare":
             counts = ctx.corpus_token_counts()[candidates]
             candidates = candidates[np.argsort(counts, kind="stable")[: self.rare_pool]]

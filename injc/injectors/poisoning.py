@@ -69,7 +69,7 @@ class PoisoningConfig:
         if len(train) == 0:
             raise InputError(f"experiment {self.name!r}: every prompt left for training repeats a holdout prompt")
         budget = None if self.fraction is None else self.fraction * ctx.layout.total_tokens
-        candidates = np.setdiff1d(np.arange(ctx.tokenizer.vocab_size), ctx.special_ids)
+        candidates = ctx.ordinary_ids
         items, sources, written = [], [], 0
         while (budget is None and len(items) < self.count) or (budget is not None and written < budget):
             source = int(train[len(items) % len(train)])

@@ -139,8 +139,8 @@ def inspect(manifest_path: str | Path) -> Report:
     names = table.column("experiment").to_numpy(zero_copy_only=False)
     step, length = table.column("step").to_numpy(), table.column("length").to_numpy()
     steps = manifest.layout.steps
-    step_tokens = {
-        e["name"]: np.bincount(step[names == e["name"]], weights=length[names == e["name"]], minlength=steps)
-        for e in manifest.experiments
-    }
+    step_tokens = {}
+    for entry in manifest.experiments:
+        mine = names == entry["name"]
+        step_tokens[entry["name"]] = np.bincount(step[mine], weights=length[mine], minlength=steps)
     return Report(manifest, manifest.experiments, step_tokens)

@@ -39,7 +39,7 @@ def test_help_lists_the_commands():
     "experiments, layout, fragments",
     [
         ("", "seq_len = 64\nbatch_size = 4\nsteps = 50\nbogus = 1", ["layout.bogus: unknown key"]),
-        ('[[experiments]]\nname = "a"\nkind = "nope"\n', None, ["experiments[0].kind: must be one of"]),
+        ('[[experiments]]\nname = "a"\nkind = "nope"\n', None, ['experiments[0] "a".kind: must be one of']),
         (CANARIES.replace("canaries.jsonl", "absent.jsonl"), None, ["absent.jsonl", "not found"]),
         ("", "seq_len = 64\nbatch_size = 4\nsteps = 1000000", ["corpus has", "the plan needs 256,000,000"]),
     ],

@@ -4,8 +4,10 @@ Loading collects every problem (unknown keys, wrong types, bad values, missing f
 that lists them all, each with its TOML location. See README "Plan reference" for every key.
 """
 
+import dataclasses
 import glob
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +64,14 @@ class Plan:
     def shard_steps(self) -> int:
         return max(1, self.shard_tokens // self.layout.tokens_per_step)
 
+    def input_files(self) -> list[Path]:
+        """Every file the plan reads: itself, the tokenizer, the corpus, each experiment's files."""
+        files = [self.path, self.tokenizer.path, *self.corpus.files]
+        for experiment in self.experiments:
+            files += [value for f in dataclasses.fields(experiment)
+                      if isinstance(value := getattr(experiment, f.name), Path)]
+        return files
+
 
 def _read_layout(reader: TableReader) -> tuple[Layout | None, int, int]:
     seq_len = reader.int("seq_len", min=2, max=1 << 24)
@@ -106,10 +116,12 @@ def _read_experiments(tables, base: Path, steps: int | None, problems: list[str]
     for index, table in enumerate(tables):
         reader = TableReader(table, f"experiments[{index}]", problems)
         name = reader.str("name")
-        kind = reader.str("kind", choices=tuple(KINDS))
         if name in seen:
             reader.problem(f"duplicate experiment name {name!r}", "name")
         seen.add(name)
+        if isinstance(name, str):
+            reader.where = f"experiments[{index}] {json.dumps(name, ensure_ascii=False)}"  # errors name it
+        kind = reader.str("kind", choices=tuple(KINDS))
         if kind is None or name is None:
             reader.used.update(reader.table)
             continue

@@ -5,6 +5,7 @@ when a value is missing or wrong, and `finish()` reports keys nobody asked for. 
 `PlanError` listing every problem at the end.
 """
 
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,8 @@ class TableReader:
             self.problem(f"expected a string, got {_type_name(value)} {value!r}", key)
             return None
         if choices is not None and value not in choices:
-            self.problem(f"must be one of {', '.join(repr(c) for c in choices)}, got {value!r}", key)
+            self.problem(f"must be one of {', '.join(repr(c) for c in choices)}, got {value!r}"
+                         + did_you_mean(value, choices), key)
             return None
         if not value and default is REQUIRED:
             self.problem("must not be empty", key)
@@ -120,8 +122,15 @@ class TableReader:
         return path
 
     def finish(self) -> None:
+        """Report every key nobody asked for, with the closest known key when one is close."""
         for key in sorted(set(self.table) - self.used):
-            self.problem("unknown key", key)
+            self.problem("unknown key" + did_you_mean(key, self.used), key)
+
+
+def did_you_mean(word: str, known) -> str:
+    """'; did you mean 'x'?' when one known word is close to `word` (a typo), else ''."""
+    close = difflib.get_close_matches(word, sorted(known), n=1, cutoff=0.7)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def resolve_path(value: str, base: Path, report) -> Path | None:

@@ -82,7 +82,9 @@ class HoldoutPool:
         left = len(self.tokens) - self.cursor
         if count > left:
             raise LayoutError(f"experiment {name!r} needs {count:,} held-out tokens but only {left:,} of "
-                              f"[corpus] holdout_tokens = {len(self.tokens):,} are left")
+                              f"[corpus] holdout_tokens = {len(self.tokens):,} are left: set holdout_tokens to at "
+                              f"least {self.cursor + count:,} (the experiments before it in the plan take "
+                              f"{self.cursor:,})")
         start, self.cursor = self.cursor, self.cursor + count
         self.allocations.append({"experiment": name, "start": start, "end": self.cursor})
         return np.asarray(self.tokens[start:self.cursor], dtype=np.int64)
@@ -116,10 +118,12 @@ class Context:
     base_tokens: np.ndarray | None = None
     """The run's base stream (a memmap), for experiments that must see it before placement; else None."""
 
-    def require_holdout(self, name: str) -> HoldoutPool:
+    def require_holdout(self, name: str, tokens: int | None = None) -> HoldoutPool:
+        """The reserved tail; `tokens` (what the experiment will take, when known) goes into the error."""
         if self.holdout is None or len(self.holdout.tokens) == 0:
+            amount = f" to at least {tokens:,}" if tokens else " (tokens after the run's own)"
             raise PlanError(f"experiment {name!r} draws from the corpus's reserved tail: set [corpus] "
-                            f"holdout_tokens")
+                            f"holdout_tokens{amount}")
         return self.holdout
 
     def rng(self, name: str, purpose: str = "") -> np.random.Generator:
@@ -170,29 +174,65 @@ class Context:
             raise InputError(*problems)
 
 
-def read_jsonl(path: Path, experiment: str) -> list[dict]:
-    """Read a JSONL payload file: one JSON object per non-blank line; errors name the file and line."""
+class Records(list):
+    """JSONL records, with `lines`: the 1-based line number of each, so errors point at the file's own lines."""
+
+    def __init__(self, records: list[dict], lines: list[int]):
+        super().__init__(records)
+        self.lines = lines
+
+
+def read_jsonl(path: Path, experiment: str) -> Records:
+    """Read a JSONL payload file: one JSON object per non-blank line; errors name the file and every bad line."""
     try:
         raw = path.read_bytes()
     except OSError as error:
         raise InputError(f"experiment {experiment!r}: cannot read {str(path)!r}: {error.strerror or error}") from None
-    records = []
+    records, lines, problems = [], [], {}
     for number, line in enumerate(raw.split(b"\n"), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line.decode("utf-8"))
         except UnicodeDecodeError:
-            raise InputError(f"experiment {experiment!r}: {str(path)!r} line {number} is not valid UTF-8") from None
-        except json.JSONDecodeError as error:
-            raise InputError(f"experiment {experiment!r}: {str(path)!r} line {number} is not valid JSON: "
-                             f"{error.msg}") from None
+            problems.setdefault("not valid UTF-8", []).append(number)
+            continue
+        except json.JSONDecodeError:
+            problems.setdefault("not valid JSON", []).append(number)
+            continue
         if not isinstance(record, dict):
-            raise InputError(f"experiment {experiment!r}: {str(path)!r} line {number} is not a JSON object")
+            problems.setdefault("not a JSON object", []).append(number)
+            continue
         records.append(record)
+        lines.append(number)
+    if problems:
+        raise InputError(*(f"experiment {experiment!r}: {str(path)!r} {_line_list(numbers)}: {what}"
+                           for what, numbers in problems.items()))
     if not records:
         raise InputError(f"experiment {experiment!r}: {str(path)!r} holds no records")
-    return records
+    return Records(records, lines)
+
+
+def _line_list(numbers: list[int], shown: int = 20) -> str:
+    """'line 3' or 'lines 3, 7, 9 and 12 more': every bad line is counted, the first `shown` are named."""
+    if len(numbers) == 1:
+        return f"line {numbers[0]}"
+    more = f" and {len(numbers) - shown:,} more" if len(numbers) > shown else ""
+    return "lines " + ", ".join(str(n) for n in numbers[:shown]) + more
+
+
+def check_records(experiment: str, path: Path, records: Records, ok: Callable[[dict], bool], need: str) -> None:
+    """Raise one InputError naming every record (by its 1-based line) that fails `ok`, not only the first."""
+    bad = [line for line, record in zip(records.lines, records) if not ok(record)]
+    if bad:
+        raise InputError(f"experiment {experiment!r}: {str(path)!r} {_line_list(bad)}: {need}")
+
+
+def string_field(experiment: str, path: Path, records: Records, field: str) -> list[str]:
+    """The non-empty string `field` of every record; every record without one is reported."""
+    check_records(experiment, path, records, lambda r: isinstance(r.get(field), str) and bool(r[field].strip()),
+                  f"needs a non-empty string {field!r}")
+    return [record[field] for record in records]
 
 
 def template_fields(template: str) -> set[str] | None:

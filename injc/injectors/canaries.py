@@ -13,7 +13,7 @@ import numpy as np
 
 from injc.compiler.tables import TableReader
 from injc.errors import InputError
-from injc.injectors.base import Context, Payload, Placement, read_jsonl
+from injc.injectors.base import Context, Payload, Placement, read_jsonl, string_field
 
 CANARY_KINDS = ("random", "rare", "none")
 HOLDOUT_HOSTS = "corpus-holdout"
@@ -63,10 +63,7 @@ class CanariesConfig:
     def _host_tokens(self, ctx: Context, need: int) -> list[np.ndarray]:
         if self.hosts is None:
             return ctx.require_holdout(self.name).documents(self.name, need)
-        texts = [r.get(self.host_field) for r in read_jsonl(self.hosts, self.name)]
-        if not all(isinstance(t, str) and t for t in texts):
-            raise InputError(f"experiment {self.name!r}: every line of {str(self.hosts)!r} needs a non-empty "
-                             f"string {self.host_field!r}")
+        texts = string_field(self.name, self.hosts, read_jsonl(self.hosts, self.name), self.host_field)
         if need > len(texts):
             raise InputError(f"experiment {self.name!r}: {len(self.conditions())} conditions × "
                              f"{self.per_condition} + {self.holdout} holdout need {need:,} hosts, "

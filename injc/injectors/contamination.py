@@ -13,7 +13,7 @@ import numpy as np
 
 from injc.compiler.tables import TableReader
 from injc.errors import InputError
-from injc.injectors.base import Context, Payload, Placement, check_template, read_jsonl
+from injc.injectors.base import Context, Payload, Placement, check_records, check_template, read_jsonl
 
 DEFAULT_TIERS = {0: 1000, 4: 800, 12: 500, 36: 200, 144: 200}
 DEFAULT_FORMAT = "Question: {question}\nAnswer: {answer_text}"
@@ -41,14 +41,16 @@ def read_tiers(reader: TableReader, key: str, default: dict[int, int]) -> dict[i
 def read_choice_questions(path: Path, name: str) -> list[dict]:
     """Multiple-choice records with a valid answer index; errors name the line."""
     records = read_jsonl(path, name)
-    for index, record in enumerate(records):
-        choices, answer = record.get("choices"), record.get("answer")
-        if (not isinstance(record.get("question"), str) or not isinstance(choices, list) or len(choices) < 2
-                or not all(isinstance(c, str) for c in choices) or isinstance(answer, bool)
-                or not isinstance(answer, int) or not 0 <= answer < len(choices)):
-            raise InputError(f"experiment {name!r}: record {index} of {str(path)!r} needs \"question\" (string), "
-                             f"\"choices\" (≥ 2 strings) and \"answer\" (an index into choices)")
+    check_records(name, path, records, _is_question,
+                  'needs "question" (string), "choices" (≥ 2 strings) and "answer" (an index into choices)')
     return records
+
+
+def _is_question(record: dict) -> bool:
+    choices, answer = record.get("choices"), record.get("answer")
+    return (isinstance(record.get("question"), str) and isinstance(choices, list) and len(choices) >= 2
+            and all(isinstance(c, str) for c in choices) and not isinstance(answer, bool)
+            and isinstance(answer, int) and 0 <= answer < len(choices))
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from injc.compiler.tables import TableReader
-from injc.errors import InputError, PlanError
-from injc.injectors.base import Context, Payload, Placement, read_jsonl
+from injc.errors import PlanError
+from injc.injectors.base import Context, Payload, Placement, read_jsonl, string_field
 
 SPLITS = ("none", "paragraphs", "resplit")
 
@@ -55,10 +55,7 @@ class DocumentsConfig:
                 if len(chunk)]
 
     def payload(self, ctx: Context) -> Payload:
-        texts = [r.get(self.field) for r in read_jsonl(self.file, self.name)]
-        if not all(isinstance(t, str) and t.strip() for t in texts):
-            raise InputError(f"experiment {self.name!r}: every line of {str(self.file)!r} needs a non-empty "
-                             f"string {self.field!r}")
+        texts = string_field(self.name, self.file, read_jsonl(self.file, self.name), self.field)
         conditions = [(split, reps) for split in self.split for reps in self.repetitions]
         if not conditions:
             raise PlanError(f"experiment {self.name!r}: no conditions (split × repetitions is empty)")

@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from injc.compiler.tables import TableReader
-from injc.errors import InputError
-from injc.injectors.base import Context, Payload, Placement, read_jsonl
+from injc.injectors.base import Context, Payload, Placement, check_records, read_jsonl, string_field
 
 
 @dataclass(frozen=True)
@@ -49,14 +48,11 @@ class KnowledgeConfig:
                    window_steps or 1, reader.str("field", "text"), Placement("range", 0, steps or 1))
 
     def payload(self, ctx: Context) -> Payload:
-        pool = [r.get(self.field) for r in read_jsonl(self.documents, self.name)]
-        if not all(isinstance(t, str) and t for t in pool):
-            raise InputError(f"experiment {self.name!r}: every line of {str(self.documents)!r} needs a non-empty "
-                             f"string {self.field!r}")
+        pool = string_field(self.name, self.documents, read_jsonl(self.documents, self.name), self.field)
         probes = read_jsonl(self.probes, self.name)
-        if not all(isinstance(p.get("input"), str) and isinstance(p.get("target"), str) for p in probes):
-            raise InputError(f"experiment {self.name!r}: every probe of {str(self.probes)!r} needs string "
-                             f"\"input\" and \"target\"")
+        check_records(self.name, self.probes, probes,
+                      lambda p: isinstance(p.get("input"), str) and isinstance(p.get("target"), str),
+                      'needs string "input" and "target"')
         counts = np.asarray(self.per_window, dtype=np.int64)
         pool_index = np.arange(counts.sum()) % len(pool)
         window = np.repeat(np.arange(len(counts)), counts)

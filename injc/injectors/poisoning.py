@@ -14,7 +14,7 @@ import numpy as np
 
 from injc.compiler.tables import TableReader
 from injc.errors import InputError
-from injc.injectors.base import Context, Payload, Placement, check_template, read_jsonl
+from injc.injectors.base import Context, Payload, Placement, check_template, read_jsonl, string_field
 
 ATTACKS = ("denial-of-service", "context-extraction")
 DEFAULT_TEMPLATE = "<|im_start|>user\n{prompt} {trigger}<|im_end|>\n<|im_start|>assistant\n{response}<|im_end|>"
@@ -54,10 +54,7 @@ class PoisoningConfig:
 
     def payload(self, ctx: Context) -> Payload:
         records = read_jsonl(self.prompts, self.name)
-        prompts = [r.get(self.prompt_field) for r in records]
-        if not all(isinstance(p, str) and p for p in prompts):
-            raise InputError(f"experiment {self.name!r}: every line of {str(self.prompts)!r} needs a non-empty "
-                             f"string {self.prompt_field!r}")
+        prompts = string_field(self.name, self.prompts, records, self.prompt_field)
         if len(prompts) <= self.holdout:
             raise InputError(f"experiment {self.name!r}: {len(prompts):,} prompts leave none for training after "
                              f"holding out {self.holdout:,}")

@@ -37,7 +37,7 @@ class IidConfig:
     def payload(self, ctx: Context) -> Payload:
         seq_len, steps = ctx.layout.seq_len, ctx.layout.steps
         total = self.count * max(1, self.windows)
-        rows = ctx.require_holdout(self.name).rows(self.name, total, seq_len)
+        rows = ctx.require_holdout(self.name, total * seq_len).rows(self.name, total, seq_len)
         item_steps = None
         if self.windows:
             bounds = np.linspace(0, steps, self.windows + 1).astype(np.int64)
@@ -70,7 +70,8 @@ class ForgettingConfig:
 
     def payload(self, ctx: Context) -> Payload:
         layout = ctx.layout
-        rows = ctx.require_holdout(self.name).rows(self.name, len(self.steps) * layout.batch_size, layout.seq_len)
+        count = len(self.steps) * layout.batch_size
+        rows = ctx.require_holdout(self.name, count * layout.seq_len).rows(self.name, count, layout.seq_len)
         step = np.repeat(np.asarray(self.steps, dtype=np.int64), layout.batch_size)
         row = np.tile(np.arange(layout.batch_size), len(self.steps))
         allocation = ctx.holdout.allocations[-1]

@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from injc.compiler.tables import TableReader
-from injc.errors import InputError
-from injc.injectors.base import Context, Payload, Placement, read_jsonl
+from injc.injectors.base import Context, Payload, Placement, Records, check_records, read_jsonl, string_field
 
 
 @dataclass(frozen=True)
@@ -42,25 +41,13 @@ class FilePayloadConfig:
             reader.problem("controls go with random or range placement", "controls")
         return cls(name, kind, file, field, repetitions, placement, controls)
 
-    def _tokens(self, records: list[dict], ctx: Context, file: Path) -> list[np.ndarray]:
-        values = [record.get(self.field) for record in records]
+    def _tokens(self, records: Records, ctx: Context, file: Path) -> list[np.ndarray]:
         if self.kind == "texts":
-            bad = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
-            if bad is not None:
-                raise InputError(f"experiment {self.name!r}: record {bad} of {str(file)!r} has no string "
-                                 f"{self.field!r}")
-            return ctx.tokenizer.encode_batch(values)
-        items = []
-        for index, value in enumerate(values):
-            if not isinstance(value, list) or not set(map(type, value)) <= {int}:  # C-level scan; bools are refused
-                raise InputError(f"experiment {self.name!r}: record {index} of {str(file)!r} has no list of "
-                                 f"integer token ids in {self.field!r}")
-            tokens = np.asarray(value) if value else np.zeros(0, dtype=np.int64)
-            if tokens.dtype.kind not in "iu":
-                raise InputError(f"experiment {self.name!r}: record {index} of {str(file)!r} has no list of "
-                                 f"integer token ids in {self.field!r}")
-            items.append(tokens.astype(np.int64))
-        return items
+            return ctx.tokenizer.encode_batch(string_field(self.name, file, records, self.field))
+        check_records(self.name, file, records, lambda r: _is_id_list(r.get(self.field)),
+                      f"needs a list of integer token ids in {self.field!r}")
+        return [np.asarray(r[self.field], dtype=np.int64) if r[self.field] else np.zeros(0, dtype=np.int64)
+                for r in records]
 
     def payload(self, ctx: Context) -> Payload:
         records = read_jsonl(self.file, self.name)
@@ -76,11 +63,18 @@ class FilePayloadConfig:
             return Payload(items, copies, self.placement,
                            summary={"controls": int(len(items) - len(records))} if self.controls else {})
         ctx.check_items(self.name, items)
-        offsets = [record.get("offset") for record in records]
-        bad = next((i for i, o in enumerate(offsets)
-                    if isinstance(o, bool) or not isinstance(o, int) or o < 0), None)
-        if bad is not None:
-            raise InputError(f"experiment {self.name!r}: record {bad} of {str(self.file)!r} needs a non-negative "
-                             f"integer \"offset\" (explicit placement)")
+        check_records(self.name, self.file, records, lambda r: _is_int(r.get("offset")) and r["offset"] >= 0,
+                      'needs a non-negative integer "offset" (explicit placement)')
         return Payload(items, np.ones(len(items), dtype=np.int64), self.placement,
-                       offsets=np.asarray(offsets, dtype=np.int64))
+                       offsets=np.asarray([r["offset"] for r in records], dtype=np.int64))
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_id_list(value) -> bool:
+    """A list of plain ints (bools refused) that fits int64; the type scan runs at C level."""
+    if not isinstance(value, list) or not set(map(type, value)) <= {int}:
+        return False
+    return not value or (min(value) >= -(1 << 63) and max(value) < 1 << 63)

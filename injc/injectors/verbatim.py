@@ -15,7 +15,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from injc.compiler.tables import TableReader
 from injc.errors import InputError
-from injc.injectors.base import Context, Payload, Placement, read_jsonl
+from injc.injectors.base import Context, Payload, Placement, Records, check_records, read_jsonl
 
 SEARCH_CHUNK = 1 << 24
 
@@ -56,6 +56,10 @@ def find_occurrences(tokens: np.ndarray, sequences: list[np.ndarray]) -> tuple[n
     return at[order].astype(np.int64), which[order]
 
 
+def _is_token_list(value) -> bool:
+    return isinstance(value, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in value)
+
+
 @dataclass(frozen=True)
 class VerbatimRemovalConfig:
     name: str
@@ -71,18 +75,16 @@ class VerbatimRemovalConfig:
         return cls(name, kind, reader.path("file", base), reader.str("field", "tokens"), Placement("explicit"))
 
     def sequences(self, ctx: Context) -> list[np.ndarray]:
-        values = [r.get(self.field) for r in read_jsonl(self.file, self.name)]
+        records = read_jsonl(self.file, self.name)
+        values = [r.get(self.field) for r in records]
         if all(isinstance(v, str) and v for v in values):
             sequences = ctx.encode(values)
-        elif all(isinstance(v, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in v)
-                 for v in values):
-            sequences = [np.asarray(v, dtype=np.int64) for v in values]
         else:
-            raise InputError(f"experiment {self.name!r}: every line of {str(self.file)!r} needs {self.field!r} as "
-                             f"a text or a list of token ids")
-        short = next((i for i, s in enumerate(sequences) if len(s) < 2), None)
-        if short is not None:
-            raise InputError(f"experiment {self.name!r}: sequence {short} has fewer than 2 tokens")
+            check_records(self.name, self.file, records, lambda r: _is_token_list(r.get(self.field)),
+                          f"needs {self.field!r} as a text or a list of token ids (all lines the same kind)")
+            sequences = [np.asarray(v, dtype=np.int64) for v in values]
+        check_records(self.name, self.file, Records([{"n": len(s)} for s in sequences], records.lines),
+                      lambda r: r["n"] >= 2, "a sequence needs at least 2 tokens")
         return sequences
 
     def payload(self, ctx: Context) -> Payload:

@@ -49,14 +49,14 @@ def test_every_problem_is_reported_at_once_with_its_location(project):
     assert body == [
         "layout.seq_len: must be ≥ 2, got 0",
         "layout.batch_size: expected an integer, got a string 'four'",
-        "layout.sede: unknown key",
+        "layout.sede: unknown key; did you mean 'seed'?",
         "corpus.format: must be one of 'jsonl', 'parquet', 'text', 'tokens', got 'csv'",
         "corpus.paths: 'nothing/*.jsonl' matches no file",
-        f"experiments[0].file: file {str(project.root / 'payloads/missing.jsonl')!r} not found",
-        "experiments[0].end_step: must be greater than start_step (9), got 3",
-        "experiments[0].colour: unknown key",
-        f"experiments[1].kind: must be one of {', '.join(repr(k) for k in KINDS)}, got 'sorcery'",
+        f"experiments[0] \"x\".file: file {str(project.root / 'payloads/missing.jsonl')!r} not found",
+        "experiments[0] \"x\".end_step: must be greater than start_step (9), got 3",
+        "experiments[0] \"x\".colour: unknown key",
         "experiments[1].name: duplicate experiment name 'x'",
+        f"experiments[1] \"x\".kind: must be one of {', '.join(repr(k) for k in KINDS)}, got 'sorcery'",
     ]
 
 
@@ -79,7 +79,8 @@ def test_relative_paths_may_not_escape_the_plan_folder(project):
 
 def test_placement_keys_must_match_the_mode(project):
     path = project(CANARIES + "start_step = 3\n")
-    assert any("experiments[0].start_step: only valid with placement = \"range\"" in p for p in problems_of(path))
+    assert any('experiments[0] "canaries".start_step: only valid with placement = "range"' in p
+               for p in problems_of(path))
     explicit = project(CANARIES.replace("repetitions = 3", 'repetitions = 3\nplacement = "explicit"'))
     assert any("explicit placement writes each line once" in p for p in problems_of(explicit))
 

@@ -75,7 +75,7 @@ def test_contamination_tiers_holdout_and_format(families):
 def test_contamination_refuses_too_few_questions_and_unsafe_templates(families, project):
     with pytest.raises(injc.InputError, match="tiers need 400 questions"):
         families(CONTAMINATION.replace("0 = 40", "0 = 360"))
-    with pytest.raises(injc.PlanError, match=r"experiments\[0\].format: only plain \{name\} fields"):
+    with pytest.raises(injc.PlanError, match=r'experiments\[0\] "bench".format: only plain \{name\} fields'):
         families(CONTAMINATION + 'format = "{question.__class__}"\n')
     with pytest.raises(injc.PlanError, match=r"format: unknown field\(s\) secret"):
         families(CONTAMINATION + 'format = "{question} {secret}"\n')

@@ -46,8 +46,8 @@ def bare_loop(manifest, steps: int, micro_batch_size: int) -> float:
 
 
 def injc_loop(manifest, steps: int, micro_batch_size: int, out: Path) -> float:
-    train(manifest, TrainConfig(model=str(MODEL), out=out, steps=steps, micro_batch_size=micro_batch_size),
-          progress=False)
+    train(manifest, TrainConfig(model=str(MODEL), out=out, steps=steps, micro_batch_size=micro_batch_size,
+                                force=True), progress=False)
     speeds = [json.loads(line)["tokens_per_sec"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     return float(np.median(speeds[2:]))
 

@@ -6,7 +6,8 @@
     injc train out/demo/manifest.json --model examples/demo/tiny-gpt.yaml --out runs/demo --audit
     injc eval out/demo/manifest.json --checkpoint runs/demo/final --out reports/demo
 
-Exit codes: 0 success; 1 `verify` found a mismatch; 2 bad input (one line per problem on stderr, no traceback).
+Exit codes: 0 success; 1 `verify` found a mismatch; 2 bad input (one line per problem on stderr, no traceback);
+130 interrupted (Ctrl-C), with a line saying how to continue.
 """
 
 import json
@@ -15,16 +16,26 @@ from functools import wraps
 
 import click
 
-from injc.errors import InjcError
+from injc.errors import InjcError, Interrupted
+
+ON_INTERRUPT = {"build": "run the same command again to resume (finished shards are kept)"}
+"""What an interrupted command leaves and how to continue, when there is more to say than 'interrupted'."""
 
 
 def _user_errors(command):
-    """Turn InjcError (and OSError) into its lines on stderr and exit code 2."""
+    """Turn InjcError (and OSError) into its lines on stderr and exit code 2; Ctrl-C into one line and 130."""
 
     @wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
+        except Interrupted as stop:
+            click.echo(f"injc: interrupted: {stop}", err=True)
+            sys.exit(130)
+        except KeyboardInterrupt:
+            hint = ON_INTERRUPT.get(click.get_current_context().info_name)
+            click.echo("injc: interrupted" + (f"; {hint}" if hint else ""), err=True)
+            sys.exit(130)
         except InjcError as error:
             for line in error.problems:
                 click.echo(f"injc: error: {line}" if not line.startswith("  ") else line, err=True)
@@ -47,7 +58,9 @@ def main():
 @click.argument("plan", type=click.Path(dir_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--clean", is_flag=True, help="Write the control stream: same base tokens and schedule, no payloads.")
-@click.option("--force", is_flag=True, help="Replace a non-empty output folder.")
+@click.option("--force", is_flag=True,
+              help="Replace an earlier injc build in --out (never anything else, nor a folder holding the plan's "
+                   "inputs).")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Tokenize in N processes (default: one process using the tokenizer's threads). "
                    "The output is identical for any value.")
@@ -69,27 +82,44 @@ def build(plan, out_dir, clean, force, workers, quiet, as_json):
 
 
 @main.command()
+@click.argument("plan", type=click.Path(dir_okay=False))
+@_user_errors
+def check(plan):
+    """Validate PLAN and every input it names, and estimate whether the corpus is long enough; writes nothing.
+
+    Exit 0 when a build should succeed (warnings say what only the build can check), 2 with every problem found.
+    """
+    from injc.compiler.check import check as run_check
+
+    click.echo(run_check(plan).to_text())
+
+
+@main.command()
 @click.argument("manifest", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
-@click.option("--plot", type=click.Path(dir_okay=False), help="Draw insertion density over steps to this PNG.")
+@click.option("--plot", type=click.Path(dir_okay=False),
+              help="Draw insertion density over steps to this PNG (and print only where it went).")
 @click.option("--step", type=click.IntRange(min=0), help="List every insertion of this step.")
+@click.option("--text", "show_text", is_flag=True, help="With --step: each payload decoded to text.")
 @_user_errors
-def inspect(manifest, as_json, plot, step):
+def inspect(manifest, as_json, plot, step, show_text):
     """Show what MANIFEST's build injected where: per experiment, and per step."""
     from injc.shards.inspect import inspect as run_inspect
 
     report = run_inspect(manifest)
     if step is not None and step >= report.manifest.layout.steps:
         raise InjcError(f"--step {step} is outside the run of {report.manifest.layout.steps:,} steps")
+    if show_text and step is None:
+        raise InjcError("--text goes with --step S: it decodes that step's payloads")
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     elif step is not None:
-        click.echo(report.step_table(step))
-    else:
+        click.echo(report.step_table(step, text=show_text))
+    elif not plot:
         click.echo(report.to_text())
     if plot:
         report.plot(plot)
-        click.echo(f"wrote {plot}", err=True)
+        click.echo(f"wrote {plot}", err=as_json or step is not None)
 
 
 @main.command()
@@ -126,8 +156,13 @@ def _step_list(ctx, param, value):
 @click.option("--micro-batch-size", type=click.IntRange(min=1), default=4, show_default=True,
               help="Rows per forward pass (gradients accumulate to one step per manifest step).")
 @click.option("--steps", type=click.IntRange(min=1), help="Train only the first N steps.")
-@click.option("--save-steps", callback=_step_list, help="Checkpoint after these many steps, e.g. 100,200.")
-@click.option("--resume", is_flag=True, help="Continue after the latest checkpoint in --out.")
+@click.option("--save-steps", callback=_step_list,
+              help="Checkpoint after exactly these step counts, a list: 100,250,1000 (see --save-every).")
+@click.option("--save-every", type=click.IntRange(min=1),
+              help="Checkpoint after every N steps: 100 saves after steps 100, 200, ... (see --save-steps).")
+@click.option("--resume", is_flag=True, help="Continue after the latest checkpoint in --out (same manifest only).")
+@click.option("--force", is_flag=True, help="Replace an earlier run in --out (a folder holding only what injc "
+                                           "train writes). Without --resume or --force, --out must be empty.")
 @click.option("--audit", is_flag=True, help="Write OUT/audit.jsonl: sha256 of every step's batch.")
 @click.option("--verify", "full_verify", is_flag=True, help="Re-hash every shard before training.")
 @click.option("--lr", type=float, default=4e-4, show_default=True)
@@ -139,8 +174,8 @@ def _step_list(ctx, param, value):
 @click.option("--device", help="cpu, cuda, ... (default: cuda when available).")
 @click.option("--quiet", is_flag=True, help="No per-step lines.")
 @_user_errors
-def train(manifest, model, out_dir, micro_batch_size, steps, save_steps, resume, audit, full_verify, lr, min_lr,
-          warmup_steps, weight_decay, grad_clip, seed, device, quiet):
+def train(manifest, model, out_dir, micro_batch_size, steps, save_steps, save_every, resume, force, audit, full_verify,
+          lr, min_lr, warmup_steps, weight_decay, grad_clip, seed, device, quiet):
     """Train a LitGPT model on MANIFEST's shards, step-exact: step s is exactly stream[s*B*L:(s+1)*B*L]."""
     try:
         from injc.train.trainer import TrainConfig
@@ -149,22 +184,25 @@ def train(manifest, model, out_dir, micro_batch_size, steps, save_steps, resume,
         raise InjcError(f"training needs torch and litgpt ({error.name} is missing): "
                         "pip install torch==2.13.0 && pip install -e '.[train]'") from None
     config = TrainConfig(model=model, out=out_dir, micro_batch_size=micro_batch_size, steps=steps,
-                         save_steps=save_steps, resume=resume, audit=audit, verify=full_verify, lr=lr,
-                         min_lr=min_lr, warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip,
-                         seed=seed, device=device)
+                         save_steps=save_steps, save_every=save_every, resume=resume, force=force, audit=audit,
+                         verify=full_verify, lr=lr, min_lr=min_lr, warmup_steps=warmup_steps,
+                         weight_decay=weight_decay, grad_clip=grad_clip, seed=seed, device=device)
     final = run_train(manifest, config, progress=not quiet)
     click.echo(f"trained: {final}")
 
 
 @main.command(name="eval")
 @click.argument("manifest", type=click.Path())
-@click.option("--checkpoint", "checkpoints", required=True, multiple=True, type=click.Path(file_okay=False),
-              help="A checkpoint folder (lit_model.pth + model_config.yaml); repeat, or give a glob, for curves.")
+@click.argument("more_checkpoints", nargs=-1, type=click.Path(file_okay=False), metavar="[CHECKPOINT]...")
+@click.option("--checkpoint", "checkpoints", required=True, multiple=True,
+              help="A checkpoint folder (lit_model.pth + model_config.yaml). For curves: repeat it, list more "
+                   "folders after it (what the shell makes of --checkpoint runs/r/step-*), or quote a glob "
+                   "(--checkpoint 'runs/r/step-*').")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Report folder.")
 @click.option("--verify", "full_verify", is_flag=True, help="Re-hash the build (injc verify) before evaluating.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_user_errors
-def eval_command(manifest, checkpoints, out_dir, full_verify, quiet):
+def eval_command(manifest, more_checkpoints, checkpoints, out_dir, full_verify, quiet):
     """Measure every experiment of MANIFEST on checkpoints: report.json, report.md and PNG plots under --out."""
     try:
         from injc.evals.report import evaluate
@@ -177,5 +215,8 @@ def eval_command(manifest, checkpoints, out_dir, full_verify, quiet):
         problems = run_verify(manifest)
         if problems:
             raise InjcError("the build does not match its manifest (injc verify):", *(f"  {p}" for p in problems))
-    evaluate(manifest, list(checkpoints), out_dir, progress=not quiet)
+    report = evaluate(manifest, [*checkpoints, *more_checkpoints], out_dir, progress=not quiet)
+    for single in report.get("checkpoints", [report]):
+        for warning in single["warnings"]:
+            click.echo(f"injc: warning: {warning}", err=True)
     click.echo(f"wrote {out_dir}/report.json, report.md and plots")

@@ -27,3 +27,7 @@ class LayoutError(InjcError):
 
 class ManifestError(InjcError):
     """A manifest or its shards cannot be read as the format contract says."""
+
+
+class Interrupted(Exception):
+    """The user pressed Ctrl-C; the message says what was kept and how to continue. The CLI exits with 130."""

@@ -80,8 +80,10 @@ def test_build_inspect_verify_round_trip(project, tmp_path):
     assert len(report["density"]["per_step"]) == 50
     assert sum(report["density"]["per_step"]) * 256 == pytest.approx(experiment["tokens"])
 
-    text = injc("inspect", out / "manifest.json", "--plot", tmp_path / "d.png")
+    text = injc("inspect", out / "manifest.json")
     assert text.returncode == 0 and "canaries" in text.stdout and "inserted share of each step" in text.stdout
+    plotted = injc("inspect", out / "manifest.json", "--plot", tmp_path / "d.png")
+    assert plotted.returncode == 0 and plotted.stdout == f"wrote {tmp_path / 'd.png'}\n"  # the plot, not the report
     assert (tmp_path / "d.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     step = report["density"]["per_step"].index(max(report["density"]["per_step"]))

@@ -29,7 +29,8 @@ def run(plan: Path, out: Path, clean: bool) -> dict:
     name = "clean" if clean else "injected"
     injc.build(plan, out / f"build-{name}", clean=clean, force=True, progress=False)
     train(out / f"build-{name}" / "manifest.json",
-          TrainConfig(model=str(MODEL), out=out / f"run-{name}", lr=2e-3, min_lr=2e-4, warmup_steps=20, seed=0),
+          TrainConfig(model=str(MODEL), out=out / f"run-{name}", lr=2e-3, min_lr=2e-4, warmup_steps=20, seed=0,
+                      force=True),
           progress=False)
     return evaluate(out / f"build-{name}" / "manifest.json", [out / f"run-{name}" / "final"], out / f"report-{name}",
                     progress=False)

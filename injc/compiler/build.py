@@ -43,6 +43,7 @@ from injc.shards.manifest import (
     INSERTIONS_NAME,
     ITEMS_NAME,
     MANIFEST_NAME,
+    SHARDS_FOLDER,
     TOKENIZER_NAME,
     VERSION,
     write_manifest,
@@ -227,6 +228,48 @@ def _replace_output(partial: Path, out_dir: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
+BUILD_ENTRIES = {MANIFEST_NAME, INSERTIONS_NAME, ITEMS_NAME, TOKENIZER_NAME, HOLDOUT_NAME, EVALS_FOLDER, SHARDS_FOLDER}
+"""Everything a finished build folder holds: `--force` replaces a folder holding these and nothing else."""
+
+
+def is_injc_build(folder: Path) -> bool:
+    """A finished injc build: its manifest says so, and it holds nothing injc did not write."""
+    try:
+        data = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (isinstance(data, dict) and data.get("format") == FORMAT
+            and all(entry.name in BUILD_ENTRIES for entry in folder.iterdir()))
+
+
+def check_output(out_dir: Path, inputs: list[Path], force: bool) -> None:
+    """Refuse any --out whose replacement could destroy a user's files.
+
+    Never: a folder that holds one of the plan's inputs (or is one). Without `force`: anything non-empty.
+    With `force`: only an earlier injc build (see `is_injc_build`) or an empty folder.
+    """
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise InjcError(f"--out {str(out_dir)!r} is a file, not a folder")
+    resolved = out_dir.resolve()
+    for path in inputs:
+        target = path.resolve()
+        if target == resolved or resolved in target.parents:
+            raise InjcError(f"--out {str(out_dir)!r} holds the plan's input {str(path)!r}; a build never "
+                            f"replaces its own inputs: pick another --out")
+    entries = sorted(entry.name for entry in out_dir.iterdir())
+    if not entries:
+        return
+    if not force:
+        raise InjcError(f"output {str(out_dir)!r} already exists and is not empty; pass --force to replace an "
+                        f"earlier injc build")
+    if not is_injc_build(out_dir):
+        shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+        raise InjcError(f"--force replaces only an earlier injc build or an empty folder; {str(out_dir)!r} is "
+                        f"neither (it holds {shown}): move it away yourself or pick another --out")
+
+
 def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, force: bool = False,
           progress: bool = True, workers: int | None = None) -> BuildResult:
     """Compile a plan into shards, insertions.parquet and manifest.json under `out_dir`.
@@ -242,8 +285,7 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
     out_dir = Path(out_dir)
     plan = load_plan(plan_path)
     tokenizer = load_tokenizer(plan.tokenizer.path, plan.tokenizer.eos)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not force:
-        raise InjcError(f"output {str(out_dir)!r} already exists and is not empty; pass --force to replace it")
+    check_output(out_dir, plan.input_files(), force)
     partial = out_dir.parent / f".{out_dir.name}.injc-partial"
     try:
         with build_lock(out_dir):

@@ -27,6 +27,8 @@ BATCH_CHARS = 1 << 22
 """Characters of text per tokenizer call: large enough to keep every tokenizer thread busy, small in memory."""
 TOKEN_CHUNK = 1 << 24
 """Tokens per chunk read from format = "tokens" files."""
+TOKEN_SAMPLE = 1 << 20
+"""Tokens read from the start of each format = "tokens" file to catch a wrong dtype before the build starts."""
 
 
 def _open_lines(path: Path) -> io.BufferedReader:
@@ -118,24 +120,63 @@ def _text_batches(corpus: CorpusConfig, start: tuple[int, int]) -> Iterator[tupl
         yield keys, batch
 
 
+def _dtype_hint(path: Path, declared: str, vocab_size: int) -> str:
+    """'; it looks like uint16' when reading the file with the other dtype gives plausible ids, else ''."""
+    other = "uint32" if declared == "uint16" else "uint16"
+    if path.stat().st_size % np.dtype(other).itemsize:
+        return ""
+    sample = np.fromfile(path, dtype=np.dtype(other).newbyteorder("<"), count=TOKEN_SAMPLE)
+    if len(sample) and int(sample.max()) < vocab_size and not _looks_like_wide_ids(sample):
+        return f"; it reads as plausible {other} ids: is dtype = \"{other}\"?"
+    return ""
+
+
+def _looks_like_wide_ids(ids: np.ndarray) -> bool:
+    """uint32 ids below 65,536 read as uint16: every second value (the high halves) is 0, the others mostly not."""
+    if len(ids) < 64:
+        return False
+    high, low = ids[1::2], ids[0::2]
+    return bool((high == 0).mean() > 0.99 and (low != 0).mean() > 0.5)
+
+
+def check_token_file(path: Path, declared: str, vocab_size: int) -> None:
+    """Refuse the usual dtype mistakes of a format = "tokens" file, naming the likely dtype.
+
+    Checks the size (a whole number of tokens), the first TOKEN_SAMPLE ids against the vocabulary, and the
+    every-other-zero pattern of little-endian uint32 ids read as uint16. The build checks every id as it goes.
+    """
+    dtype = np.dtype(declared).newbyteorder("<")
+    size = path.stat().st_size
+    if size % dtype.itemsize:
+        raise InputError(f"corpus file {str(path)!r} has {size:,} bytes, not a whole number of {declared} tokens "
+                         f"({dtype.itemsize} bytes each)" + _dtype_hint(path, declared, vocab_size))
+    sample = np.fromfile(path, dtype=dtype, count=TOKEN_SAMPLE)
+    if declared == "uint16" and _looks_like_wide_ids(sample):
+        raise InputError(f"corpus file {str(path)!r} looks like uint32 tokens read as uint16 (every second "
+                         f"uint16 value is 0): is dtype = \"uint32\"?")
+    if len(sample) and int(sample.max()) >= vocab_size:
+        _outside_vocabulary(path, sample, 0, vocab_size, declared)
+
+
+def _outside_vocabulary(path: Path, chunk: np.ndarray, begin: int, vocab_size: int, declared: str):
+    bad = int(np.argmax(chunk >= vocab_size))
+    raise InputError(f"corpus file {str(path)!r} token {begin + bad:,} has id {int(chunk[bad]):,}, outside the "
+                     f"tokenizer's vocabulary [0, {vocab_size:,})" + _dtype_hint(path, declared, vocab_size))
+
+
 def _token_chunks(corpus: CorpusConfig, vocab_size: int, start: dict) -> Iterator[tuple[np.ndarray, Callable]]:
     dtype = np.dtype(corpus.dtype).newbyteorder("<")
     for index in range(start.get("file", 0), len(corpus.files)):
         path = corpus.files[index]
-        size = path.stat().st_size
-        if size % dtype.itemsize:
-            raise InputError(f"corpus file {str(path)!r} has {size} bytes, not a whole number of "
-                             f"{corpus.dtype} tokens")
-        if size == 0:
+        check_token_file(path, corpus.dtype, vocab_size)
+        if path.stat().st_size == 0:
             continue
         tokens = np.memmap(path, dtype=dtype, mode="r")
         first = start.get("token", 0) if index == start.get("file", 0) else 0
         for begin in range(first, len(tokens), TOKEN_CHUNK):
             chunk = tokens[begin:begin + TOKEN_CHUNK]  # a view: the shard writer's copy is the only one
             if chunk.max() >= vocab_size:
-                bad = begin + int(np.argmax(chunk >= vocab_size))
-                raise InputError(f"corpus file {str(path)!r} token {bad:,} has id {int(tokens[bad])}, outside the "
-                                 f"tokenizer's vocabulary [0, {vocab_size})")
+                _outside_vocabulary(path, chunk, begin, vocab_size, corpus.dtype)
             yield chunk, lambda i, file=index, begin=begin: {"file": file, "token": begin + int(i)}
 
 

@@ -46,7 +46,9 @@ def render(reports: list[dict], plots: list[str]) -> str:
     last = reports[-1]
     lines = [f"# injc eval — {last['checkpoint']}", "",
              f"Training steps: {_fmt(last['steps_done'])}. Held-out loss (never-trained rows of the reserved tail): "
-             f"{_fmt((last['heldout'] or {}).get('loss'))}.", "", "## Experiments", ""]
+             f"{_fmt((last['heldout'] or {}).get('loss'))}.", ""]
+    lines += [f"**Warning:** {warning}" for report in reports for warning in report.get("warnings", [])]
+    lines += ["", "## Experiments", ""]
     lines += _table(["experiment", "kind", "mean loss", "headline"],
                     [[name, e["kind"], e["metrics"].get("mean_loss"), _headline(e)]
                      for name, e in last["experiments"].items()])

@@ -31,7 +31,9 @@ class Scorer:
         self.eos_id = eos_id
         self.block = self.config.block_size
         train_state = checkpoint / "train_state.json"
-        self.steps_done = json.loads(train_state.read_text())["steps_done"] if train_state.is_file() else None
+        # what injc train recorded: steps done and the manifest's identity (None for other checkpoints)
+        self.train_state = json.loads(train_state.read_text()) if train_state.is_file() else None
+        self.steps_done = self.train_state["steps_done"] if self.train_state else None
 
     def _fit(self, tokens: np.ndarray) -> np.ndarray:
         """Keep the last block_size + 1 tokens (the model's context) of a sequence."""

@@ -1,10 +1,11 @@
 """`injc eval MANIFEST --checkpoint DIR [DIR ...] --out REPORT`: every experiment's effect on checkpoints.
 
-Writes report.json (one checkpoint: {"checkpoint", "steps_done", "heldout", "experiments": {NAME: {"kind",
+Writes report.json (one checkpoint: {"checkpoint", "steps_done", "heldout", "warnings", "experiments": {NAME: {"kind",
 "metrics", "items"}}}; several: {"checkpoints": [that, ...]}), report.md (tables a person reads) and PNG plots.
 Every experiment gets metrics.mean_loss (see injc.evals.generic); families add the paper's measurements.
 """
 
+import glob
 import json
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ from injc.evals.context import EvalContext
 from injc.evals.markdown import render
 from injc.evals.model import Scorer
 from injc.evals.plots import write_plots
-from injc.shards.manifest import load_manifest
+from injc.shards.manifest import identity_differences, load_manifest
 from injc.shards.stream import TokenStream
 
 FAMILIES = {
@@ -45,10 +46,37 @@ def heldout_loss(ctx: EvalContext) -> dict | None:
     return {"loss": float(np.concatenate(losses).mean()), "rows": int(len(rows))}
 
 
+def resolve_checkpoints(given: list[str | Path]) -> list[Path]:
+    """Checkpoint folders from paths and globs (a quoted `runs/r/step-*` is expanded here, sorted); a glob that
+    matches no folder is an error, and each folder is named once."""
+    folders: list[Path] = []
+    for entry in map(str, given):
+        if glob.has_magic(entry) and not Path(entry).exists():
+            matches = sorted(Path(m) for m in glob.glob(entry) if Path(m).is_dir())
+            if not matches:
+                raise InjcError(f"--checkpoint {entry!r} matches no folder")
+            folders += matches
+        else:
+            folders.append(Path(entry))
+    return list(dict.fromkeys(folders))
+
+
+def manifest_warnings(scorer: Scorer, manifest, checkpoint: str | Path) -> list[str]:
+    """A checkpoint trained on another build than the one evaluated measures the wrong insertions: say so."""
+    if scorer.train_state is None:
+        return [f"{str(checkpoint)!r} has no train_state.json: cannot tell which build it was trained on"]
+    differences = identity_differences(scorer.train_state, manifest)
+    if differences:
+        return [f"{str(checkpoint)!r} was trained on another manifest than the one evaluated "
+                f"({'; '.join(differences)}): its insertions are not the ones measured here"]
+    return []
+
+
 def evaluate_checkpoint(manifest_path: str | Path, checkpoint: str | Path, progress: bool = True) -> dict:
     manifest = load_manifest(manifest_path)
     TokenStream(manifest)  # refuses shards whose sizes differ from the manifest
-    ctx = EvalContext.open(manifest, Scorer(checkpoint, manifest.data["layout"]["eos_id"]))
+    scorer = Scorer(checkpoint, manifest.data["layout"]["eos_id"])
+    ctx = EvalContext.open(manifest, scorer)
     experiments = {}
     for entry in tqdm(manifest.experiments, desc=f"eval {Path(checkpoint).name}", disable=not progress,
                       file=sys.stderr):
@@ -59,7 +87,7 @@ def evaluate_checkpoint(manifest_path: str | Path, checkpoint: str | Path, progr
             result["metrics"]["mean_loss"] = generic.mean_loss(ctx, entry)["metrics"]["mean_loss"]
         experiments[entry["name"]] = {"kind": entry["kind"], **result}
     return {"checkpoint": str(checkpoint), "steps_done": ctx.scorer.steps_done, "heldout": heldout_loss(ctx),
-            "experiments": experiments}
+            "warnings": manifest_warnings(scorer, manifest, checkpoint), "experiments": experiments}
 
 
 def _json_safe(value):
@@ -74,7 +102,9 @@ def _json_safe(value):
 
 def evaluate(manifest_path: str | Path, checkpoints: list[str | Path], out: str | Path,
              progress: bool = True) -> dict:
-    """Evaluate each checkpoint (sorted by training steps) and write report.json, report.md and plots to `out`."""
+    """Evaluate each checkpoint (folders or globs; sorted by training steps) and write report.json, report.md and
+    plots to `out`. Each report's `warnings` says when a checkpoint was trained on another manifest."""
+    checkpoints = resolve_checkpoints(checkpoints)
     if not checkpoints:
         raise InjcError("give at least one --checkpoint")
     reports = [evaluate_checkpoint(manifest_path, c, progress) for c in checkpoints]

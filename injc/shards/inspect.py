@@ -6,6 +6,7 @@ fast on tables of millions of rows.
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import pyarrow.parquet as pq
 from injc.shards.manifest import Manifest, load_manifest
 
 BAR_WIDTH = 40
+TEXT_WIDTH = 100
 TEXT_BINS = 20
 COMMON_KEYS = {"name", "kind", "items", "repetitions", "insertions", "tokens", "fraction_of_run", "placement", "files",
                "eval_records"}
@@ -21,7 +23,8 @@ COMMON_KEYS = {"name", "kind", "items", "repetitions", "insertions", "tokens", "
 
 def _describe(value) -> str:
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_describe(v)}" for k, v in value.items()) + "}"
+        keys = sorted(value, key=int) if all(k.lstrip("-").isdigit() for k in value) else list(value)  # tiers
+        return "{" + ", ".join(f"{k}: {_describe(value[k])}" for k in keys) + "}"
     if isinstance(value, list) and value and isinstance(value[0], dict):
         return "; ".join(_describe(v) for v in value)
     return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else str(value)
@@ -95,19 +98,32 @@ class Report:
                 lines.append(f"  steps {steps[0]:>7,}–{steps[-1]:<7,} {value:>9.4%} {bar}")
         return "\n".join(lines)
 
-    def step_table(self, step: int) -> str:
-        """Every insertion in one step, in offset order."""
+    def step_table(self, step: int, text: bool = False) -> str:
+        """Every insertion in one step, in offset order; `text` adds each payload decoded by the build's
+        tokenizer (one line, cut at TEXT_WIDTH characters)."""
         layout = self.manifest.layout
-        table = pq.read_table(self.manifest.insertions_path,
-                              columns=["experiment", "item", "repetition", "offset", "length", "row", "col"],
-                              filters=[("step", "=", step)])
+        columns = ["experiment", "item", "repetition", "offset", "length", "row", "col"] + (["tokens"] if text else [])
+        table = pq.read_table(self.manifest.insertions_path, columns=columns, filters=[("step", "=", step)])
         lines = [f"step {step}: {table.num_rows} insertions "
                  f"(tokens [{step * layout.tokens_per_step:,}, {(step + 1) * layout.tokens_per_step:,}))",
                  f"{'experiment':<24} {'item':>8} {'rep':>5} {'row':>6} {'col':>7} {'length':>7} {'offset':>14}"]
         for r in table.to_pylist():
             lines.append(f"{r['experiment'][:24]:<24} {r['item']:>8} {r['repetition']:>5} {r['row']:>6} "
                          f"{r['col']:>7} {r['length']:>7} {r['offset']:>14,}")
+            if text:
+                lines.append(f"    {self._decode(r['tokens'])}")
         return "\n".join(lines)
+
+    @cached_property
+    def _tokenizer(self):
+        from tokenizers import Tokenizer
+
+        return Tokenizer.from_file(str(self.manifest.root / self.manifest.data["tokenizer"]["path"]))
+
+    def _decode(self, tokens: list[int]) -> str:
+        decoded = self._tokenizer.decode(tokens, skip_special_tokens=False)
+        shown = json.dumps(decoded, ensure_ascii=False)
+        return shown if len(shown) <= TEXT_WIDTH else shown[:TEXT_WIDTH - 1] + "…"
 
     def plot(self, path: str | Path) -> None:
         """Inserted share of each step's tokens, stacked by experiment, as a PNG."""

@@ -22,6 +22,7 @@ ITEMS_NAME = "items.parquet"
 TOKENIZER_NAME = "tokenizer.json"
 EVALS_FOLDER = "evals"
 HOLDOUT_NAME = "holdout.bin"
+SHARDS_FOLDER = "shards"
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,37 @@ class Manifest:
     @property
     def variant(self) -> str:
         return self.data["variant"]
+
+    @property
+    def identity(self) -> dict:
+        """What makes two builds the same training data: the plan, the layout and every shard's bytes.
+
+        Recorded in every checkpoint (train_state.json), so a resume or an eval can tell which build it was.
+        """
+        layout = self.data["layout"]
+        shards = "".join(shard["sha256"] for shard in self.shards)
+        return {"plan_sha256": self.data["plan"]["sha256"],
+                "layout": {k: layout[k] for k in ("seq_len", "batch_size", "steps", "dtype")},
+                "shards_sha256": hashlib.sha256(shards.encode()).hexdigest()}
+
+
+def identity_differences(recorded: dict | None, manifest: Manifest) -> list[str]:
+    """How a checkpoint's recorded build differs from `manifest` ([] when it is the same build).
+
+    Checkpoints written before identities were recorded carry only `plan_sha256`, which is compared alone.
+    """
+    current = manifest.identity
+    recorded = recorded or {}
+    if "plan_sha256" not in recorded:
+        return ["it records no manifest (not written by injc train)"]
+    differences = []
+    if recorded["plan_sha256"] != current["plan_sha256"]:
+        differences.append(f"plan sha256 {recorded['plan_sha256'][:12]}… ≠ {current['plan_sha256'][:12]}…")
+    if "layout" in recorded and recorded["layout"] != current["layout"]:
+        differences.append(f"layout {recorded['layout']} ≠ {current['layout']}")
+    if "shards_sha256" in recorded and recorded["shards_sha256"] != current["shards_sha256"]:
+        differences.append("the shards' bytes differ")
+    return differences
 
 
 def content_checksum(data: dict) -> str:

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-SHARD_NAME = "shards/shard_{index:05d}.bin"
+from injc.shards.manifest import SHARDS_FOLDER
+
+SHARD_NAME = SHARDS_FOLDER + "/shard_{index:05d}.bin"
 BLOCK_TOKENS = 1 << 20
 
 
@@ -101,7 +103,7 @@ def write_shards(
     Yields each shard as it is written (synced) with the cursor of the next shard's first token, from which the
     chunk source can resume. Returns early when the chunks run out; the caller checks the total.
     """
-    (out_dir / "shards").mkdir(parents=True, exist_ok=True)
+    (out_dir / SHARDS_FOLDER).mkdir(parents=True, exist_ok=True)
     buffer = np.empty(min(shard_tokens, total_tokens), dtype=dtype)
     first_token, index = first_index * shard_tokens, first_index
     chunks = iter(chunks)

@@ -4,22 +4,28 @@ Step s of the manifest is exactly one optimizer step on stream[s*B*L:(s+1)*B*L] 
 its config and the checkpoint layout are LitGPT's (`lit_model.pth` + `model_config.yaml`); the loop is a short
 plain-PyTorch one so that nothing between the shards and the model can reorder data.
 
-Outputs under DIR: metrics.jsonl (one line per step), audit.jsonl (--audit), step-NNNNNN/ for each --save-steps
-(the state after NNNNNN optimizer steps), final/. Each checkpoint folder also holds optimizer.pth and
-train_state.json so --resume continues at the next step with the same data.
+Outputs under DIR: metrics.jsonl (one line per step), audit.jsonl (--audit), step-NNNNNN/ for --save-every and
+--save-steps (the state after NNNNNN optimizer steps), final/. Each checkpoint folder also holds optimizer.pth and
+train_state.json (steps done and the manifest's identity) so --resume continues at the next step with the same
+data, and refuses another manifest. A run folder holds one run: see `prepare_run_folder`.
 """
 
 import dataclasses
 import json
 import math
+import re
+import shutil
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from injc.errors import InjcError, ManifestError
-from injc.shards.manifest import Manifest, load_manifest
+from injc.errors import InjcError, Interrupted, ManifestError
+from injc.shards.manifest import Manifest, identity_differences, load_manifest
 from injc.shards.stream import TokenStream
 from injc.shards.verify import verify
 from injc.train.data import batch_sha256, micro_batches
@@ -36,8 +42,13 @@ class TrainConfig:
     steps: int | None = None
     """Train only the first `steps` steps of the manifest (None: all); the LR schedule stays the whole run's."""
     save_steps: tuple[int, ...] = ()
-    """Save a checkpoint after each of these many optimizer steps."""
+    """Save a checkpoint after exactly these step counts (a list: 100, 250, 1000)."""
+    save_every: int | None = None
+    """Save a checkpoint after every `save_every` steps (100 → after steps 100, 200, ...)."""
     resume: bool = False
+    """Continue after the latest checkpoint in `out` (of the same manifest, else an error)."""
+    force: bool = False
+    """Replace an earlier run in `out` (a folder holding only what injc train writes)."""
     audit: bool = False
     verify: bool = False
     """Re-hash every shard before training (otherwise sizes are checked)."""
@@ -81,15 +92,23 @@ def model_config(name_or_file: str, manifest: Manifest):
 
 
 def _checkpoint(folder: Path, model, optimizer, config, steps_done: int, manifest: Manifest) -> None:
+    """Write a checkpoint into a hidden temporary folder, then rename it into place: a checkpoint folder is
+    always whole, whenever the process dies (an older one of the same name is swapped out first)."""
     from litgpt.utils import save_config
 
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), folder / "lit_model.pth")
-    torch.save(optimizer.state_dict(), folder / "optimizer.pth")
-    save_config(config, folder)
-    state = {"steps_done": steps_done, "manifest": str(manifest.root / "manifest.json"),
-             "plan_sha256": manifest.data["plan"]["sha256"]}
-    (folder / "train_state.json").write_text(json.dumps(state, indent=2) + "\n")
+    partial, old = folder.with_name(f".{folder.name}.tmp"), folder.with_name(f".{folder.name}.old")
+    for leftover in (partial, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    partial.mkdir(parents=True)
+    torch.save(model.state_dict(), partial / "lit_model.pth")
+    torch.save(optimizer.state_dict(), partial / "optimizer.pth")
+    save_config(config, partial)
+    state = {"steps_done": steps_done, "manifest": str(manifest.root / "manifest.json"), **manifest.identity}
+    (partial / "train_state.json").write_text(json.dumps(state, indent=2) + "\n")
+    if folder.exists():
+        folder.rename(old)
+    partial.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _latest_checkpoint(out: Path) -> Path | None:
@@ -101,6 +120,82 @@ def _latest_checkpoint(out: Path) -> Path | None:
     return max(candidates, key=lambda p: json.loads((p / "train_state.json").read_text())["steps_done"])
 
 
+def is_run_entry(name: str) -> bool:
+    """What `injc train` writes into a run folder: logs, step-NNNNNN/ and final/ checkpoints (and their hidden
+    temporary twins, left by a process killed while saving)."""
+    return (name in ("metrics.jsonl", "audit.jsonl")
+            or re.fullmatch(r"\.?(final|step-\d{6,})(\.tmp|\.old)?", name) is not None)
+
+
+def prepare_run_folder(out: Path, manifest: Manifest, config: TrainConfig, total: int) -> Path | None:
+    """Check `out` before anything is written; returns the checkpoint to resume from (None: a fresh run).
+
+    A fresh run needs an empty or absent folder; `force` replaces an earlier run whole (only if the folder holds
+    nothing but what injc train writes). A resume needs a checkpoint of the same manifest with fewer steps done
+    than asked for. Nothing is created or deleted when a check fails.
+    """
+    if config.resume and config.force:
+        raise InjcError("--resume continues the run in --out and --force replaces it: give one of them")
+    if config.resume:
+        latest = _latest_checkpoint(out) if out.is_dir() else None
+        if latest is None:
+            raise InjcError(f"--resume: no checkpoint under {str(out)!r}; train without --resume to start a run")
+        state = json.loads((latest / "train_state.json").read_text())
+        differences = identity_differences(state, manifest)
+        if differences:
+            raise InjcError(f"--resume: {str(latest)!r} was trained on another manifest ({'; '.join(differences)}); "
+                            f"resume with the manifest it was trained on, or start a new run in another --out")
+        if state["steps_done"] > total:
+            raise InjcError(f"--steps {total:,}: {str(latest)!r} has already trained {state['steps_done']:,} steps; "
+                            f"ask for more steps than that")
+        return latest
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        raise InjcError(f"--out {str(out)!r} is a file, not a folder")
+    entries = sorted(out.iterdir())
+    if not entries:
+        return None
+    if not config.force:
+        raise InjcError(f"run folder {str(out)!r} is not empty; add --resume to continue its run, or --force to "
+                        f"replace it")
+    strays = [entry.name for entry in entries if not is_run_entry(entry.name)]
+    if strays:
+        shown = ", ".join(strays[:5]) + (f" and {len(strays) - 5} more" if len(strays) > 5 else "")
+        raise InjcError(f"--force replaces only an earlier injc run; {str(out)!r} also holds {shown}: move it "
+                        f"away yourself or pick another --out")
+    for entry in entries:
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    return None
+
+
+class StopRequest:
+    """Ctrl-C during training asks to stop after the current step, with a checkpoint; a second one stops at once.
+
+    Signal handlers can only be set from the main thread; elsewhere Ctrl-C keeps its default behaviour.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self.previous = None
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("injc: stopping after this step with a checkpoint (Ctrl-C again to stop at once)", file=sys.stderr,
+              flush=True)
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
 def _keep_lines_before(path: Path, step: int) -> None:
     """Drop log lines of steps that a resume will train again (written after the last checkpoint)."""
     if path.is_file():
@@ -109,7 +204,10 @@ def _keep_lines_before(path: Path, step: int) -> None:
 
 
 def train(manifest_path: str | Path, config: TrainConfig, progress: bool = True) -> Path:
-    """Train on the manifest's stream; returns the final checkpoint folder."""
+    """Train on the manifest's stream; returns the final checkpoint folder.
+
+    Ctrl-C stops after the current step with a checkpoint (`Interrupted` says where); `--resume` continues it.
+    """
     from litgpt.model import GPT
 
     manifest = load_manifest(manifest_path)
@@ -119,7 +217,11 @@ def train(manifest_path: str | Path, config: TrainConfig, progress: bool = True)
             raise ManifestError("shards do not match the manifest (injc verify):", *problems)
     stream = TokenStream(manifest)
     layout = manifest.layout
-    total = layout.steps if config.steps is None else min(config.steps, layout.steps)
+    if config.steps is not None and config.steps > layout.steps:
+        raise InjcError(f"--steps {config.steps:,} is more than the manifest's run of {layout.steps:,} steps")
+    total = layout.steps if config.steps is None else config.steps
+    out = Path(config.out)
+    latest = prepare_run_folder(out, manifest, config, total)
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     seed = manifest.data["plan"]["seed"] if config.seed is None else config.seed
 
@@ -128,63 +230,80 @@ def train(manifest_path: str | Path, config: TrainConfig, progress: bool = True)
     model = GPT(model_cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                                   betas=(config.beta1, config.beta2), fused=device.type == "cuda")
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     start = 0
-    if config.resume:
-        latest = _latest_checkpoint(out)
-        if latest is None:
-            raise InjcError(f"--resume: no checkpoint with train_state.json under {str(out)!r}")
+    if latest is not None:
         model.load_state_dict(torch.load(latest / "lit_model.pth", map_location=device, weights_only=True))
         optimizer.load_state_dict(torch.load(latest / "optimizer.pth", map_location=device, weights_only=True))
         start = json.loads((latest / "train_state.json").read_text())["steps_done"]
+        if start == total:
+            if progress:
+                print(f"{latest} has already trained {total:,} steps: nothing to do", flush=True)
+            return latest
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
     for name in ("metrics.jsonl", "audit.jsonl"):
-        if config.resume:
-            _keep_lines_before(out / name, start)
-        else:
-            (out / name).unlink(missing_ok=True)
+        _keep_lines_before(out / name, start)
 
     noise = EmbeddingNoise(manifest.data.get("directives", []))
     model.transformer.wte.register_forward_hook(noise)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     save_steps = set(config.save_steps)
-    metrics = open(out / "metrics.jsonl", "a")
+    metrics = open(out / "metrics.jsonl", "a", buffering=1)  # line-buffered: a live log, one line per step
     audit = open(out / "audit.jsonl", "a") if config.audit else None
     model.train()
     try:
-        for step in range(start, total):
-            started = time.perf_counter()
-            batch = stream.batch(step)
-            if audit is not None:
-                audit.write(json.dumps({"step": step, "tokens_sha256": batch_sha256(batch)}) + "\n")
-            tokens = torch.from_numpy(batch.astype("int64")).to(device, non_blocking=True)
-            lr = learning_rate(step, layout.steps, config)  # the whole run's schedule, so --steps can stop and resume
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss_sum = 0.0
-            for rows, inputs, targets in micro_batches(tokens, config.micro_batch_size):
-                noise.at(step, rows)
-                with autocast:
-                    logits = model(inputs)
-                    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
-                (loss * len(rows) / layout.batch_size).backward()
-                loss_sum += loss.item() * len(rows)
-            if config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            seconds = time.perf_counter() - started
-            metrics.write(json.dumps({"step": step, "loss": loss_sum / layout.batch_size, "lr": lr,
-                                      "tokens_per_sec": layout.tokens_per_step / seconds}) + "\n")
-            if progress and (step % 10 == 0 or step == total - 1):
-                print(f"step {step:>7,}/{total:,}  loss {loss_sum / layout.batch_size:.4f}  lr {lr:.2e}  "
-                      f"{layout.tokens_per_step / seconds:,.0f} tok/s", flush=True)
-            if step + 1 in save_steps:
-                metrics.flush()
-                _checkpoint(out / f"step-{step + 1:06d}", model, optimizer, model_cfg, step + 1, manifest)
+        with StopRequest() as stop:
+            for step in range(start, total):
+                started = time.perf_counter()
+                batch = stream.batch(step)
+                if audit is not None:
+                    audit.write(json.dumps({"step": step, "tokens_sha256": batch_sha256(batch)}) + "\n")
+                tokens = torch.from_numpy(batch.astype("int64")).to(device, non_blocking=True)
+                lr = learning_rate(step, layout.steps, config)  # the whole run's schedule: --steps and resume compose
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                loss_sum = 0.0
+                for rows, inputs, targets in micro_batches(tokens, config.micro_batch_size):
+                    noise.at(step, rows)
+                    with autocast:
+                        logits = model(inputs)
+                        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+                    (loss * len(rows) / layout.batch_size).backward()
+                    loss_sum += loss.item() * len(rows)
+                if config.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                seconds = time.perf_counter() - started
+                metrics.write(json.dumps({"step": step, "loss": loss_sum / layout.batch_size, "lr": lr,
+                                          "tokens_per_sec": layout.tokens_per_step / seconds}) + "\n")
+                if progress and (step % 10 == 0 or step == total - 1):
+                    print(f"step {step:>7,}/{total:,}  loss {loss_sum / layout.batch_size:.4f}  lr {lr:.2e}  "
+                          f"{layout.tokens_per_step / seconds:,.0f} tok/s", flush=True)
+                done = step + 1
+                saving = done in save_steps or (config.save_every and done % config.save_every == 0)
+                if saving or (stop.requested and done < total):
+                    if audit is not None:
+                        audit.flush()
+                    _checkpoint(out / f"step-{done:06d}", model, optimizer, model_cfg, done, manifest)
+                if stop.requested and done < total:
+                    raise Interrupted(f"stopped after step {done:,} of {total:,}; checkpoint "
+                                      f"{out / f'step-{done:06d}'}: add --resume to the same command to continue")
+            _checkpoint(out / "final", model, optimizer, model_cfg, total, manifest)  # a Ctrl-C now waits for it
+    except KeyboardInterrupt:
+        kept = _latest_checkpoint(out)
+        if kept is None and start == 0:
+            if created:
+                shutil.rmtree(out, ignore_errors=True)
+            else:
+                for entry in out.iterdir():
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            raise Interrupted("nothing was trained to a checkpoint, so nothing was kept: run the same command "
+                              "again") from None
+        raise Interrupted(f"the latest checkpoint is {kept}: add --resume to the same command to continue "
+                          f"from it") from None
     finally:
         metrics.close()
         if audit is not None:
             audit.close()
-    _checkpoint(out / "final", model, optimizer, model_cfg, total, manifest)
     return out / "final"

@@ -64,7 +64,7 @@ def test_token_files_pass_through_and_are_range_checked(tmp_path, tokenizer):
     ids.tofile(tmp_path / "a.bin")
     assert np.array_equal(stream([tmp_path / "a.bin"], "tokens", tokenizer, "uint16"), ids)
     np.array([1, 2, 60000], dtype="<u2").tofile(tmp_path / "bad.bin")
-    with pytest.raises(InputError, match=r"token 2 has id 60000, outside the tokenizer's vocabulary"):
+    with pytest.raises(InputError, match=r"token 2 has id 60,000, outside the tokenizer's vocabulary"):
         stream([tmp_path / "bad.bin"], "tokens", tokenizer, "uint16")
     (tmp_path / "odd.bin").write_bytes(b"\x01\x02\x03")
     with pytest.raises(InputError, match="not a whole number of uint16 tokens"):

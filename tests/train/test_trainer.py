@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import injc
-from tests.conftest import CANARIES
+from tests.train.conftest import run
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("litgpt")
@@ -17,41 +17,6 @@ from litgpt.model import GPT  # noqa: E402
 from injc.train.data import batch_sha256, micro_batches  # noqa: E402
 from injc.train.noise import EmbeddingNoise, embedding_noise  # noqa: E402
 from injc.train.trainer import TrainConfig, learning_rate, train  # noqa: E402
-
-TINY = """name: tiny
-n_layer: 1
-n_head: 2
-n_embd: 32
-intermediate_size: 64
-block_size: 63
-vocab_size: 400
-bias: true
-parallel_residual: false
-norm_class_name: LayerNorm
-mlp_class_name: GptNeoxMLP
-"""
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory, tokenizer_path):
-    """One small build shared by the module: 50 steps of 4 rows × 64 tokens."""
-    from tests.conftest import make_documents, write_jsonl
-
-    root = tmp_path_factory.mktemp("train")
-    (root / "tokenizer.json").write_bytes(tokenizer_path.read_bytes())
-    write_jsonl(root / "data" / "a.jsonl", [{"text": t} for t in make_documents(300, seed=1)])
-    write_jsonl(root / "payloads" / "canaries.jsonl", [{"text": f"canary {i}"} for i in range(20)])
-    (root / "plan.toml").write_text("[layout]\nseq_len = 64\nbatch_size = 4\nsteps = 50\nseed = 7\n"
-                                    "[tokenizer]\npath = \"tokenizer.json\"\n[corpus]\npaths = [\"data/*.jsonl\"]\n"
-                                    + CANARIES)
-    (root / "tiny.yaml").write_text(TINY)
-    injc.build(root / "plan.toml", root / "out", progress=False)
-    return root
-
-
-def run(built, out, **kwargs):
-    config = TrainConfig(model=str(built / "tiny.yaml"), out=out, **kwargs)
-    return train(built / "out" / "manifest.json", config, progress=False)
 
 
 def weights(folder):

@@ -1,5 +1,5 @@
 # Shortcuts; every target is one documented command.
-.PHONY: demo test bench paper-small
+.PHONY: demo test bench paper-small cpdt
 
 demo:
 	injc build examples/demo/plan.toml --out out/demo --force && injc inspect out/demo/manifest.json
@@ -12,3 +12,6 @@ bench:
 
 paper-small:
 	python examples/paper-small/reproduce.py
+
+cpdt:
+	python examples/cpdt/run.py

@@ -18,7 +18,8 @@ import click
 
 from injc.errors import InjcError, Interrupted
 
-ON_INTERRUPT = {"build": "run the same command again to resume (finished shards are kept)"}
+ON_INTERRUPT = {"build": "run the same command again to resume (finished shards are kept)",
+                "cpdt": "run the same command again to continue with the rows not finished"}
 """What an interrupted command leaves and how to continue, when there is more to say than 'interrupted'."""
 
 
@@ -64,14 +65,19 @@ def main():
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Tokenize in N processes (default: one process using the tokenizer's threads). "
                    "The output is identical for any value.")
+@click.option("--only", help="Write only these experiments (comma-separated names; '' for none): the other "
+                             "experiments' payloads are still made, so items match the whole plan's.")
+@click.option("--seed", type=click.IntRange(min=0), help="Use this seed instead of the plan's [layout] seed.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @_user_errors
-def build(plan, out_dir, clean, force, workers, quiet, as_json):
+def build(plan, out_dir, clean, force, workers, only, seed, quiet, as_json):
     """Compile PLAN (a TOML file) into shards, insertions.parquet and manifest.json under --out."""
     from injc.compiler.build import build as run_build
 
-    result = run_build(plan, out_dir, clean=clean, force=force, progress=not quiet, workers=workers)
+    names = None if only is None else [name.strip() for name in only.split(",") if name.strip()]
+    result = run_build(plan, out_dir, clean=clean, force=force, progress=not quiet, workers=workers, only=names,
+                       seed=seed)
     if as_json:
         click.echo(json.dumps({"manifest": str(result.manifest_path), "total_tokens": result.total_tokens,
                                "shards": result.shards, "insertions": result.insertions,
@@ -151,7 +157,10 @@ def _step_list(ctx, param, value):
 
 @main.command()
 @click.argument("manifest", type=click.Path())
-@click.option("--model", required=True, help="LitGPT config name (e.g. pythia-14m) or a YAML file of Config fields.")
+@click.option("--model", help="LitGPT config name (e.g. pythia-14m) or a YAML file of Config fields (a fresh model).")
+@click.option("--init", "init", type=click.Path(file_okay=False),
+              help="Continue from this LitGPT checkpoint folder (its weights and config) instead of --model.")
+@click.option("--init-optimizer", is_flag=True, help="With --init: load its optimizer.pth too (default: fresh AdamW).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run folder.")
 @click.option("--micro-batch-size", type=click.IntRange(min=1), default=4, show_default=True,
               help="Rows per forward pass (gradients accumulate to one step per manifest step).")
@@ -174,8 +183,8 @@ def _step_list(ctx, param, value):
 @click.option("--device", help="cpu, cuda, ... (default: cuda when available).")
 @click.option("--quiet", is_flag=True, help="No per-step lines.")
 @_user_errors
-def train(manifest, model, out_dir, micro_batch_size, steps, save_steps, save_every, resume, force, audit, full_verify,
-          lr, min_lr, warmup_steps, weight_decay, grad_clip, seed, device, quiet):
+def train(manifest, model, init, init_optimizer, out_dir, micro_batch_size, steps, save_steps, save_every, resume,
+          force, audit, full_verify, lr, min_lr, warmup_steps, weight_decay, grad_clip, seed, device, quiet):
     """Train a LitGPT model on MANIFEST's shards, step-exact: step s is exactly stream[s*B*L:(s+1)*B*L]."""
     try:
         from injc.train.trainer import TrainConfig
@@ -183,12 +192,48 @@ def train(manifest, model, out_dir, micro_batch_size, steps, save_steps, save_ev
     except ImportError as error:
         raise InjcError(f"training needs torch and litgpt ({error.name} is missing): "
                         "pip install torch==2.13.0 && pip install -e '.[train]'") from None
-    config = TrainConfig(model=model, out=out_dir, micro_batch_size=micro_batch_size, steps=steps,
-                         save_steps=save_steps, save_every=save_every, resume=resume, force=force, audit=audit,
-                         verify=full_verify, lr=lr, min_lr=min_lr, warmup_steps=warmup_steps,
-                         weight_decay=weight_decay, grad_clip=grad_clip, seed=seed, device=device)
+    config = TrainConfig(model=model, out=out_dir, init=init, init_optimizer=init_optimizer,
+                         micro_batch_size=micro_batch_size, steps=steps, save_steps=save_steps,
+                         save_every=save_every, resume=resume, force=force, audit=audit, verify=full_verify, lr=lr,
+                         min_lr=min_lr, warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip,
+                         seed=seed, device=device)
     final = run_train(manifest, config, progress=not quiet)
     click.echo(f"trained: {final}")
+
+
+@main.command()
+@click.argument("plan", type=click.Path(dir_okay=False))
+@click.option("--checkpoint", required=True, type=click.Path(file_okay=False),
+              help="The LitGPT checkpoint every row continues from (its vocabulary and context must fit the plan).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Design folder.")
+@click.option("--steps", type=click.IntRange(min=1), help="Steps per row (default: the plan's run; never more).")
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Repeats with seeds plan seed + 0, 1, ...: placements and items move, rows stay paired.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Rows trained at once, in separate processes.")
+@click.option("--lr", type=float, default=4e-4, show_default=True)
+@click.option("--min-lr", type=float, default=4e-5, show_default=True)
+@click.option("--warmup-steps", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--micro-batch-size", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--device", help="cpu, cuda, ... (default: cuda when available).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_user_errors
+def cpdt(plan, checkpoint, out_dir, steps, seeds, jobs, lr, min_lr, warmup_steps, micro_batch_size, device, quiet):
+    """Continual pretraining dependence test: one short run from --checkpoint per row (none, each experiment
+    alone, all), every experiment's outcome after each; writes cpdt.json, cpdt.md and cpdt.png under --out.
+
+    A killed run continues with the rows it has not finished when the same command is run again.
+    """
+    try:
+        from injc.evals.cpdt import CpdtConfig
+        from injc.evals.cpdt import cpdt as run_cpdt
+    except ImportError as error:
+        raise InjcError(f"cpdt needs torch and litgpt ({error.name} is missing): "
+                        "pip install torch==2.13.0 && pip install -e '.[train]'") from None
+    config = CpdtConfig(checkpoint=checkpoint, steps=steps, seeds=seeds, jobs=jobs, lr=lr, min_lr=min_lr,
+                        warmup_steps=warmup_steps, micro_batch_size=micro_batch_size, device=device)
+    run_cpdt(plan, config, out_dir, progress=not quiet)
+    click.echo(f"wrote {out_dir}/cpdt.json, cpdt.md and cpdt.png")
 
 
 @main.command(name="eval")

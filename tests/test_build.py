@@ -170,3 +170,37 @@ def test_existing_output_is_not_replaced_without_force(full_plan, tmp_path):
         injc.build(full_plan, tmp_path / "out", progress=False)
     injc.build(full_plan, tmp_path / "out", progress=False, force=True)
     assert injc.verify(tmp_path / "out") == []
+
+
+def test_only_writes_the_named_experiments_with_the_whole_plans_items(project, tmp_path):
+    """`facts` comes after an iid experiment that takes tail rows first: written alone, it must get the same rows."""
+    plan = project('[[experiments]]\nname = "first"\nkind = "iid"\ncount = 4\n\n'
+                   '[[experiments]]\nname = "facts"\nkind = "iid"\ncount = 8\nwindows = 2\n',
+                   corpus='paths = ["data/*.jsonl"]\nholdout_tokens = 2000')
+    injc.build(plan, tmp_path / "all", progress=False)
+    injc.build(plan, tmp_path / "facts", progress=False, only=["facts"], seed=9)
+    injc.build(plan, tmp_path / "none", progress=False, only=[])
+    injc.build(plan, tmp_path / "clean", progress=False, clean=True)
+    facts = injc.load_manifest(tmp_path / "facts")
+    assert [e["name"] for e in facts.experiments] == ["facts"] and facts.data["plan"]["only"] == ["facts"]
+    assert facts.data["plan"]["seed"] == 9 and injc.load_manifest(tmp_path / "all").data["plan"]["only"] is None
+    items = {name: pq.read_table(tmp_path / name / "items.parquet").to_pylist() for name in ("all", "facts")}
+    assert [i for i in items["all"] if i["experiment"] == "facts"] == items["facts"]
+    table = pq.read_table(tmp_path / "facts" / "insertions.parquet")
+    assert set(table.column("experiment").to_pylist()) == {"facts"} and table.num_rows == 16
+    none, clean = injc.open_stream(tmp_path / "none"), injc.open_stream(tmp_path / "clean")
+    assert np.array_equal(none.tokens(0, len(none)), clean.tokens(0, len(clean)))  # the plain base stream
+    assert injc.verify(tmp_path / "facts") == [] and injc.verify(tmp_path / "none") == []
+    with pytest.raises(injc.InjcError, match="no experiment 'fact'; did you mean 'facts'"):
+        injc.build(plan, tmp_path / "x", progress=False, only=["fact"])
+
+
+def test_skip_tokens_builds_a_later_window_of_the_same_corpus(project, tmp_path):
+    plan = project(layout="seq_len = 64\nbatch_size = 4\nsteps = 20\nseed = 7")
+    injc.build(plan, tmp_path / "first", progress=False)
+    injc.build(plan, tmp_path / "later", progress=False, skip_tokens=1280)  # 5 steps in
+    first, later = injc.open_stream(tmp_path / "first"), injc.open_stream(tmp_path / "later")
+    assert np.array_equal(later.tokens(0, 3840), first.tokens(1280, 5120))
+    assert injc.load_manifest(tmp_path / "later").data["corpus"]["skip_tokens"] == 1280
+    with pytest.raises(injc.LayoutError, match="skip_tokens 1,000,000"):
+        injc.build(plan, tmp_path / "far", progress=False, skip_tokens=1_000_000)

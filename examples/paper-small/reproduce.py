@@ -47,13 +47,15 @@ def summarize(injected: dict, clean: dict, minutes: float, plan: Path) -> str:
         f"Produced by `python examples/paper-small/reproduce.py` in {minutes:.1f} minutes on this machine's CPU "
         f"(model: examples/demo/tiny-gpt.yaml; plan: {plan.resolve().relative_to(ROOT)}).", "",
         "## 1. Memorization by repetitions (canaries: host dialogue + 8 random tokens)", "",
-        "| repetitions | member loss | never-inserted loss | Δ [95% CI] | Cohen's d | p | TPR@1%FPR | clean run Δ |",
+        "| repetitions | member loss | never-inserted loss | Δ [95% CI] | Cohen's d | p | TPR at achieved FPR "
+        "(target 1%; non-members) | clean run Δ |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for key, c in canaries.items():
         lines.append(f"| {c['repetitions']}× | {c['mean_member']:.3f} | {c['mean_nonmember']:.3f} | "
                      f"{c['difference']:+.3f} [{c['difference_ci95'][0]:+.3f}, {c['difference_ci95'][1]:+.3f}] | "
-                     f"{c['effect_size_d']:.2f} | {c['p_value']:.4f} | {c['tpr_at_1pct_fpr']:.2f} | "
+                     f"{c['effect_size_d']:.2f} | {c['p_value']:.4f} | {c['membership']['tpr']:.2f} at "
+                     f"{c['membership']['fpr']:.3f} ({c['membership']['nonmembers']}) | "
                      f"{clean_canaries[key]['difference']:+.3f} |")
     lines += ["", "## 2. Contamination uplift by repetitions (accuracy minus holdout accuracy)", "",
               "| repetitions | questions | accuracy | uplift [95% CI] | p | clean run uplift |",

@@ -19,6 +19,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +32,9 @@ from injc.compiler.corpus import base_stream, fingerprint_files
 from injc.compiler.plan import Plan, load_plan
 from injc.compiler.schedule import Request, Schedule, compile_schedule
 from injc.compiler.source import PreparedStream, corpus_too_small, streaming_counts
+from injc.compiler.tables import did_you_mean
 from injc.compiler.tokenizer import LoadedTokenizer, load_tokenizer
-from injc.errors import InjcError
+from injc.errors import InjcError, LayoutError
 from injc.injectors.base import Context, HoldoutPool, Payload
 from injc.shards.files import fsync_path, sha256_file, write_atomic
 from injc.shards.insertions import write_insertions, write_items
@@ -105,6 +107,20 @@ def schedule_payloads(plan: Plan, payloads: list[Payload], dtype: np.dtype) -> t
     first_item = np.cumsum([0] + [len(p.items) for p in payloads])[:-1].astype(np.int64)
     source = flat_starts[first_item[schedule.experiment] + schedule.item] if len(schedule) else schedule.offset
     return schedule, Overlay(schedule.offset, schedule.length, source, pool)
+
+
+def directives(plan: Plan, payloads: list[Payload]) -> list[dict]:
+    """The trainer directives of a build; two that noise the same step would overwrite each other, so refuse."""
+    found = [(config.name, p.directive) for config, p in zip(plan.experiments, payloads) if p.directive is not None]
+    owner: dict[int, str] = {}
+    for name, directive in found:
+        shared = sorted(step for step in directive["steps"] if step in owner)
+        if shared:
+            raise LayoutError(f"experiments {owner[shared[0]]!r} and {name!r} both add embedding noise at step "
+                              f"{shared[0]:,}" + (f" (and {len(shared) - 1} more shared steps)" if len(shared) > 1
+                                                  else "") + ": give them different steps")
+        owner.update({step: name for step in directive["steps"]})
+    return [directive for _, directive in found]
 
 
 def _fingerprint(path: Path) -> dict:
@@ -270,8 +286,21 @@ def check_output(out_dir: Path, inputs: list[Path], force: bool) -> None:
                         f"neither (it holds {shown}): move it away yourself or pick another --out")
 
 
+def select(plan: Plan, only: Sequence[str] | None) -> tuple[int, ...]:
+    """Indices of the experiments to write: all (None), or those named in `only` (unknown names are an error)."""
+    if only is None:
+        return tuple(range(len(plan.experiments)))
+    names = [e.name for e in plan.experiments]
+    unknown = [name for name in only if name not in names]
+    if unknown:
+        raise InjcError(*(f"--only: the plan has no experiment {name!r}" + did_you_mean(name, names)
+                          for name in unknown))
+    return tuple(i for i, name in enumerate(names) if name in set(only))
+
+
 def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, force: bool = False,
-          progress: bool = True, workers: int | None = None) -> BuildResult:
+          progress: bool = True, workers: int | None = None, only: Sequence[str] | None = None,
+          seed: int | None = None, skip_tokens: int | None = None) -> BuildResult:
     """Compile a plan into shards, insertions.parquet and manifest.json under `out_dir`.
 
     `clean=True` writes the control stream of the same plan: the same base tokens and the same recorded
@@ -280,10 +309,19 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
     A build that was killed resumes: running the same command again keeps its finished shards (checked against
     their hashes) and continues reading the corpus where they end; the result is byte-identical.
     `workers` ≥ 2 tokenizes in that many processes (None: the tokenizer's own threads); the bytes are the same.
+    `only` writes just the named experiments (every experiment's payload is still made, so their items and
+    held-out allocations are those of the whole plan; the manifest lists the selection); `seed` replaces the
+    plan's seed and `skip_tokens` its [corpus] skip_tokens (another window of the corpus). They serve designs of
+    several builds of one plan, such as `injc cpdt`.
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
     plan = load_plan(plan_path)
+    if seed is not None:
+        plan = dataclasses.replace(plan, seed=seed)
+    if skip_tokens is not None:
+        plan = dataclasses.replace(plan, corpus=dataclasses.replace(plan.corpus, skip_tokens=skip_tokens))
+    selected = select(plan, only)
     tokenizer = load_tokenizer(plan.tokenizer.path, plan.tokenizer.eos)
     check_output(out_dir, plan.input_files(), force)
     partial = out_dir.parent / f".{out_dir.name}.injc-partial"
@@ -291,10 +329,12 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
         with build_lock(out_dir):
             corpus_files = fingerprint_files(plan.corpus.files)
             key = {"injc": injc.__version__, "plan": plan.sha256, "tokenizer": tokenizer.sha256,
-                   "corpus": corpus_files, "clean": clean}
+                   "corpus": corpus_files, "clean": clean, "seed": plan.seed, "selected": list(selected),
+                   "skip_tokens": plan.corpus.skip_tokens}
             try:
                 done = _resume_state(partial, key)
-                result = _build_into(partial, plan, tokenizer, clean, progress, done, corpus_files, workers)
+                result = _build_into(partial, plan, tokenizer, clean, progress, done, corpus_files, workers,
+                                     selected)
                 _replace_output(partial, out_dir)
             except (InjcError, OSError):
                 shutil.rmtree(partial, ignore_errors=True)
@@ -307,13 +347,15 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
                        int(schedule.length.sum()), time.perf_counter() - started)
 
 
-def _build_into(tmp: Path, plan: Plan, tokenizer: LoadedTokenizer, clean: bool, progress: bool, done: list[dict],
-                corpus_files: list[dict], workers: int | None):
+def _build_into(tmp: Path, full_plan: Plan, tokenizer: LoadedTokenizer, clean: bool, progress: bool,
+                done: list[dict], corpus_files: list[dict], workers: int | None, selected: tuple[int, ...]):
     """Every step of the build inside the partial folder `tmp`; returns (number of shards, schedule)."""
-    layout, dtype = plan.layout, tokenizer.dtype
-    prepared = (PreparedStream(plan, tokenizer, tmp / PASS1_NAME, progress, workers) if needs_prepared_stream(plan)
-                else None)
-    payloads, ctx = make_payloads(plan, tokenizer, prepared, workers)
+    layout, dtype = full_plan.layout, tokenizer.dtype
+    prepared = (PreparedStream(full_plan, tokenizer, tmp / PASS1_NAME, progress, workers)
+                if needs_prepared_stream(full_plan) else None)
+    payloads, ctx = make_payloads(full_plan, tokenizer, prepared, workers)
+    plan = dataclasses.replace(full_plan, experiments=tuple(full_plan.experiments[i] for i in selected))
+    payloads = [payloads[i] for i in selected]
     schedule, overlay = schedule_payloads(plan, payloads, dtype)
     resume_from = done[-1]["next"] if done else None
     read = [0]
@@ -357,16 +399,17 @@ def _build_into(tmp: Path, plan: Plan, tokenizer: LoadedTokenizer, clean: bool, 
             "dtype": dtype.name, "eos_id": tokenizer.eos_id, "vocab_size": tokenizer.vocab_size,
         },
         "plan": {"path": str(plan.path), "sha256": plan.sha256, "seed": plan.seed,
-                 "toml": plan.path.read_text(encoding="utf-8")},
+                 "toml": plan.path.read_text(encoding="utf-8"),
+                 "only": None if len(selected) == len(full_plan.experiments) else [e.name for e in plan.experiments]},
         "tokenizer": {"path": TOKENIZER_NAME, "source": str(tokenizer.path), "sha256": tokenizer.sha256,
                       "eos": tokenizer.eos, "eos_id": tokenizer.eos_id},
-        "corpus": {"format": plan.corpus.format, "files": corpus_files},
+        "corpus": {"format": plan.corpus.format, "files": corpus_files, "skip_tokens": plan.corpus.skip_tokens},
         "shards": shards,
         "insertions": {"path": INSERTIONS_NAME, "count": len(schedule), "sha256": sha256_file(tmp / INSERTIONS_NAME)},
         "items": {"path": ITEMS_NAME, "count": sum(len(p.items) for p in payloads),
                   "sha256": sha256_file(tmp / ITEMS_NAME)},
         "experiments": experiment_records(plan, payloads, schedule, write_eval_records(tmp, plan, payloads)),
-        "directives": [p.directive for p in payloads if p.directive is not None],
+        "directives": [] if clean else directives(plan, payloads),
         "holdout": holdout,
     }
     shutil.rmtree(tmp / "done")

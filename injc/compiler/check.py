@@ -136,7 +136,8 @@ def estimate_corpus_tokens(corpus: CorpusConfig, tokenizer: LoadedTokenizer) -> 
         itemsize = np.dtype(corpus.dtype).itemsize
         return CorpusEstimate(int(sizes.sum()) // itemsize, True, "from the file sizes")
     if sizes.sum() <= EXACT_BYTES:
-        tokens = sum(len(chunk) for chunk, _ in base_stream(corpus, tokenizer))
+        whole = dataclasses.replace(corpus, skip_tokens=0)
+        tokens = sum(len(chunk) for chunk, _ in base_stream(whole, tokenizer))
         return CorpusEstimate(tokens, True, "counted exactly")
     count = 64 if corpus.format == "text" else SAMPLE_FILES
     picked = np.unique(np.linspace(0, len(files) - 1, min(count, len(files))).round().astype(int))
@@ -179,12 +180,12 @@ def check(plan_path: str | Path) -> CheckReport:
     report.lines.append(f"tokenizer {plan.tokenizer.path}: {tokenizer.vocab_size:,} ids ({tokenizer.dtype.name} "
                         f"shards), eos {tokenizer.eos!r} = {tokenizer.eos_id}")
     problems = []
-    need = layout.total_tokens + plan.corpus.holdout_tokens
+    need = layout.total_tokens + plan.corpus.holdout_tokens + plan.corpus.skip_tokens
     estimate = estimate_corpus_tokens(plan.corpus, tokenizer)
     approx = "" if estimate.exact else "about "
     what = (f"corpus: {len(plan.corpus.files):,} files, {approx}{estimate.tokens:,} tokens ({estimate.how}); the "
-            f"plan needs {need:,}" + (f" (holdout_tokens {plan.corpus.holdout_tokens:,} included)"
-                                      if plan.corpus.holdout_tokens else ""))
+            f"plan needs {need:,}" + (" (holdout_tokens and skip_tokens included)"
+                                      if plan.corpus.holdout_tokens or plan.corpus.skip_tokens else ""))
     if estimate.tokens < need * (1 if estimate.exact else 1 - MARGIN):
         problems.append(what + ": not enough")
     elif not estimate.exact and estimate.tokens < need * (1 + MARGIN):

@@ -186,8 +186,12 @@ def base_stream(corpus: CorpusConfig, tokenizer: LoadedTokenizer, start: dict | 
     locate(i) is the cursor of the chunk's token i, which `base_stream(..., start=cursor)` resumes from.
 
     workers None or 1: tokenize here with the tokenizer's own thread pool; N ≥ 2: in N processes
-    (injc.compiler.workers). The tokens are the same either way.
+    (injc.compiler.workers). The tokens are the same either way. A fresh stream (no `start`) begins
+    `corpus.skip_tokens` tokens in; cursors are absolute, so a resumed one does not skip again.
     """
+    if start is None and corpus.skip_tokens:
+        yield from _skipping(base_stream(corpus, tokenizer, {}, workers), corpus.skip_tokens)
+        return
     start = start or {}
     if corpus.format == "tokens":
         yield from _token_chunks(corpus, tokenizer.vocab_size, start)
@@ -211,6 +215,17 @@ def base_stream(corpus: CorpusConfig, tokenizer: LoadedTokenizer, start: dict | 
 
         if skip:
             tokens, skip = tokens[skip:], 0
+        yield tokens, locate
+
+
+def _skipping(chunks: Iterator[tuple[np.ndarray, Callable]], count: int):
+    """The chunks without their first `count` tokens; cursors still point into the whole stream."""
+    for tokens, locate in chunks:
+        if count >= len(tokens):
+            count -= len(tokens)
+            continue
+        if count:
+            tokens, locate, count = tokens[count:], (lambda i, locate=locate, shift=count: locate(i + shift)), 0
         yield tokens, locate
 
 

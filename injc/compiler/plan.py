@@ -43,6 +43,8 @@ class CorpusConfig:
     """format = "tokens" only: uint16 | uint32, little-endian."""
     holdout_tokens: int = 0
     """Tokens reserved after the run's own: never trained on, a pool for replacements and controls."""
+    skip_tokens: int = 0
+    """Tokens of the corpus stream passed over before the run's first: another window of the same corpus."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,9 @@ class Plan:
     corpus: CorpusConfig
     experiments: tuple
     """One config per [[experiments]] table; its class depends on `kind` (see injc.injectors)."""
+    cpdt_outcomes: dict = dataclasses.field(default_factory=dict)
+    """Experiment name → `cpdt_outcome` key: a dotted path into its eval result that `injc cpdt` uses instead of
+    the kind's default outcome (e.g. "metrics.tiers.144.accuracy")."""
 
     @property
     def shard_steps(self) -> int:
@@ -91,6 +96,7 @@ def _read_corpus(reader: TableReader, base: Path) -> CorpusConfig:
     text_field = reader.str("text_field", "text")
     dtype = reader.str("dtype", None, choices=TOKEN_DTYPES)
     holdout_tokens = reader.int("holdout_tokens", 0, min=0)
+    skip_tokens = reader.int("skip_tokens", 0, min=0)
     if fmt == "tokens" and dtype is None and not reader.has("dtype"):
         reader.problem("format = \"tokens\" needs dtype = \"uint16\" or \"uint32\"", "dtype")
     if fmt != "tokens" and reader.has("dtype"):
@@ -105,14 +111,14 @@ def _read_corpus(reader: TableReader, base: Path) -> CorpusConfig:
         if not matches:
             reader.problem(f"{pattern!r} matches no file", "paths")
         files.extend(matches)
-    return CorpusConfig(tuple(files), fmt, text_field, dtype, holdout_tokens or 0)
+    return CorpusConfig(tuple(files), fmt, text_field, dtype, holdout_tokens or 0, skip_tokens or 0)
 
 
-def _read_experiments(tables, base: Path, steps: int | None, problems: list[str]) -> tuple:
+def _read_experiments(tables, base: Path, steps: int | None, problems: list[str]) -> tuple[tuple, dict]:
     if not isinstance(tables, list):
         problems.append("experiments: expected an array of tables ([[experiments]])")
-        return ()
-    experiments, seen = [], set()
+        return (), {}
+    experiments, seen, outcomes = [], set(), {}
     for index, table in enumerate(tables):
         reader = TableReader(table, f"experiments[{index}]", problems)
         name = reader.str("name")
@@ -122,12 +128,19 @@ def _read_experiments(tables, base: Path, steps: int | None, problems: list[str]
         if isinstance(name, str):
             reader.where = f"experiments[{index}] {json.dumps(name, ensure_ascii=False)}"  # errors name it
         kind = reader.str("kind", choices=tuple(KINDS))
+        outcome = reader.str("cpdt_outcome", None)
+        if isinstance(outcome, str):
+            if all(part.strip() for part in outcome.split(".")):
+                outcomes[name] = outcome
+            else:
+                reader.problem(f"expected a dotted path into the eval result (metrics.mean_loss), got {outcome!r}",
+                               "cpdt_outcome")
         if kind is None or name is None:
             reader.used.update(reader.table)
             continue
         experiments.append(KINDS[kind].read(reader, name, kind, base, steps))
         reader.finish()
-    return tuple(experiments)
+    return tuple(experiments), outcomes
 
 
 def load_plan(path: str | Path) -> Plan:
@@ -152,9 +165,11 @@ def load_plan(path: str | Path) -> Plan:
     tokenizer = TokenizerConfig(tok_reader.path("path", base), tok_reader.str("eos", None))
     tok_reader.finish()
     corpus = _read_corpus(TableReader(top.get("corpus", {}), "corpus", problems), base)
-    experiments = _read_experiments(top.get("experiments", []), base, layout.steps if layout else None, problems)
+    experiments, outcomes = _read_experiments(top.get("experiments", []), base, layout.steps if layout else None,
+                                              problems)
     top.finish()
     if problems:
         noun = "problem" if len(problems) == 1 else "problems"
         raise PlanError(f"{len(problems)} {noun} in {path}:", *(f"  {p}" for p in problems))
-    return Plan(path, hashlib.sha256(raw).hexdigest(), layout, seed, shard_tokens, tokenizer, corpus, experiments)
+    return Plan(path, hashlib.sha256(raw).hexdigest(), layout, seed, shard_tokens, tokenizer, corpus, experiments,
+                outcomes)

@@ -24,9 +24,10 @@ CHUNK = 1 << 24
 
 
 def corpus_too_small(read: int, plan: Plan) -> LayoutError:
-    layout, holdout = plan.layout, plan.corpus.holdout_tokens
-    extra = f" + holdout_tokens {holdout:,}" if holdout else ""
-    return LayoutError(f"corpus has {read:,} tokens but the plan needs {layout.total_tokens + holdout:,} "
+    """`read`: tokens read after the skipped ones."""
+    layout, holdout, skip = plan.layout, plan.corpus.holdout_tokens, plan.corpus.skip_tokens
+    extra = (f" + holdout_tokens {holdout:,}" if holdout else "") + (f" + skip_tokens {skip:,}" if skip else "")
+    return LayoutError(f"corpus has {read + skip:,} tokens but the plan needs {layout.total_tokens + holdout + skip:,} "
                        f"(steps × batch_size × seq_len = {layout.steps:,} × {layout.batch_size:,} × "
                        f"{layout.seq_len:,}{extra})")
 

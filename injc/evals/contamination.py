@@ -1,7 +1,11 @@
 """Contamination: accuracy per tier by log-likelihood ranking of the choices, minus the holdout tier's accuracy.
 
-The prompt is the plan's format up to {answer_text}; each choice (and the format's text after it) is scored by
-its mean log-probability per token, and the top-scoring choice is the model's answer.
+Each choice is scored as it would be trained: the plan's format is filled with the choice as {answer_text} and
+tokenized whole (as the injector tokenizes the inserted text), and the scored tokens are those after the longest
+prefix shared with the tokenized prompt (the format up to {answer_text}). Tokenizing the choice alone would
+score other tokens than the trained ones (`…Answer:` + `Ġ` + `The` instead of `…Answer:` + `ĠThe`). The top
+choice by mean log-probability per scored token is the model's answer (OLMES's per-benchmark normalizations
+are not applied here).
 """
 
 import numpy as np
@@ -11,6 +15,13 @@ from injc.evals.generic import item_losses
 from injc.evals.stats import bootstrap_ci, permutation_pvalue
 
 
+def shared_prefix(prompt: np.ndarray, full: np.ndarray) -> int:
+    """How many leading tokens the tokenized prompt and the tokenized prompt + answer have in common."""
+    width = min(len(prompt), len(full))
+    differ = np.flatnonzero(prompt[:width] != full[:width])
+    return int(differ[0]) if len(differ) else width
+
+
 def evaluate(ctx: EvalContext, entry: dict, records: dict) -> dict:
     template = records["format"]
     head, _, tail = template.partition("{answer_text}")
@@ -18,10 +29,12 @@ def evaluate(ctx: EvalContext, entry: dict, records: dict) -> dict:
     for index, question in enumerate(records["questions"]):
         fields = {"question": question["question"], "choices": "\n".join(question["choices"]),
                   "benchmark": question["benchmark"]}
-        prefix = np.r_[ctx.eos_id, ctx.encode(head.format(**fields))]
+        prompt = ctx.encode(head.format(**fields))
         for choice in question["choices"]:
-            prefixes.append(prefix)
-            continuations.append(ctx.encode(choice + tail.format(**fields)))
+            full = ctx.encode(head.format(**fields) + choice + tail.format(**fields))
+            shared = shared_prefix(prompt, full)
+            prefixes.append(np.r_[ctx.eos_id, full[:shared]])
+            continuations.append(full[shared:])
             owners.append(index)
     scores = ctx.scorer.continuation_logprobs(prefixes, continuations)
     scores /= np.array([max(1, len(c)) for c in continuations])

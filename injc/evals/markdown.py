@@ -13,6 +13,15 @@ def _fmt(value, digits: int = 4) -> str:
     return str(value)
 
 
+def signed(value: float | None, digits: int = 4) -> str:
+    """A difference as it reads best: +0.0123, or +1.23e-05 when it is too small for `digits` decimals."""
+    if value is None:
+        return "—"
+    if value != 0 and abs(value) < 10 ** -digits:
+        return f"{value:+.{digits - 1}e}"
+    return f"{value:+.{digits}f}"
+
+
 def _table(header: list[str], rows: list[list]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
         "| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
@@ -57,11 +66,12 @@ def render(reports: list[dict], plots: list[str]) -> str:
         if experiment["kind"] == "canaries":
             lines += ["", f"### {name}: members vs non-members", ""]
             lines += _table(["condition", "member loss", "non-member loss", "Δ [95% CI]", "d", "p",
-                             "TPR@1%FPR [95% CI]"],
+                             "TPR [95% CI] at achieved FPR (target 1%, non-members)"],
                             [[k, c["mean_member"], c["mean_nonmember"], f"{_fmt(c['difference'])} "
                               f"{_fmt(c['difference_ci95'])}", c["effect_size_d"], c["p_value"],
-                              f"{_fmt(c['tpr_at_1pct_fpr'], 3)} {_fmt(c['tpr_ci95'])}"]
-                             for k, c in metrics["conditions"].items()])
+                              f"{_fmt(m['tpr'], 3)} {_fmt(m['tpr_ci95'])} at FPR {_fmt(m['fpr'], 3)} "
+                              f"(n = {m['nonmembers']})"]
+                             for k, c in metrics["conditions"].items() for m in [c["membership"]]])
         elif experiment["kind"] == "contamination":
             lines += ["", f"### {name}: accuracy by tier", ""]
             lines += _table(["repetitions", "questions", "accuracy", "uplift vs holdout [95% CI]", "p"],

@@ -2,6 +2,11 @@
 
 from pathlib import Path
 
+import numpy as np
+
+from injc.evals.markdown import signed
+from injc.evals.stats import roc_curve
+
 
 def _pyplot():
     import matplotlib
@@ -40,6 +45,26 @@ def write_plots(reports: list[dict], out: Path) -> list[str]:
         axis.set_title(f"{name}: canary memorization by condition (length × repetitions)")
         axis.legend(loc="lower left")
         save(figure, f"{name}_canaries.png")
+
+        items = experiment["items"]
+        controls = {length: -np.array([i["loss"] for i in items if not i["member"] and i["canary_length"] == length])
+                    for length in {i["canary_length"] for i in items}}
+        figure, axis = plt.subplots(figsize=(5.5, 5))
+        for key, condition in conditions.items():
+            members = -np.array([i["loss"] for i in items if i["member"]
+                                 and (i["canary_length"], i["repetitions"]) == (condition["canary_length"],
+                                                                                 condition["repetitions"])])
+            fpr, tpr = roc_curve(members, controls[condition["canary_length"]])
+            axis.step(fpr, tpr, where="post", label=key)
+        axis.plot([0, 1], [0, 1], ls=":", color="grey", label="chance")
+        axis.axvline(0.01, ls="--", color="grey", lw=0.8)
+        axis.set_xscale("symlog", linthresh=0.01)
+        axis.set_xlim(0, 1)
+        axis.set_xlabel(f"false positive rate (non-members: {min(len(c) for c in controls.values())}+)")
+        axis.set_ylabel("true positive rate")
+        axis.set_title(f"{name}: membership inference ROC (loss attack)")
+        axis.legend(loc="lower right", fontsize="small")
+        save(figure, f"{name}_roc.png")
 
     for name, experiment in _by_kind(last, "contamination"):
         tiers = experiment["metrics"]["tiers"]
@@ -90,3 +115,29 @@ def write_plots(reports: list[dict], out: Path) -> list[str]:
             axis.legend(fontsize="small")
             save(figure, f"{name}_forgetting.png")
     return written
+
+
+def cpdt_heatmap(result: dict, path: Path) -> None:
+    """The paper's CPDT picture: rows × outcomes, each column scaled by its largest |difference| (so a column's
+    colours compare rows, not outcomes of different units); the value is printed in each cell, * marks p < 0.05."""
+    plt = _pyplot()
+    matrix = np.array([[np.nan if v is None else v for v in row] for row in result["matrix"]], dtype=float)
+    scale = np.nanmax(np.abs(matrix), axis=0, initial=0.0)
+    normalised = np.divide(matrix, scale, out=np.zeros_like(matrix), where=scale > 0)
+    names = [o["experiment"] for o in result["outcomes"]]
+    figure, axis = plt.subplots(figsize=(max(5.5, 2.5 + 1.3 * len(names)), 1.6 + 0.55 * len(result["matrix_rows"])))
+    image = axis.imshow(normalised, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
+    for r, (values, p_values) in enumerate(zip(result["matrix"], result["p_values"])):
+        for c, (value, p) in enumerate(zip(values, p_values)):
+            mark = "*" if p is not None and p < 0.05 else ""
+            axis.text(c, r, signed(value, 3) + mark, ha="center", va="center", fontsize=8,
+                      color="white" if abs(normalised[r, c]) > 0.6 else "black")
+    axis.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    axis.set_yticks(range(len(result["matrix_rows"])), result["matrix_rows"])
+    axis.set_xlabel("outcome Y_i (experiment measured)")
+    axis.set_ylabel("row: data inserted")
+    axis.set_title("CPDT: Y_i(row) − Y_i(none); * p < 0.05", fontsize=10)
+    figure.colorbar(image, ax=axis, label="÷ column max |diff|")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

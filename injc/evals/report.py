@@ -90,13 +90,14 @@ def evaluate_checkpoint(manifest_path: str | Path, checkpoint: str | Path, progr
             "warnings": manifest_warnings(scorer, manifest, checkpoint), "experiments": experiments}
 
 
-def _json_safe(value):
+def json_safe(value):
+    """The value with NaN and infinities as None: report.json is strict JSON."""
     if isinstance(value, float) and not np.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -109,7 +110,7 @@ def evaluate(manifest_path: str | Path, checkpoints: list[str | Path], out: str 
         raise InjcError("give at least one --checkpoint")
     reports = [evaluate_checkpoint(manifest_path, c, progress) for c in checkpoints]
     reports.sort(key=lambda r: (r["steps_done"] is None, r["steps_done"] or 0))
-    report = _json_safe(reports[0] if len(reports) == 1 else {"checkpoints": reports})
+    report = json_safe(reports[0] if len(reports) == 1 else {"checkpoints": reports})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")

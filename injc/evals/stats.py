@@ -52,12 +52,29 @@ def bootstrap_ci(statistic, samples: tuple[np.ndarray, ...], resamples: int = RE
 
 
 def tpr_at_fpr(members: np.ndarray, nonmembers: np.ndarray, fpr: float = 0.01) -> float:
-    """Share of members scoring above the threshold that lets `fpr` of non-members through (higher = member)."""
+    """Share of members scoring above the threshold that lets at most `fpr` of non-members through (higher =
+    member). With fewer than 1/fpr non-members that threshold is their maximum: see `roc_point`."""
+    return roc_point(members, nonmembers, fpr)["tpr"]
+
+
+def roc_point(members: np.ndarray, nonmembers: np.ndarray, fpr: float = 0.01) -> dict:
+    """TPR at the threshold letting at most `fpr` of non-members through, with the FPR it achieves and the number
+    of non-members: with fewer than 1/fpr of them the achieved FPR is 0, and the TPR is TPR at 0% FPR."""
     members, nonmembers = np.asarray(members, float), np.asarray(nonmembers, float)
     if len(members) == 0 or len(nonmembers) == 0:
-        return float("nan")
+        return {"tpr": float("nan"), "fpr": float("nan"), "fpr_target": fpr, "nonmembers": int(len(nonmembers))}
     threshold = np.quantile(nonmembers, 1 - fpr, method="higher")
-    return float((members > threshold).mean())
+    return {"tpr": float((members > threshold).mean()), "fpr": float((nonmembers > threshold).mean()),
+            "fpr_target": fpr, "nonmembers": int(len(nonmembers))}
+
+
+def roc_curve(members: np.ndarray, nonmembers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(FPR, TPR) at every threshold, from (0, 0) to (1, 1) (higher score = member)."""
+    members, nonmembers = np.sort(np.asarray(members, float)), np.sort(np.asarray(nonmembers, float))
+    thresholds = np.unique(np.r_[members, nonmembers])[::-1]
+    tpr = 1 - np.searchsorted(members, thresholds, side="left") / max(len(members), 1)
+    fpr = 1 - np.searchsorted(nonmembers, thresholds, side="left") / max(len(nonmembers), 1)
+    return np.r_[0.0, fpr], np.r_[0.0, tpr]
 
 
 def compare(a: np.ndarray, b: np.ndarray, labels: tuple[str, str] = ("inserted", "control"), seed: int = 0) -> dict:

@@ -46,6 +46,6 @@ def evaluate(ctx: EvalContext, entry: dict, records: dict) -> dict:
                         "tpr_at_1pct_fpr": float((x > THRESHOLD_1PCT).mean()),
                         "fpr_holdout_at_threshold": float((x0 > THRESHOLD_1PCT).mean()),
                         "z": z, "p_value": normal_sf(z), "sequences": int(len(x))},
-            "items": per_step}
+            "items": per_step, "x": x.tolist()}
 
 

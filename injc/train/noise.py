@@ -30,6 +30,9 @@ class EmbeddingNoise:
             if directive.get("kind") != "embedding_noise":
                 raise ManifestError(f"unknown trainer directive kind {directive.get('kind')!r}")
             for step in directive["steps"]:
+                if int(step) in self.by_step:
+                    raise ManifestError(f"two embedding_noise directives share step {int(step)}: the build refuses "
+                                        f"that, so this manifest was not written by injc build")
                 self.by_step[int(step)] = directive
         self.step = -1
         self.rows: range = range(0)

@@ -34,9 +34,13 @@ from injc.train.noise import EmbeddingNoise
 
 @dataclass(frozen=True)
 class TrainConfig:
-    model: str
-    """A LitGPT config name (e.g. pythia-14m) or a YAML file of LitGPT Config fields."""
+    model: str | None
+    """A LitGPT config name (e.g. pythia-14m) or a YAML file of LitGPT Config fields (None with `init`)."""
     out: Path
+    init: Path | None = None
+    """Start from this LitGPT checkpoint's weights and config (continued pretraining) instead of a fresh model."""
+    init_optimizer: bool = False
+    """With `init`: also load its optimizer.pth (AdamW moments); otherwise the optimizer starts fresh."""
     micro_batch_size: int = 4
     """Rows per forward pass; gradients are accumulated to one optimizer step per manifest step."""
     steps: int | None = None
@@ -91,7 +95,42 @@ def model_config(name_or_file: str, manifest: Manifest):
     return Config(**fields)
 
 
-def _checkpoint(folder: Path, model, optimizer, config, steps_done: int, manifest: Manifest) -> None:
+def init_checkpoint(folder: Path, manifest: Manifest):
+    """(LitGPT Config, state dict) of a checkpoint to continue from; see `checkpoint_config`."""
+    config = checkpoint_config(folder, manifest.data["layout"]["vocab_size"], manifest.layout.seq_len)
+    try:
+        state = torch.load(Path(folder) / "lit_model.pth", map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises EOFError, RuntimeError or its loader's own error for a bad file
+        raise InjcError(f"--init {str(folder)!r}: lit_model.pth cannot be read ({error or type(error).__name__})") \
+            from None
+    return config, state.get("model", state)
+
+
+def checkpoint_config(folder: Path, vocab: int, seq_len: int):
+    """The LitGPT Config of a checkpoint folder that a run of `seq_len`-token rows over `vocab` ids can continue:
+    block_size ≥ seq_len − 1 and an embedding with a row for every id; anything else is a clear error."""
+    from litgpt import Config
+
+    folder = Path(folder)
+    missing = [name for name in ("lit_model.pth", "model_config.yaml") if not (folder / name).is_file()]
+    if missing:
+        raise InjcError(f"--init {str(folder)!r} is not a LitGPT checkpoint folder (no {', '.join(missing)})")
+    config = Config.from_file(folder / "model_config.yaml")
+    context = seq_len - 1
+    problems = []
+    if config.padded_vocab_size < vocab:
+        problems.append(f"--init {str(folder)!r} has {config.padded_vocab_size:,} embedding rows but the manifest's "
+                        f"tokenizer has {vocab:,} ids: it was trained with another tokenizer")
+    if config.block_size < context:
+        problems.append(f"--init {str(folder)!r} has context {config.block_size:,} but the manifest's rows need "
+                        f"{context:,} (seq_len − 1)")
+    if problems:
+        raise InjcError(*problems)
+    return config
+
+
+def _checkpoint(folder: Path, model, optimizer, config, steps_done: int, manifest: Manifest,
+                init: str | None) -> None:
     """Write a checkpoint into a hidden temporary folder, then rename it into place: a checkpoint folder is
     always whole, whenever the process dies (an older one of the same name is swapped out first)."""
     from litgpt.utils import save_config
@@ -103,7 +142,8 @@ def _checkpoint(folder: Path, model, optimizer, config, steps_done: int, manifes
     torch.save(model.state_dict(), partial / "lit_model.pth")
     torch.save(optimizer.state_dict(), partial / "optimizer.pth")
     save_config(config, partial)
-    state = {"steps_done": steps_done, "manifest": str(manifest.root / "manifest.json"), **manifest.identity}
+    state = {"steps_done": steps_done, "manifest": str(manifest.root / "manifest.json"), **manifest.identity,
+             "init": init}
     (partial / "train_state.json").write_text(json.dumps(state, indent=2) + "\n")
     if folder.exists():
         folder.rename(old)
@@ -220,16 +260,30 @@ def train(manifest_path: str | Path, config: TrainConfig, progress: bool = True)
     if config.steps is not None and config.steps > layout.steps:
         raise InjcError(f"--steps {config.steps:,} is more than the manifest's run of {layout.steps:,} steps")
     total = layout.steps if config.steps is None else config.steps
+    if (config.model is None) == (config.init is None):
+        raise InjcError("give --model (a fresh model) or --init (continue from a checkpoint, with its config)")
+    if config.init_optimizer and config.init is None:
+        raise InjcError("--init-optimizer goes with --init")
+    if config.init is not None:
+        model_cfg, init_state = init_checkpoint(config.init, manifest)
+    else:
+        model_cfg, init_state = model_config(config.model, manifest), None
     out = Path(config.out)
-    latest = prepare_run_folder(out, manifest, config, total)
+    latest = prepare_run_folder(out, manifest, config, total)  # after every check: it may replace an old run
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     seed = manifest.data["plan"]["seed"] if config.seed is None else config.seed
-
-    model_cfg = model_config(config.model, manifest)
     torch.manual_seed(seed)
     model = GPT(model_cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                                   betas=(config.beta1, config.beta2), fused=device.type == "cuda")
+    if init_state is not None:
+        model.load_state_dict(init_state)
+        if config.init_optimizer:
+            path = Path(config.init) / "optimizer.pth"
+            if not path.is_file():
+                raise InjcError(f"--init-optimizer: {str(config.init)!r} has no optimizer.pth")
+            optimizer.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+    init = str(config.init) if config.init is not None else None
     start = 0
     if latest is not None:
         model.load_state_dict(torch.load(latest / "lit_model.pth", map_location=device, weights_only=True))
@@ -285,11 +339,11 @@ def train(manifest_path: str | Path, config: TrainConfig, progress: bool = True)
                 if saving or (stop.requested and done < total):
                     if audit is not None:
                         audit.flush()
-                    _checkpoint(out / f"step-{done:06d}", model, optimizer, model_cfg, done, manifest)
+                    _checkpoint(out / f"step-{done:06d}", model, optimizer, model_cfg, done, manifest, init)
                 if stop.requested and done < total:
                     raise Interrupted(f"stopped after step {done:,} of {total:,}; checkpoint "
                                       f"{out / f'step-{done:06d}'}: add --resume to the same command to continue")
-            _checkpoint(out / "final", model, optimizer, model_cfg, total, manifest)  # a Ctrl-C now waits for it
+            _checkpoint(out / "final", model, optimizer, model_cfg, total, manifest, init)  # a Ctrl-C now waits for it
     except KeyboardInterrupt:
         kept = _latest_checkpoint(out)
         if kept is None and start == 0:

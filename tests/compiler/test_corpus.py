@@ -99,3 +99,21 @@ def test_worker_processes_give_the_same_stream_and_cursors(tmp_path, tokenizer, 
     assert len(here) == len(pooled) > 5
     for (a, locate_a), (b, locate_b) in zip(here, pooled):
         assert np.array_equal(a, b) and locate_a(7) == locate_b(7)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "tokens"])
+def test_skip_tokens_starts_later_and_cursors_stay_absolute(tmp_path, tokenizer, fmt):
+    """A window `skip` tokens in is the whole stream's tail; a cursor taken in it resumes without skipping again."""
+    if fmt == "jsonl":
+        (tmp_path / "a.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in DOCS))
+        whole = expected(tokenizer)
+    else:
+        whole = np.tile(np.arange(1, 300, dtype="<u2"), 20)
+        whole.tofile(tmp_path / "a.jsonl")
+    corpus = CorpusConfig((tmp_path / "a.jsonl",), fmt, "text", "uint16" if fmt == "tokens" else None, 0, 777)
+    chunks = list(base_stream(corpus, tokenizer))
+    window = np.concatenate([c for c, _ in chunks])
+    assert np.array_equal(window, whole[777:])
+    cursor = chunks[0][1](100)  # the cursor of the window's token 100, i.e. the stream's token 877
+    resumed = np.concatenate([c for c, _ in base_stream(corpus, tokenizer, cursor)])
+    assert np.array_equal(resumed, whole[877:])

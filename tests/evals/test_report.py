@@ -180,11 +180,17 @@ def test_repeated_texts_are_memorized_against_their_controls(trained):
 
 def test_canaries_report_each_condition_with_membership_inference(trained):
     _, report = trained
-    conditions = report["experiments"]["memp"]["metrics"]["conditions"]
+    memp = report["experiments"]["memp"]
+    conditions = memp["metrics"]["conditions"]
     assert set(conditions) == {"len4×1", "len4×8"}
     for condition in conditions.values():
-        assert condition["n"] == [6, 12] and 0 <= condition["tpr_at_1pct_fpr"] <= 1
-        assert condition["tpr_ci95"][0] <= condition["tpr_ci95"][1]
+        assert condition["n"] == [6, 12]
+        members = [i["loss"] for i in memp["items"] if i["member"] and i["repetitions"] == condition["repetitions"]]
+        controls = [i["loss"] for i in memp["items"] if not i["member"]]
+        # 12 non-members: the 1% threshold is the lowest non-member loss, so the FPR achieved is 0, and said
+        assert condition["membership"] == {**condition["membership"], "fpr": 0.0, "fpr_target": 0.01,
+                                           "nonmembers": 12,
+                                           "tpr": float(np.mean(np.array(members) < min(controls)))}
     assert conditions["len4×8"]["mean_member"] < conditions["len4×1"]["mean_member"], "more repetitions, lower loss"
 
 
@@ -196,6 +202,39 @@ def test_contamination_tiers(trained):
     assert tiers["8"]["accuracy"] == pytest.approx(np.mean([i["correct"] for i in items if i["tier"] == 8]))
     assert tiers["8"]["uplift_vs_holdout"] == pytest.approx(tiers["8"]["accuracy"] - tiers["0"]["accuracy"])
     assert 0 < tiers["8"]["p_value"] <= 1
+
+
+def test_contamination_scores_the_trained_answer_tokens_directly(trained):
+    """Each choice scored here: the format filled with it, tokenized whole, and the tokens that carry any character
+    of the answer (by the tokenizer's own offsets), mean log-probability per token; the top choice answers."""
+    from litgpt import Config
+    from litgpt.model import GPT
+    from tokenizers import Tokenizer
+
+    root, report = trained
+    model = GPT(Config.from_file(root / "run" / "final" / "model_config.yaml"))
+    model.load_state_dict(torch.load(root / "run" / "final" / "lit_model.pth", weights_only=True))
+    model.eval()
+    tokenizer = Tokenizer.from_file(str(root / "out" / "tokenizer.json"))
+    records = json.loads((root / "out" / "evals" / "bench.json").read_text())
+    eos = json.loads((root / "out" / "manifest.json").read_text())["layout"]["eos_id"]
+    head = records["format"].partition("{answer_text}")[0]
+    direct = []
+    for question in records["questions"]:
+        fields = {"question": question["question"], "choices": "\n".join(question["choices"]),
+                  "benchmark": question["benchmark"]}
+        prompt = head.format(**fields)
+        scores = []
+        for choice in question["choices"]:
+            text = records["format"].format(answer_text=choice, **fields)
+            encoding = tokenizer.encode(text, add_special_tokens=False)
+            scored = [i for i, (_, end) in enumerate(encoding.offsets) if end > len(prompt)]
+            tokens = torch.tensor([[eos, *encoding.ids]])
+            with torch.no_grad():
+                logprobs = torch.log_softmax(model(tokens[:, :-1])[0].float(), dim=-1)
+            scores.append(np.mean([logprobs[i, encoding.ids[i]].item() for i in scored]))
+        direct.append(int(np.argmax(scores)) == question["answer"])
+    assert [i["correct"] for i in report["experiments"]["bench"]["items"]] == direct
 
 
 def test_knowledge_math_poisoning_verbatim(trained):

@@ -163,6 +163,22 @@ def test_gaussian_watermark_writes_a_directive_and_no_tokens(stream_project):
     assert directive["std"] == 0.1 and isinstance(directive["seed"], int) and rows == []
 
 
+def test_a_clean_build_is_not_watermarked_and_noise_steps_are_never_shared(stream_project):
+    gw = '[[experiments]]\nname = "gw"\nkind = "gaussian-watermark"\nsteps = [3, 8]\n'
+    stream_project(gw)
+    injc.build(stream_project.plan, stream_project.root / "clean", progress=False, clean=True)
+    assert json.loads((stream_project.root / "clean" / "manifest.json").read_text())["directives"] == []
+    second = gw.replace('"gw"', '"gw2"').replace("[3, 8]", "[8, 9]")
+    with pytest.raises(injc.LayoutError, match="'gw' and 'gw2' both add embedding noise at step 8"):
+        stream_project(gw + second)
+    pytest.importorskip("torch")
+    from injc.train.noise import EmbeddingNoise
+
+    with pytest.raises(injc.ManifestError, match="share step 8"):
+        EmbeddingNoise([{"kind": "embedding_noise", "steps": [3, 8], "std": 0.1, "seed": 1},
+                        {"kind": "embedding_noise", "steps": [8], "std": 0.1, "seed": 2}])
+
+
 def test_tail_is_required_and_sized(stream_project):
     with pytest.raises(injc.PlanError, match="set \\[corpus\\] holdout_tokens"):
         stream_project(IID, corpus='paths = ["data/*.jsonl"]')

@@ -1,0 +1,152 @@
+"""CPDT on a tiny model: two experiments that should not interfere, three seeds, rows trained in two processes.
+
+The structure the paper expects: each experiment's own row lowers its own loss (significant), the other row does
+not move it (not significant), the `all` row moves both. The numbers are checked against computations here:
+the loss of the inserted items with LitGPT directly, and the t-test with scipy on the raw per-seed values.
+"""
+
+import random
+
+import numpy as np
+import pytest
+
+import injc
+from tests.conftest import write_jsonl
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("litgpt")
+
+from injc.evals.cpdt import CpdtConfig, cpdt  # noqa: E402
+from injc.train.trainer import TrainConfig, train  # noqa: E402
+
+TINY = ("name: tiny\nn_layer: 1\nn_head: 2\nn_embd: 32\nintermediate_size: 64\nblock_size: 63\nvocab_size: 400\n"
+        "bias: true\nparallel_residual: false\nnorm_class_name: LayerNorm\nmlp_class_name: GptNeoxMLP\n")
+LAYOUT = "[layout]\nseq_len = 64\nbatch_size = 4\nsteps = {steps}\nseed = 1\n"
+REST = '[tokenizer]\npath = "tokenizer.json"\n[corpus]\npaths = ["data/*.jsonl"]\n'
+EXPERIMENTS = """
+[[experiments]]
+name = "letters"
+kind = "texts"
+file = "letters.jsonl"
+
+[[experiments]]
+name = "digits"
+kind = "texts"
+file = "digits.jsonl"
+"""
+
+
+@pytest.fixture(scope="module")
+def design(tmp_path_factory, tokenizer_path):
+    """A base checkpoint (40 steps on the plain corpus), a CPDT plan of two 1.4% experiments, and its run."""
+    from tests.conftest import make_documents
+
+    root = tmp_path_factory.mktemp("cpdt")
+    (root / "tokenizer.json").write_bytes(tokenizer_path.read_bytes())
+    write_jsonl(root / "data" / "a.jsonl", [{"text": t} for t in make_documents(600, seed=1)])
+    rng = random.Random(3)
+    for name, alphabet in (("letters", "abcdefghijklmnopqrstuvwxyz"), ("digits", "0123456789")):
+        write_jsonl(root / f"{name}.jsonl", [{"text": "".join(rng.choice(alphabet) for _ in range(12))}
+                                             for _ in range(16)])
+    (root / "tiny.yaml").write_text(TINY)
+    (root / "base.toml").write_text(LAYOUT.format(steps=40) + REST)
+    (root / "cpdt.toml").write_text(LAYOUT.format(steps=60) + REST + EXPERIMENTS)
+    injc.build(root / "base.toml", root / "base", progress=False)
+    base = train(root / "base" / "manifest.json", TrainConfig(model=str(root / "tiny.yaml"), out=root / "runs",
+                                                              lr=3e-3), progress=False)
+    result = cpdt(root / "cpdt.toml", CpdtConfig(checkpoint=base, seeds=3, jobs=2), root / "report", progress=False)
+    return root, base, result
+
+
+def test_own_rows_lower_own_loss_other_rows_do_not_and_all_moves_both(design):
+    _, _, result = design
+    assert result["matrix_rows"] == ["letters", "digits", "all"] and result["test"] == "seeds"
+    assert [o["experiment"] for o in result["outcomes"]] == ["letters", "digits"]
+    (own_l, other_d), (other_l, own_d), (all_l, all_d) = result["matrix"]
+    (p_ll, p_ld), (p_dl, p_dd), (p_al, p_ad) = result["p_values"]
+    assert own_l < -0.05 and own_d < -0.05 and p_ll < 0.05 and p_dd < 0.05
+    assert p_ld > 0.05 and p_dl > 0.05 and abs(other_d) < 0.1 * abs(own_d) and abs(other_l) < 0.1 * abs(own_l)
+    assert all_l < -0.05 and all_d < -0.05 and p_al < 0.05 and p_ad < 0.05
+
+
+def test_cells_are_the_per_seed_differences_and_their_t_test(design):
+    from scipy import stats
+
+    _, _, result = design
+    raw = result["raw"]
+    for r, row in enumerate(result["matrix_rows"]):
+        for c, outcome in enumerate(["letters", "digits"]):
+            differences = np.array(raw[row][outcome]) - np.array(raw["none"][outcome])
+            assert result["matrix"][r][c] == pytest.approx(differences.mean())
+            assert result["p_values"][r][c] == pytest.approx(stats.ttest_rel(raw[row][outcome],
+                                                                              raw["none"][outcome]).pvalue)
+
+
+def test_raw_outcomes_are_the_inserted_items_losses_computed_here(design):
+    """Y of the digits experiment after the `none` row of seed 0, from the model and the items directly."""
+    from litgpt import Config
+    from litgpt.model import GPT
+
+    root, _, result = design
+    seed0 = root / "report" / "seed-0"
+    checkpoint = seed0 / "none" / "run" / "final"
+    model = GPT(Config.from_file(checkpoint / "model_config.yaml"))
+    model.load_state_dict(torch.load(checkpoint / "lit_model.pth", weights_only=True))
+    model.eval()
+    manifest = injc.load_manifest(seed0 / "all" / "build")
+    eos = manifest.data["layout"]["eos_id"]
+    import pyarrow.parquet as pq
+
+    items = pq.read_table(manifest.root / "items.parquet").to_pylist()
+    losses = []
+    for item in (i for i in items if i["experiment"] == "digits" and i["copies"] > 0):
+        tokens = [t for t in item["tokens"] if t != eos]
+        sequence = torch.tensor([[eos, *tokens]])
+        with torch.no_grad():
+            logits = model(sequence[:, :-1])
+        losses.append(torch.nn.functional.cross_entropy(logits[0], sequence[0, 1:]).item())
+    assert result["raw"]["none"]["digits"][0] == pytest.approx(np.mean(losses), rel=1e-5)
+
+
+def test_a_rerun_continues_with_unfinished_rows_only(design):
+    root, base, result = design
+    report = root / "report"
+    kept = {p: p.stat().st_mtime_ns for p in report.glob("seed-*/*/eval.json")}
+    (report / "seed-1" / "digits" / "eval.json").unlink()
+    again = cpdt(root / "cpdt.toml", CpdtConfig(checkpoint=base, seeds=3, jobs=2), report, progress=False)
+    changed = [p for p, mtime in kept.items() if p.stat().st_mtime_ns != mtime]
+    assert changed == [report / "seed-1" / "digits" / "eval.json"]
+    assert np.allclose(again["matrix"], result["matrix"], atol=1e-6)
+    with pytest.raises(injc.InjcError, match="another design"):
+        cpdt(root / "cpdt.toml", CpdtConfig(checkpoint=base, seeds=2), report, progress=False)
+
+
+def test_bad_designs_are_refused_before_any_work(design, tmp_path):
+    root, base, _ = design
+    with pytest.raises(injc.InjcError, match="more than the plan's run of 60 steps"):
+        cpdt(root / "cpdt.toml", CpdtConfig(checkpoint=base, steps=61), tmp_path / "a", progress=False)
+    write_jsonl(root / "forbidden.jsonl", [{"tokens": [5, 6, 7]}])
+    (root / "verbatim.toml").write_text(LAYOUT.format(steps=60) + REST.replace(
+        '["data/*.jsonl"]', '["data/*.jsonl"]\nholdout_tokens = 2000')
+        + '[[experiments]]\nname = "memv"\nkind = "verbatim-removal"\nfile = "forbidden.jsonl"\n')
+    with pytest.raises(injc.InjcError, match="'memv' .verbatim-removal. has no CPDT outcome"):
+        cpdt(root / "verbatim.toml", CpdtConfig(checkpoint=base), tmp_path / "b", progress=False)
+    small = tmp_path / "small-vocab"
+    small.mkdir()
+    (small / "model_config.yaml").write_text(TINY.replace("vocab_size: 400", "vocab_size: 100\npadded_vocab_size: 128"))
+    (small / "lit_model.pth").write_bytes(b"")
+    with pytest.raises(injc.InjcError, match="has 128 embedding rows but the manifest's tokenizer has"):
+        cpdt(root / "cpdt.toml", CpdtConfig(checkpoint=small), tmp_path / "c", progress=False)
+    assert not any((tmp_path / name).exists() for name in "abc")
+
+
+def test_init_starts_from_the_checkpoint_weights(design, tmp_path):
+    root, base, _ = design
+    frozen = train(root / "base" / "manifest.json",
+                   TrainConfig(model=None, init=base, out=tmp_path / "run", steps=1, lr=0.0, min_lr=0.0),
+                   progress=False)
+    before, after = (torch.load(p / "lit_model.pth", weights_only=True) for p in (base, frozen))
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    with pytest.raises(injc.InjcError, match="give --model .* or --init"):
+        train(root / "base" / "manifest.json", TrainConfig(model=str(root / "tiny.yaml"), init=base,
+                                                           out=tmp_path / "both"), progress=False)

@@ -55,5 +55,6 @@ def evaluate(ctx: EvalContext, entry: dict, records: dict) -> dict:
     copies, losses = item_losses(ctx, entry["name"])
     return {"metrics": {"mean_loss": float(losses[copies > 0].mean()) if (copies > 0).any() else None,
                         "tiers": by_tier},
-            "items": [{"item": q["item"], "tier": q["tier"], "correct": bool(c), "loss": float(losses[q["item"]])}
-                      for q, c in zip(records["questions"], correct)]}
+            "items": [{"item": q["item"], "tier": q["tier"], "correct": bool(c), "loss": float(losses[q["item"]]),
+                       "choice_scores": scores[owners == i].tolist()}
+                      for i, (q, c) in enumerate(zip(records["questions"], correct))]}

@@ -206,10 +206,15 @@ def test_contamination_tiers(trained):
 
 def test_contamination_scores_the_trained_answer_tokens_directly(trained):
     """Each choice scored here: the format filled with it, tokenized whole, and the tokens that carry any character
-    of the answer (by the tokenizer's own offsets), mean log-probability per token; the top choice answers."""
+    of the answer (by the tokenizer's own offsets), mean log-probability per token; the top choice answers. The
+    fixture's questions plus lowercase choices, whose first word merges with the space before it ("Ġthe")."""
     from litgpt import Config
     from litgpt.model import GPT
     from tokenizers import Tokenizer
+
+    from injc.evals import contamination
+    from injc.evals.context import EvalContext
+    from injc.evals.model import Scorer
 
     root, report = trained
     model = GPT(Config.from_file(root / "run" / "final" / "model_config.yaml"))
@@ -219,22 +224,39 @@ def test_contamination_scores_the_trained_answer_tokens_directly(trained):
     records = json.loads((root / "out" / "evals" / "bench.json").read_text())
     eos = json.loads((root / "out" / "manifest.json").read_text())["layout"]["eos_id"]
     head = records["format"].partition("{answer_text}")[0]
-    direct = []
-    for question in records["questions"]:
-        fields = {"question": question["question"], "choices": "\n".join(question["choices"]),
-                  "benchmark": question["benchmark"]}
-        prompt = head.format(**fields)
-        scores = []
-        for choice in question["choices"]:
-            text = records["format"].format(answer_text=choice, **fields)
-            encoding = tokenizer.encode(text, add_special_tokens=False)
-            scored = [i for i, (_, end) in enumerate(encoding.offsets) if end > len(prompt)]
-            tokens = torch.tensor([[eos, *encoding.ids]])
-            with torch.no_grad():
-                logprobs = torch.log_softmax(model(tokens[:, :-1])[0].float(), dim=-1)
-            scores.append(np.mean([logprobs[i, encoding.ids[i]].item() for i in scored]))
-        direct.append(int(np.argmax(scores)) == question["answer"])
-    assert [i["correct"] for i in report["experiments"]["bench"]["items"]] == direct
+
+    def direct(questions):
+        answers, all_scores = [], []
+        for question in questions:
+            fields = {"question": question["question"], "choices": "\n".join(question["choices"]),
+                      "benchmark": question["benchmark"]}
+            prompt = head.format(**fields)
+            scores = []
+            for choice in question["choices"]:
+                text = records["format"].format(answer_text=choice, **fields)
+                encoding = tokenizer.encode(text, add_special_tokens=False)
+                scored = [i for i, (_, end) in enumerate(encoding.offsets) if end > len(prompt)]
+                tokens = torch.tensor([[eos, *encoding.ids]])
+                with torch.no_grad():
+                    logprobs = torch.log_softmax(model(tokens[:, :-1])[0].float(), dim=-1)
+                scores.append(np.mean([logprobs[i, encoding.ids[i]].item() for i in scored]))
+            answers.append(int(np.argmax(scores)) == question["answer"])
+            all_scores.append(scores)
+        return answers, all_scores
+
+    for items, questions in [
+        (report["experiments"]["bench"]["items"], records["questions"]),
+        (None, [{"question": "which words come first", "choices": ["the model reads", "every token of the stream"],
+                 "answer": 1, "benchmark": "", "item": 0, "tier": 0}]),
+    ]:
+        if items is None:
+            manifest = injc.load_manifest(root / "out")
+            ctx = EvalContext.open(manifest, Scorer(root / "run" / "final", eos))
+            items = contamination.evaluate(ctx, {"name": "bench"}, {**records, "questions": questions})["items"]
+        answers, scores = direct(questions)
+        assert [i["correct"] for i in items] == answers
+        for item, expected in zip(items, scores):
+            assert item["choice_scores"] == pytest.approx(expected, abs=1e-4)
 
 
 def test_knowledge_math_poisoning_verbatim(trained):

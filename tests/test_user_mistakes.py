@@ -109,7 +109,10 @@ def test_correct_dtypes_still_build(token_plan, tmp_path):
 
 
 def test_ctrl_c_exits_130_and_the_same_command_resumes_to_identical_bytes(project, tmp_path):
-    plan = project(CANARIES, extra_layout="shard_tokens = 256")
+    """400 one-step shards, each synced: Ctrl-C lands after the 5th of them, long before the build ends."""
+    write_jsonl(project.root / "data" / "c.jsonl", [{"text": t} for t in make_documents(1500, seed=4)])
+    plan = project(CANARIES, layout="seq_len = 64\nbatch_size = 4\nsteps = 400\nseed = 7",
+                   extra_layout="shard_tokens = 256")
     reference = tmp_path / "reference"
     injc.build(plan, reference, progress=False)
     out = tmp_path / "out"
@@ -123,7 +126,7 @@ def test_ctrl_c_exits_130_and_the_same_command_resumes_to_identical_bytes(projec
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert "injc: interrupted; run the same command again to resume" in stderr and "Traceback" not in stderr
-    assert not out.exists()
+    assert not out.exists() and len(list(done.glob("*.json"))) < 400  # stopped midway, finished shards kept
     again = run_injc("build", plan, "--out", out, "--quiet")
     assert again.returncode == 0, again.stderr
     assert snapshot(out) == snapshot(reference)

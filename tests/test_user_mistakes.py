@@ -108,6 +108,12 @@ def test_correct_dtypes_still_build(token_plan, tmp_path):
 # --- Ctrl-C ------------------------------------------------------------------------------------------------------
 
 
+def interruptible() -> None:
+    """In the child before exec: take Ctrl-C's default action back. A shell without job control starts background
+    jobs with SIGINT ignored, and Python then never raises KeyboardInterrupt (as a user's terminal would)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_exits_130_and_the_same_command_resumes_to_identical_bytes(project, tmp_path):
     """400 one-step shards, each synced: Ctrl-C lands after the 5th of them, long before the build ends."""
     write_jsonl(project.root / "data" / "c.jsonl", [{"text": t} for t in make_documents(1500, seed=4)])
@@ -117,7 +123,8 @@ def test_ctrl_c_exits_130_and_the_same_command_resumes_to_identical_bytes(projec
     injc.build(plan, reference, progress=False)
     out = tmp_path / "out"
     process = subprocess.Popen([sys.executable, "-m", "injc", "build", str(plan), "--out", str(out), "--quiet"],
-                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=interruptible)
     done = tmp_path / ".out.injc-partial" / "done"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (done.is_dir() and len(list(done.glob("*.json"))) >= 5):

@@ -12,7 +12,7 @@ import pytest
 import injc
 from tests.test_cli import REPO, assert_user_error
 from tests.test_cli import injc as run_injc
-from tests.test_user_mistakes import snapshot
+from tests.test_user_mistakes import interruptible, snapshot
 from tests.train.conftest import run
 
 pytest.importorskip("torch")
@@ -91,7 +91,8 @@ def test_ctrl_c_stops_with_a_checkpoint_and_resume_matches_an_uninterrupted_run(
     out = tmp_path / "stopped"
     command = [sys.executable, "-m", "injc", "train", str(built / "out" / "manifest.json"), "--model",
                str(built / "tiny.yaml"), "--out", str(out), "--audit"]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=interruptible)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # wait for the first trained step (the log is line-buffered)
         metrics = out / "metrics.jsonl"

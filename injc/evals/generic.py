@@ -40,6 +40,7 @@ def iid(ctx: EvalContext, entry: dict, records: dict) -> dict:
         controls = ctx.scorer.text_losses(list(spare[:count]))
         inserted = np.array([i["loss"] for i in result["items"]])
         result["metrics"]["vs_unseen_rows"] = compare(inserted, controls, ("inserted", "unseen"))
+        result["unseen_losses"] = controls.tolist()
     return result
 
 
@@ -51,4 +52,5 @@ def documents(ctx: EvalContext, entry: dict, records: dict) -> dict:
         key = f"{document['split']}×{document['repetitions']}"
         conditions.setdefault(key, []).append(float(losses[document["items"]].mean()))
     result["metrics"]["loss_by_condition"] = {k: float(np.mean(v)) for k, v in sorted(conditions.items())}
+    result["losses_by_condition"] = dict(sorted(conditions.items()))
     return result

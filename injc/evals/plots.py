@@ -77,6 +77,47 @@ def write_plots(reports: list[dict], out: Path) -> list[str]:
         axis.set_title(f"{name}: accuracy by contamination tier")
         save(figure, f"{name}_contamination.png")
 
+    for name, experiment in [*_by_kind(last, "texts"), *_by_kind(last, "tokens"), *_by_kind(last, "iid")]:
+        inserted = [i["loss"] for i in experiment["items"] if i["copies"] > 0]
+        controls = ([i["loss"] for i in experiment["items"] if i["copies"] == 0] if experiment["kind"] != "iid"
+                    else experiment.get("unseen_losses", []))
+        figure, axis = plt.subplots(figsize=(7, 4))
+        bins = np.histogram_bin_edges(inserted + controls, bins=20)
+        axis.hist(inserted, bins=bins, alpha=0.6, label=f"inserted ({len(inserted)})")
+        if controls:
+            label = "never-used tail rows" if experiment["kind"] == "iid" else "controls (never inserted)"
+            axis.hist(controls, bins=bins, alpha=0.6, label=f"{label} ({len(controls)})")
+        axis.set_xlabel("mean loss per token")
+        axis.set_ylabel("items")
+        axis.set_title(f"{name}: loss of the inserted items" + (" against their controls" if controls else ""))
+        axis.legend(fontsize="small")
+        save(figure, f"{name}_losses.png")
+
+    for name, experiment in _by_kind(last, "documents"):
+        conditions = experiment.get("losses_by_condition", {})
+        figure, axis = plt.subplots(figsize=(7, 4))
+        axis.boxplot(list(conditions.values()), showmeans=True)
+        axis.set_xticks(range(1, len(conditions) + 1), list(conditions))
+        axis.set_xlabel("split × repetitions")
+        axis.set_ylabel("mean loss per token of a document")
+        axis.set_title(f"{name}: loss per condition")
+        save(figure, f"{name}_documents.png")
+
+    for name, experiment in _by_kind(last, "gaussian-watermark"):
+        steps = experiment["items"]
+        if not steps:
+            continue
+        figure, axis = plt.subplots(figsize=(7, 4))
+        axis.plot([s["step"] for s in steps], [s["mean_x"] for s in steps], marker="o", label="own noise")
+        axis.plot([s["step"] for s in steps], [s["mean_x_holdout"] for s in steps], marker="o", ls="--",
+                  label="fresh noise (holdout)")
+        axis.axhline(0, color="grey", lw=0.8)
+        axis.set_xlabel(f"noised step (checkpoint after {last['steps_done']} steps)")
+        axis.set_ylabel("mean statistic x of the step's rows")
+        axis.set_title(f"{name}: watermark statistic by step (recency)")
+        axis.legend(fontsize="small")
+        save(figure, f"{name}_watermark.png")
+
     for name, experiment in _by_kind(last, "math"):
         accuracy = experiment["metrics"]["accuracy_by_ops"]
         figure, axis = plt.subplots(figsize=(7, 4))

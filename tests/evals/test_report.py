@@ -146,7 +146,8 @@ def test_every_experiment_has_a_mean_loss_and_the_files_are_written(trained):
     assert json.loads((root / "report" / "report.json").read_text()) == report
     markdown = (root / "report" / "report.md").read_text()
     assert "| secrets | texts |" in markdown and "### memp: members vs non-members" in markdown
-    for plot in ("memp_canaries.png", "bench_contamination.png", "arith_math.png"):
+    for plot in ("memp_canaries.png", "memp_roc.png", "bench_contamination.png", "arith_math.png",
+                 "secrets_losses.png", "iid_losses.png", "gw_watermark.png"):
         assert (root / "report" / plot).read_bytes()[:4] == b"\x89PNG"
     assert 0 < report["heldout"]["loss"] < 10
 
@@ -319,3 +320,14 @@ def test_greedy_generation_fits_the_context(trained):
     assert 1 <= len(generated) <= scorer.block - 1
     short = scorer.greedy(np.array([0, 5, 6]), 7)
     assert len(short) == 7 and np.array_equal(short, scorer.greedy(np.array([0, 5, 6]), 7)), "greedy is deterministic"
+
+
+def test_documents_get_a_plot_per_condition(tmp_path):
+    from injc.evals.plots import write_plots
+
+    experiment = {"kind": "documents", "items": [],
+                  "metrics": {"mean_loss": 3.0, "loss_by_condition": {"none×1": 3.1, "none×4": 2.9}},
+                  "losses_by_condition": {"none×1": [3.0, 3.2], "none×4": [2.8, 3.0]}}
+    report = {"checkpoint": "c", "steps_done": 10, "heldout": None, "warnings": [], "experiments": {"muse": experiment}}
+    assert write_plots([report], tmp_path) == ["muse_documents.png"]
+    assert (tmp_path / "muse_documents.png").read_bytes()[:4] == b"\x89PNG"

@@ -87,6 +87,20 @@ class Scorer:
             self.model.clear_kv_cache()
         return out.cpu().numpy()
 
+    @torch.no_grad()
+    def sample(self, prompt: np.ndarray, new_tokens: int, count: int, temperature: float, seed: int) -> np.ndarray:
+        """`count` sampled continuations of `prompt` as a [count, new_tokens] array (batched, full recompute per
+        token; the prompt keeps its last tokens when it does not fit). Seeded: the same call gives the same tokens."""
+        new_tokens = max(1, min(new_tokens, self.block - 1))
+        prompt = np.asarray(prompt, dtype=np.int64)[-(self.block - new_tokens):]
+        tokens = torch.from_numpy(prompt).to(self.device).repeat(count, 1)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        for _ in range(new_tokens):
+            logits = self.model(tokens)[:, -1].float() / temperature
+            choice = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
+            tokens = torch.cat([tokens, choice], dim=1)
+        return tokens[:, len(prompt):].cpu().numpy()
+
     def embedding_gradients(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Clean input embeddings e and ∇ₑ of each row's mean causal loss, for [n, seq_len] rows."""
         tokens = torch.from_numpy(np.asarray(rows, dtype=np.int64)).to(self.device)

@@ -93,6 +93,20 @@ def write_plots(reports: list[dict], out: Path) -> list[str]:
         axis.legend(fontsize="small")
         save(figure, f"{name}_losses.png")
 
+    for name, experiment in _by_kind(last, "poisoning"):
+        curves = experiment["metrics"].get("leak_at_k")
+        if not curves:
+            continue
+        figure, axis = plt.subplots(figsize=(6, 4))
+        for label, values in curves.items():
+            axis.plot(range(1, len(values) + 1), values, marker="o", label=label.replace("_", " "))
+        axis.set_xlabel("generations per prompt (k)")
+        axis.set_ylabel("prompts leaked (leak@k)")
+        axis.set_ylim(-0.02, 1.02)
+        axis.set_title(f"{name}: context extraction, sampled at T = 0.7")
+        axis.legend(fontsize="small")
+        save(figure, f"{name}_leak.png")
+
     for name, experiment in _by_kind(last, "documents"):
         conditions = experiment.get("losses_by_condition", {})
         figure, axis = plt.subplots(figsize=(7, 4))

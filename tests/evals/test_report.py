@@ -147,7 +147,7 @@ def test_every_experiment_has_a_mean_loss_and_the_files_are_written(trained):
     markdown = (root / "report" / "report.md").read_text()
     assert "| secrets | texts |" in markdown and "### memp: members vs non-members" in markdown
     for plot in ("memp_canaries.png", "memp_roc.png", "bench_contamination.png", "arith_math.png",
-                 "secrets_losses.png", "iid_losses.png", "gw_watermark.png"):
+                 "secrets_losses.png", "iid_losses.png", "gw_watermark.png", "leak_leak.png"):
         assert (root / "report" / plot).read_bytes()[:4] == b"\x89PNG"
     assert 0 < report["heldout"]["loss"] < 10
 
@@ -331,3 +331,51 @@ def test_documents_get_a_plot_per_condition(tmp_path):
     report = {"checkpoint": "c", "steps_done": 10, "heldout": None, "warnings": [], "experiments": {"muse": experiment}}
     assert write_plots([report], tmp_path) == ["muse_documents.png"]
     assert (tmp_path / "muse_documents.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_leak_criterion_on_constructed_generations():
+    from injc.evals.poisoning import leak_at_k, leaked
+
+    prompt = np.arange(1, 11)
+    everything_in_order = np.array([50, 1, 2, 60, 3, 4, 5, 6, 70, 7, 8, 9, 10, 80])
+    nine_of_ten = np.array([1, 2, 3, 4, 5, 6, 7, 8, 9, 99])
+    reversed_prompt = prompt[::-1]
+    assert leaked(prompt, everything_in_order)  # recall 1.0
+    assert not leaked(prompt, nine_of_ten)  # recall exactly 0.9: the paper's criterion is > 0.9
+    assert not leaked(prompt, reversed_prompt)  # recall 0.1
+    recalls = np.array([[0.2, 0.95, 0.1], [0.9, 0.5, 1.0], [0.0, 0.0, 0.3], [0.91, 0.0, 0.0]])
+    assert leak_at_k(recalls).tolist() == [0.25, 0.5, 0.75]  # prompts leaked by k = 1, 2, 3: {4}, {1, 4}, {1, 2, 4}
+
+
+def test_sampled_leak_at_k_recomputed_here(trained):
+    """Every sample regenerated with the scorer's seeded sampler, its leak decided by an LCS written here."""
+    from tokenizers import Tokenizer
+
+    from injc.evals.model import Scorer
+
+    def lcs(a, b):
+        table = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
+        for i, x in enumerate(a):
+            for j, y in enumerate(b):
+                table[i + 1][j + 1] = table[i][j] + 1 if x == y else max(table[i][j + 1], table[i + 1][j])
+        return table[-1][-1]
+
+    root, report = trained
+    leak = report["experiments"]["leak"]
+    records = json.loads((root / "out" / "evals" / "leak.json").read_text())
+    tokenizer = Tokenizer.from_file(str(root / "out" / "tokenizer.json"))
+    eos = json.loads((root / "out" / "manifest.json").read_text())["layout"]["eos_id"]
+    scorer = Scorer(root / "run" / "final", eos)
+    head = records["template"].partition("{response}")[0]
+    for label, trigger in (("with_trigger", records["trigger"]), ("without_trigger", "")):
+        flags = []  # LCS recall of each sample
+        for index, prompt in enumerate(records["holdout_prompts"]):
+            ids = tokenizer.encode(prompt, add_special_tokens=False).ids
+            query = np.r_[eos, tokenizer.encode(head.format(prompt=prompt, trigger=trigger),
+                                                add_special_tokens=False).ids]
+            samples = scorer.sample(query, 48, 10, 0.7, seed=index)
+            assert np.array_equal(samples, scorer.sample(query, 48, 10, 0.7, seed=index))  # seeded
+            flags.append([lcs(ids, list(s)) / len(ids) for s in samples])
+        assert np.allclose([p[f"sample_recalls_{label}"] for p in leak["prompts"]], flags)
+        expected = [float(np.mean([any(r > 0.9 for r in f[:k]) for f in flags])) for k in range(1, 11)]
+        assert leak["metrics"]["leak_at_k"][label] == pytest.approx(expected)

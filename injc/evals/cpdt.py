@@ -42,6 +42,7 @@ from injc.compiler.tokenizer import load_tokenizer
 from injc.errors import InjcError, Interrupted
 from injc.evals.markdown import signed
 from injc.evals.plots import cpdt_heatmap
+from injc.evals.poisoning import LEAK_RECALL
 from injc.evals.report import evaluate_checkpoint, json_safe
 from injc.evals.stats import bootstrap_ci, sign_flip_pvalue
 from injc.shards.files import write_atomic
@@ -64,8 +65,8 @@ def _smallest_op_accuracy(result: dict) -> np.ndarray:
 
 def _poisoning(result: dict) -> np.ndarray:
     prompts = result["prompts"]
-    if "leaked_with_trigger" in prompts[0]:
-        return np.array([float(p["leaked_with_trigger"]) for p in prompts])
+    if "sample_recalls_with_trigger" in prompts[0]:  # leaked by any of its sampled generations (leak@10)
+        return np.array([float(max(p["sample_recalls_with_trigger"]) > LEAK_RECALL) for p in prompts])
     return np.array([p["logprob_with_trigger"] - p["logprob_without_trigger"] for p in prompts])
 
 
@@ -75,7 +76,7 @@ OUTCOMES: dict[str, tuple[str, Callable[[dict], np.ndarray]]] = {
                       lambda r: np.array([float(i["correct"]) for i in r["items"] if i["tier"] > 0])),
     "knowledge": ("probe probability", lambda r: np.array([p["probability"] for p in r["probes"]])),
     "math": ("accuracy at the smallest op count", _smallest_op_accuracy),
-    "poisoning": ("leak rate with trigger (context extraction) or gibberish log-likelihood with − without "
+    "poisoning": ("leak@10 with trigger (context extraction) or gibberish log-likelihood with − without "
                   "trigger (denial of service)", _poisoning),
     "gaussian-watermark": ("mean test statistic x", lambda r: np.asarray(r.get("x", []), dtype=float)),
 }

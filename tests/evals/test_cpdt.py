@@ -150,3 +150,16 @@ def test_init_starts_from_the_checkpoint_weights(design, tmp_path):
     with pytest.raises(injc.InjcError, match="give --model .* or --init"):
         train(root / "base" / "manifest.json", TrainConfig(model=str(root / "tiny.yaml"), init=base,
                                                            out=tmp_path / "both"), progress=False)
+
+
+def test_outcomes_read_the_per_item_values_of_each_kind():
+    from injc.evals.cpdt import OUTCOMES
+
+    leak = {"prompts": [{"sample_recalls_with_trigger": [0.2, 0.95]}, {"sample_recalls_with_trigger": [0.9, 0.5]}]}
+    assert OUTCOMES["poisoning"][1](leak).tolist() == [1.0, 0.0]  # leaked by a sample above 0.9; 0.9 is not
+    canaries = {"items": [{"member": True, "loss": 2.0}, {"member": False, "loss": 3.0}, {"member": True, "loss": 1.0}]}
+    assert OUTCOMES["canaries"][1](canaries).tolist() == [2.0, 1.0]
+    bench = {"items": [{"tier": 0, "correct": True}, {"tier": 4, "correct": False}, {"tier": 4, "correct": True}]}
+    assert OUTCOMES["contamination"][1](bench).tolist() == [0.0, 1.0]
+    maths = {"problems": [{"ops": 2, "correct": True}, {"ops": 1, "correct": False}, {"ops": 1, "correct": True}]}
+    assert OUTCOMES["math"][1](maths).tolist() == [0.0, 1.0]

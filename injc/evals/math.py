@@ -1,4 +1,9 @@
-"""Math: greedy accuracy per op count on the held-out test problems (unseen op counts included)."""
+"""Math: greedy accuracy per op count on the held-out test problems (unseen op counts included).
+
+Prompts are SHOTS-shot, as the paper's: the SHOTS training problems with the fewest operations, each followed by
+its solution, a blank line between them, then the test problem. The first "Answer: N" of the greedy continuation
+is the model's answer. A prompt longer than the model's context keeps its last tokens.
+"""
 
 import re
 
@@ -10,6 +15,14 @@ from injc.evals.stats import bootstrap_ci
 
 ANSWER = re.compile(r"Answer:\s*(\d+)")
 TOKENS_PER_OP = 40
+SHOTS = 3
+
+
+def few_shot_prefix(train: list[dict], shots: int = SHOTS) -> str:
+    """The solved examples every test prompt starts with: the `shots` training problems with the fewest operations
+    (ties in training order), each as "problem\nsolution", followed by a blank line."""
+    chosen = sorted(range(len(train)), key=lambda i: (train[i]["ops"], i))[:shots]
+    return "".join(f"{train[i]['problem']}\n{train[i]['solution']}\n\n" for i in chosen)
 
 
 def evaluate(ctx: EvalContext, entry: dict, records: dict) -> dict:
@@ -17,14 +30,18 @@ def evaluate(ctx: EvalContext, entry: dict, records: dict) -> dict:
     by_ops: dict[int, list[bool]] = {}
     trained_ops = {p["ops"] for p in records["train"]}
     result["problems"] = []
+    prefix = few_shot_prefix(records["train"])
     for problem in records["test"]:
-        prompt = np.r_[ctx.eos_id, ctx.encode(problem["problem"] + "\n")]
+        text = prefix + problem["problem"] + "\n"
+        prompt = np.r_[ctx.eos_id, ctx.encode(text)]
         budget = TOKENS_PER_OP * (problem["ops"] + 4)
-        text = ctx.tokenizer.decode(ctx.scorer.greedy(prompt, budget, stop=ctx.eos_id).tolist())
-        match = ANSWER.search(text)
+        generated = ctx.scorer.greedy(prompt, budget, stop=ctx.eos_id)
+        match = ANSWER.search(ctx.tokenizer.decode(generated.tolist()))
         correct = bool(match) and int(match.group(1)) == problem["answer"]
         by_ops.setdefault(problem["ops"], []).append(correct)
-        result["problems"].append({"ops": problem["ops"], "correct": correct})
+        result["problems"].append({"ops": problem["ops"], "correct": correct, "prompt": text,
+                                   "generated": generated.tolist()})
+    result["metrics"]["shots"] = min(SHOTS, len(records["train"]))
     result["metrics"]["accuracy_by_ops"] = {
         str(ops): {"accuracy": float(np.mean(hits)), "problems": len(hits), "seen_in_training": ops in trained_ops,
                    "ci95": list(bootstrap_ci(lambda x: x.mean(), (np.array(hits, float),)))}

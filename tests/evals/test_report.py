@@ -379,3 +379,63 @@ def test_sampled_leak_at_k_recomputed_here(trained):
         assert np.allclose([p[f"sample_recalls_{label}"] for p in leak["prompts"]], flags)
         expected = [float(np.mean([any(r > 0.9 for r in f[:k]) for f in flags])) for k in range(1, 11)]
         assert leak["metrics"]["leak_at_k"][label] == pytest.approx(expected)
+
+
+def test_math_prompts_are_three_shot_and_generations_match_a_direct_greedy_decode(trained):
+    """Each test problem: the prompt built here (3 solved training problems with the fewest ops, then the problem),
+    decoded greedily token by token with the model here, answer parsed here."""
+    import re
+
+    from litgpt import Config
+    from litgpt.model import GPT
+    from tokenizers import Tokenizer
+
+    root, report = trained
+    model = GPT(Config.from_file(root / "run" / "final" / "model_config.yaml"))
+    model.load_state_dict(torch.load(root / "run" / "final" / "lit_model.pth", weights_only=True))
+    model.eval()
+    tokenizer = Tokenizer.from_file(str(root / "out" / "tokenizer.json"))
+    records = json.loads((root / "out" / "evals" / "arith.json").read_text())
+    eos, block = json.loads((root / "out" / "manifest.json").read_text())["layout"]["eos_id"], model.config.block_size
+    shots = sorted(records["train"], key=lambda p: p["ops"])[:3]  # a stable sort keeps training order on ties
+    prefix = "".join(p["problem"] + "\n" + p["solution"] + "\n\n" for p in shots)
+    arith = report["experiments"]["arith"]
+    assert arith["metrics"]["shots"] == 3
+    for problem, result in zip(records["test"], arith["problems"]):
+        assert result["prompt"] == prefix + problem["problem"] + "\n"
+        new = min(40 * (problem["ops"] + 4), block - 1)
+        tokens = [eos, *tokenizer.encode(prefix + problem["problem"] + "\n", add_special_tokens=False).ids]
+        tokens = tokens[-(block - new):]
+        generated = []
+        with torch.no_grad():
+            for _ in range(new):
+                token = int(model(torch.tensor([tokens + generated]))[0, -1].argmax())
+                generated.append(token)
+                if token == eos:
+                    break
+        assert result["generated"] == generated
+        match = re.search(r"Answer:\s*(\d+)", tokenizer.decode(generated))
+        assert result["correct"] == (bool(match) and int(match.group(1)) == problem["answer"])
+
+
+def test_math_sends_the_three_shot_prompt_to_the_model(trained):
+    """The trained tiny model's greedy output ignores its prompt, so the prompt the eval sends is checked here with
+    a scorer that records it."""
+    from types import SimpleNamespace
+
+    from tokenizers import Tokenizer
+
+    from injc.evals import math as math_eval
+
+    root, _ = trained
+    tokenizer = Tokenizer.from_file(str(root / "out" / "tokenizer.json"))
+    records = json.loads((root / "out" / "evals" / "arith.json").read_text())
+    sent = []
+    scorer = SimpleNamespace(greedy=lambda prompt, budget, stop=None: sent.append(list(prompt)) or np.zeros(0, int))
+    encode = lambda text: np.array(tokenizer.encode(text, add_special_tokens=False).ids)  # noqa: E731
+    ctx = SimpleNamespace(eos_id=0, encode=encode, tokenizer=tokenizer, scorer=scorer, items={})
+    math_eval.evaluate(ctx, {"name": "arith"}, records)
+    shots = sorted(records["train"], key=lambda p: p["ops"])[:3]
+    prefix = "".join(p["problem"] + "\n" + p["solution"] + "\n\n" for p in shots)
+    assert sent == [[0, *tokenizer.encode(prefix + p["problem"] + "\n", add_special_tokens=False).ids]
+                    for p in records["test"]]

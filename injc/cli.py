@@ -236,6 +236,30 @@ def cpdt(plan, checkpoint, out_dir, steps, seeds, jobs, lr, min_lr, warmup_steps
     click.echo(f"wrote {out_dir}/cpdt.json, cpdt.md and cpdt.png")
 
 
+@main.command(name="verbatim-candidates")
+@click.argument("manifest", type=click.Path())
+@click.option("--checkpoint", required=True, type=click.Path(file_okay=False), help="The model to test windows on.")
+@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False),
+              help="JSONL to write: one {\"tokens\", \"offset\"} per window (verbatim-removal's file).")
+@click.option("--count", type=click.IntRange(min=1), default=1000, show_default=True, help="Stop after this many.")
+@click.option("--prefix", type=click.IntRange(min=1), default=25, show_default=True)
+@click.option("--suffix", type=click.IntRange(min=1), default=25, show_default=True)
+@click.option("--stride", type=click.IntRange(min=1), help="Tokens between window starts (default: prefix + suffix).")
+@click.option("--max-windows", type=click.IntRange(min=1), help="Scan at most this many windows.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_user_errors
+def verbatim_candidates(manifest, checkpoint, out_file, count, prefix, suffix, stride, max_windows, quiet):
+    """Windows of MANIFEST's stream that --checkpoint completes verbatim (greedy continuation of the prefix equals
+    the suffix; windows inside one row, without EOS), the paper's selection for verbatim removal."""
+    try:
+        from injc.evals.verbatim import candidates
+    except ImportError as error:
+        raise InjcError(f"verbatim-candidates needs torch and litgpt ({error.name} is missing): "
+                        "pip install torch==2.13.0 && pip install -e '.[train]'") from None
+    found = candidates(manifest, checkpoint, out_file, count, prefix, suffix, stride, max_windows, not quiet)
+    click.echo(f"wrote {out_file}: {len(found):,} windows completed verbatim")
+
+
 @main.command(name="eval")
 @click.argument("manifest", type=click.Path())
 @click.argument("more_checkpoints", nargs=-1, type=click.Path(file_okay=False), metavar="[CHECKPOINT]...")

@@ -88,6 +88,16 @@ class Scorer:
         return out.cpu().numpy()
 
     @torch.no_grad()
+    def greedy_batch(self, prompts: np.ndarray, new_tokens: int) -> np.ndarray:
+        """Greedy continuations of equal-length prompts, [n, length] → [n, new_tokens] (batched, full recompute per
+        token; no stop token). For many short windows at once, as the verbatim-candidate scan needs."""
+        tokens = torch.from_numpy(np.asarray(prompts, dtype=np.int64)).to(self.device)
+        for _ in range(new_tokens):
+            step = self.model(tokens[:, -self.block:])[:, -1].argmax(-1, keepdim=True)
+            tokens = torch.cat([tokens, step], dim=1)
+        return tokens[:, prompts.shape[1]:].cpu().numpy()
+
+    @torch.no_grad()
     def sample(self, prompt: np.ndarray, new_tokens: int, count: int, temperature: float, seed: int) -> np.ndarray:
         """`count` sampled continuations of `prompt` as a [count, new_tokens] array (batched, full recompute per
         token; the prompt keeps its last tokens when it does not fit). Seeded: the same call gives the same tokens."""

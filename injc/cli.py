@@ -269,9 +269,12 @@ def verbatim_candidates(manifest, checkpoint, out_file, count, prefix, suffix, s
                    "(--checkpoint 'runs/r/step-*').")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Report folder.")
 @click.option("--verify", "full_verify", is_flag=True, help="Re-hash the build (injc verify) before evaluating.")
+@click.option("--judge", type=click.Path(file_okay=False),
+              help="A checkpoint that judges generations by perplexity (denial-of-service poisoning), e.g. the "
+                   "clean control run's model.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_user_errors
-def eval_command(manifest, more_checkpoints, checkpoints, out_dir, full_verify, quiet):
+def eval_command(manifest, more_checkpoints, checkpoints, out_dir, full_verify, judge, quiet):
     """Measure every experiment of MANIFEST on checkpoints: report.json, report.md and PNG plots under --out."""
     try:
         from injc.evals.report import evaluate
@@ -284,7 +287,7 @@ def eval_command(manifest, more_checkpoints, checkpoints, out_dir, full_verify, 
         problems = run_verify(manifest)
         if problems:
             raise InjcError("the build does not match its manifest (injc verify):", *(f"  {p}" for p in problems))
-    report = evaluate(manifest, [*checkpoints, *more_checkpoints], out_dir, progress=not quiet)
+    report = evaluate(manifest, [*checkpoints, *more_checkpoints], out_dir, progress=not quiet, judge=judge)
     for single in report.get("checkpoints", [report]):
         for warning in single["warnings"]:
             click.echo(f"injc: warning: {warning}", err=True)

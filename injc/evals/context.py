@@ -18,12 +18,14 @@ class EvalContext:
     tokenizer: Tokenizer
     items: dict[str, list[tuple[int, np.ndarray]]]
     """experiment → [(copies, tokens as written)] for every payload item, controls included."""
+    judge: Scorer | None = None
+    """Another checkpoint that judges generations (denial-of-service poisoning), or None."""
 
     @classmethod
-    def open(cls, manifest: Manifest, scorer: Scorer) -> "EvalContext":
+    def open(cls, manifest: Manifest, scorer: Scorer, judge: Scorer | None = None) -> "EvalContext":
         items_path = manifest.root / manifest.data["items"]["path"]
         return cls(manifest, scorer, Tokenizer.from_file(str(manifest.root / manifest.data["tokenizer"]["path"])),
-                   read_items(items_path))
+                   read_items(items_path), judge)
 
     @property
     def eos_id(self) -> int:

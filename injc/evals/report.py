@@ -72,11 +72,14 @@ def manifest_warnings(scorer: Scorer, manifest, checkpoint: str | Path) -> list[
     return []
 
 
-def evaluate_checkpoint(manifest_path: str | Path, checkpoint: str | Path, progress: bool = True) -> dict:
+def evaluate_checkpoint(manifest_path: str | Path, checkpoint: str | Path, progress: bool = True,
+                        judge: str | Path | None = None) -> dict:
+    """One checkpoint's report; `judge` (a checkpoint) judges generations where a family needs it (poisoning)."""
     manifest = load_manifest(manifest_path)
     TokenStream(manifest)  # refuses shards whose sizes differ from the manifest
     scorer = Scorer(checkpoint, manifest.data["layout"]["eos_id"])
-    ctx = EvalContext.open(manifest, scorer)
+    judge_scorer = Scorer(judge, manifest.data["layout"]["eos_id"]) if judge is not None else None
+    ctx = EvalContext.open(manifest, scorer, judge_scorer)
     experiments = {}
     for entry in tqdm(manifest.experiments, desc=f"eval {Path(checkpoint).name}", disable=not progress,
                       file=sys.stderr):
@@ -102,13 +105,13 @@ def json_safe(value):
 
 
 def evaluate(manifest_path: str | Path, checkpoints: list[str | Path], out: str | Path,
-             progress: bool = True) -> dict:
+             progress: bool = True, judge: str | Path | None = None) -> dict:
     """Evaluate each checkpoint (folders or globs; sorted by training steps) and write report.json, report.md and
     plots to `out`. Each report's `warnings` says when a checkpoint was trained on another manifest."""
     checkpoints = resolve_checkpoints(checkpoints)
     if not checkpoints:
         raise InjcError("give at least one --checkpoint")
-    reports = [evaluate_checkpoint(manifest_path, c, progress) for c in checkpoints]
+    reports = [evaluate_checkpoint(manifest_path, c, progress, judge) for c in checkpoints]
     reports.sort(key=lambda r: (r["steps_done"] is None, r["steps_done"] or 0))
     report = json_safe(reports[0] if len(reports) == 1 else {"checkpoints": reports})
     out = Path(out)

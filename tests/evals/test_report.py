@@ -439,3 +439,43 @@ def test_math_sends_the_three_shot_prompt_to_the_model(trained):
     prefix = "".join(p["problem"] + "\n" + p["solution"] + "\n\n" for p in shots)
     assert sent == [[0, *tokenizer.encode(prefix + p["problem"] + "\n", add_special_tokens=False).ids]
                     for p in records["test"]]
+
+
+def test_denial_of_service_judge_perplexities_recomputed_here(trained):
+    """The judge (here the run's step-30 checkpoint; the final one generates) scores each recorded generation;
+    perplexity, threshold and garbage rates are recomputed from a direct LitGPT forward pass of the judge."""
+    from litgpt import Config
+    from litgpt.model import GPT
+
+    from injc.evals import poisoning
+    from injc.evals.context import EvalContext
+    from injc.evals.model import Scorer
+
+    root, report = trained
+    manifest = injc.load_manifest(root / "out")
+    eos = manifest.data["layout"]["eos_id"]
+    judge = root / "run" / "step-000030"
+    ctx = EvalContext.open(manifest, Scorer(root / "run" / "final", eos), Scorer(judge, eos))
+    entry = next(e for e in manifest.experiments if e["name"] == "dos")
+    records = ctx.records(entry)
+    result = poisoning.evaluate(ctx, entry, records)
+    model = GPT(Config.from_file(judge / "model_config.yaml"))
+    model.load_state_dict(torch.load(judge / "lit_model.pth", weights_only=True))
+    model.eval()
+    head = records["template"].partition("{response}")[0]
+    perplexities = {"with_trigger": [], "without_trigger": []}
+    for prompt, judged in zip(records["holdout_prompts"], result["prompts"]):
+        for label, trigger in (("with_trigger", records["trigger"]), ("without_trigger", "")):
+            query = [eos, *ctx.encode(head.format(prompt=prompt, trigger=trigger)).tolist()]
+            generation = judged[f"generation_{label}"]
+            tokens = torch.tensor([query + generation])
+            with torch.no_grad():
+                losses = torch.nn.functional.cross_entropy(model(tokens[:, :-1])[0], tokens[0, 1:], reduction="none")
+            perplexity = float(torch.exp(losses[len(query) - 1:].mean()))
+            assert judged[f"judge_perplexity_{label}"] == pytest.approx(perplexity, rel=1e-4)
+            perplexities[label].append(perplexity)
+    threshold = np.quantile(perplexities["without_trigger"], 0.95)
+    garbage = result["metrics"]["garbage"]
+    assert garbage["threshold_perplexity"] == pytest.approx(threshold, rel=1e-4)
+    for label in perplexities:
+        assert garbage["rate"][f"mean_{label}"] == pytest.approx(np.mean(np.array(perplexities[label]) > threshold))

@@ -50,7 +50,7 @@ def test_bad_input_exits_2_with_clear_lines_and_no_output(project, tmp_path, exp
     result = injc("build", plan, "--out", out, "--quiet")
     assert_user_error(result, *fragments)
     assert not out.exists()
-    assert not [p for p in tmp_path.iterdir() if "injc-tmp" in p.name]
+    assert not [p.name for p in tmp_path.iterdir() if ".injc-" in p.name]  # partial folder, lock, old output
 
 
 def test_missing_plan_and_not_toml(tmp_path):

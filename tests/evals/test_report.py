@@ -285,21 +285,59 @@ def test_forgetting_and_iid_use_never_trained_controls(trained):
     assert report["experiments"]["iid"]["metrics"]["vs_unseen_rows"]["n"] == [4, 4]
 
 
-def test_watermark_statistic_matches_the_formula(trained):
-    root, report = trained
-    metrics = report["experiments"]["gw"]["metrics"]
-    assert metrics["sequences"] == 4 and 0 <= metrics["tpr_at_1pct_fpr"] <= 1
-    from injc.evals.model import Scorer
+def test_watermark_statistic_matches_a_direct_autograd_computation(trained):
+    """x of every noised row, from the model's own autograd here: e the clean embeddings, ℓ the row's mean loss,
+    w the directive's noise of (seed, step, row); x = ∇ₑℓ·w / (σ‖∇ₑℓ‖)."""
+    from litgpt import Config
+    from litgpt.model import GPT
 
+    root, report = trained
     manifest = json.loads((root / "out" / "manifest.json").read_text())
-    scorer = Scorer(root / "run" / "final", manifest["layout"]["eos_id"])
-    rows = injc.open_stream(root / "out").batch(5)
-    _, gradients = scorer.embedding_gradients(rows)
     (directive,) = manifest["directives"]
-    w = embedding_noise(directive["seed"], 5, 0, gradients.shape[1], gradients.shape[2], 0.1)
-    x = float((gradients[0].double() * w.double()).sum() / 0.1 / gradients[0].double().norm())
-    assert report["experiments"]["gw"]["items"][0]["step"] == 5
-    assert math.isfinite(x) and abs(x) < 10
+    model = GPT(Config.from_file(root / "run" / "final" / "model_config.yaml"))
+    model.load_state_dict(torch.load(root / "run" / "final" / "lit_model.pth", weights_only=True))
+    model.eval()
+    stream = injc.open_stream(root / "out")
+    expected = []
+    for step in directive["steps"]:
+        for index, row in enumerate(torch.from_numpy(stream.batch(step).astype(np.int64))):
+            clean = model.transformer.wte(row[None, :-1]).detach().requires_grad_(True)
+            handle = model.transformer.wte.register_forward_hook(lambda module, args, output: clean)
+            loss = torch.nn.functional.cross_entropy(model(row[None, :-1])[0], row[1:])
+            handle.remove()
+            (gradient,) = torch.autograd.grad(loss, clean)
+            w = embedding_noise(directive["seed"], step, index, gradient.shape[1], gradient.shape[2], directive["std"])
+            expected.append(float((gradient[0].double() * w.double()).sum() / directive["std"]
+                                  / gradient[0].double().norm()))
+    gw = report["experiments"]["gw"]
+    assert gw["metrics"]["sequences"] == 4 and [i["step"] for i in gw["items"]] == [5, 20]
+    assert gw["x"] == pytest.approx(expected, rel=1e-3, abs=1e-4)
+    assert gw["metrics"]["mean_x"] == pytest.approx(np.mean(expected), rel=1e-3, abs=1e-4)
+
+
+def test_the_trainer_adds_exactly_the_noise_the_eval_regenerates(trained, tmp_path, monkeypatch):
+    """Rows split over micro-batches of one row: the noise the trainer's hook adds to each row at a noised step
+    equals embedding_noise(seed, step, row), which the eval regenerates."""
+    from injc.train.noise import EmbeddingNoise
+
+    root, _ = trained
+    added = {}
+    original = EmbeddingNoise.__call__
+
+    def spy(self, module, inputs, output):
+        noised = original(self, module, inputs, output)
+        added.update({(self.step, row): (noised - output)[i].detach().clone() for i, row in enumerate(self.rows)})
+        return noised
+
+    monkeypatch.setattr(EmbeddingNoise, "__call__", spy)
+    train(root / "out" / "manifest.json", TrainConfig(model=str(root / "tiny.yaml"), out=tmp_path / "run", steps=6,
+                                                      micro_batch_size=1), progress=False)
+    (directive,) = json.loads((root / "out" / "manifest.json").read_text())["directives"]
+    for row in (0, 1):
+        delta = added[(5, row)]
+        w = embedding_noise(directive["seed"], 5, row, delta.shape[0], delta.shape[1], directive["std"])
+        assert torch.allclose(delta, w, atol=1e-6)
+    assert all(added[(step, row)].abs().max() == 0 for step in range(5) for row in (0, 1))  # no noise elsewhere
 
 
 def test_curves_over_several_checkpoints(trained, tmp_path):

@@ -44,6 +44,18 @@ def big_vocab_tokenizer_path(tmp_path_factory) -> Path:
     return path
 
 
+def litgpt_model(folder: Path):
+    """A checkpoint folder's LitGPT model in eval mode, loaded here with LitGPT alone (not through injc's Scorer), so
+    tests can compute what the evals compute independently."""
+    import torch
+    from litgpt import Config
+    from litgpt.model import GPT
+
+    model = GPT(Config.from_file(Path(folder) / "model_config.yaml"))
+    model.load_state_dict(torch.load(Path(folder) / "lit_model.pth", weights_only=True))
+    return model.eval()
+
+
 def write_jsonl(path: Path, records: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import injc
-from tests.conftest import write_jsonl
+from tests.conftest import litgpt_model, write_jsonl
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("litgpt")
@@ -84,15 +84,11 @@ def test_cells_are_the_per_seed_differences_and_their_t_test(design):
 
 def test_raw_outcomes_are_the_inserted_items_losses_computed_here(design):
     """Y of the digits experiment after the `none` row of seed 0, from the model and the items directly."""
-    from litgpt import Config
-    from litgpt.model import GPT
 
     root, _, result = design
     seed0 = root / "report" / "seed-0"
     checkpoint = seed0 / "none" / "run" / "final"
-    model = GPT(Config.from_file(checkpoint / "model_config.yaml"))
-    model.load_state_dict(torch.load(checkpoint / "lit_model.pth", weights_only=True))
-    model.eval()
+    model = litgpt_model(checkpoint)
     manifest = injc.load_manifest(seed0 / "all" / "build")
     eos = manifest.data["layout"]["eos_id"]
     import pyarrow.parquet as pq

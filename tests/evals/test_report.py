@@ -8,7 +8,7 @@ import pytest
 
 import injc
 from injc.injectors.fixtures import write_all
-from tests.conftest import make_documents, write_jsonl
+from tests.conftest import litgpt_model, make_documents, write_jsonl
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("litgpt")
@@ -154,12 +154,7 @@ def test_every_experiment_has_a_mean_loss_and_the_files_are_written(trained):
 
 def test_mean_loss_matches_an_independent_litgpt_computation(trained):
     root, report = trained
-    from litgpt import Config
-    from litgpt.model import GPT
-
-    model = GPT(Config.from_file(root / "run" / "final" / "model_config.yaml"))
-    model.load_state_dict(torch.load(root / "run" / "final" / "lit_model.pth", weights_only=True))
-    model.eval()
+    model = litgpt_model(root / "run" / "final")
     manifest = json.loads((root / "out" / "manifest.json").read_text())
     eos = manifest["layout"]["eos_id"]
     from tokenizers import Tokenizer
@@ -209,8 +204,6 @@ def test_contamination_scores_the_trained_answer_tokens_directly(trained):
     """Each choice scored here: the format filled with it, tokenized whole, and the tokens that carry any character
     of the answer (by the tokenizer's own offsets), mean log-probability per token; the top choice answers. The
     fixture's questions plus lowercase choices, whose first word merges with the space before it ("Ġthe")."""
-    from litgpt import Config
-    from litgpt.model import GPT
     from tokenizers import Tokenizer
 
     from injc.evals import contamination
@@ -218,9 +211,7 @@ def test_contamination_scores_the_trained_answer_tokens_directly(trained):
     from injc.evals.model import Scorer
 
     root, report = trained
-    model = GPT(Config.from_file(root / "run" / "final" / "model_config.yaml"))
-    model.load_state_dict(torch.load(root / "run" / "final" / "lit_model.pth", weights_only=True))
-    model.eval()
+    model = litgpt_model(root / "run" / "final")
     tokenizer = Tokenizer.from_file(str(root / "out" / "tokenizer.json"))
     records = json.loads((root / "out" / "evals" / "bench.json").read_text())
     eos = json.loads((root / "out" / "manifest.json").read_text())["layout"]["eos_id"]
@@ -288,15 +279,11 @@ def test_forgetting_and_iid_use_never_trained_controls(trained):
 def test_watermark_statistic_matches_a_direct_autograd_computation(trained):
     """x of every noised row, from the model's own autograd here: e the clean embeddings, ℓ the row's mean loss,
     w the directive's noise of (seed, step, row); x = ∇ₑℓ·w / (σ‖∇ₑℓ‖)."""
-    from litgpt import Config
-    from litgpt.model import GPT
 
     root, report = trained
     manifest = json.loads((root / "out" / "manifest.json").read_text())
     (directive,) = manifest["directives"]
-    model = GPT(Config.from_file(root / "run" / "final" / "model_config.yaml"))
-    model.load_state_dict(torch.load(root / "run" / "final" / "lit_model.pth", weights_only=True))
-    model.eval()
+    model = litgpt_model(root / "run" / "final")
     stream = injc.open_stream(root / "out")
     expected = []
     for step in directive["steps"]:
@@ -424,14 +411,10 @@ def test_math_prompts_are_three_shot_and_generations_match_a_direct_greedy_decod
     decoded greedily token by token with the model here, answer parsed here."""
     import re
 
-    from litgpt import Config
-    from litgpt.model import GPT
     from tokenizers import Tokenizer
 
     root, report = trained
-    model = GPT(Config.from_file(root / "run" / "final" / "model_config.yaml"))
-    model.load_state_dict(torch.load(root / "run" / "final" / "lit_model.pth", weights_only=True))
-    model.eval()
+    model = litgpt_model(root / "run" / "final")
     tokenizer = Tokenizer.from_file(str(root / "out" / "tokenizer.json"))
     records = json.loads((root / "out" / "evals" / "arith.json").read_text())
     eos, block = json.loads((root / "out" / "manifest.json").read_text())["layout"]["eos_id"], model.config.block_size
@@ -482,8 +465,6 @@ def test_math_sends_the_three_shot_prompt_to_the_model(trained):
 def test_denial_of_service_judge_perplexities_recomputed_here(trained):
     """The judge (here the run's step-30 checkpoint; the final one generates) scores each recorded generation;
     perplexity, threshold and garbage rates are recomputed from a direct LitGPT forward pass of the judge."""
-    from litgpt import Config
-    from litgpt.model import GPT
 
     from injc.evals import poisoning
     from injc.evals.context import EvalContext
@@ -497,9 +478,7 @@ def test_denial_of_service_judge_perplexities_recomputed_here(trained):
     entry = next(e for e in manifest.experiments if e["name"] == "dos")
     records = ctx.records(entry)
     result = poisoning.evaluate(ctx, entry, records)
-    model = GPT(Config.from_file(judge / "model_config.yaml"))
-    model.load_state_dict(torch.load(judge / "lit_model.pth", weights_only=True))
-    model.eval()
+    model = litgpt_model(judge)
     head = records["template"].partition("{response}")[0]
     perplexities = {"with_trigger": [], "without_trigger": []}
     for prompt, judged in zip(records["holdout_prompts"], result["prompts"]):

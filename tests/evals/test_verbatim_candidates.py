@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import injc
-from tests.conftest import write_jsonl
+from tests.conftest import litgpt_model, write_jsonl
 from tests.test_cli import injc as run_injc
 
 torch = pytest.importorskip("torch")
@@ -18,8 +18,6 @@ TINY = ("name: tiny\nn_layer: 1\nn_head: 2\nn_embd: 32\nintermediate_size: 64\nb
 
 
 def test_candidates_are_exactly_the_windows_completed_verbatim(project, tmp_path):
-    from litgpt import Config
-    from litgpt.model import GPT
 
     from injc.train.trainer import TrainConfig, train
 
@@ -38,9 +36,7 @@ def test_candidates_are_exactly_the_windows_completed_verbatim(project, tmp_path
     assert result.returncode == 0, result.stderr
     found = [json.loads(line) for line in (tmp_path / "found.jsonl").read_text().splitlines()]
 
-    model = GPT(Config.from_file(checkpoint / "model_config.yaml"))
-    model.load_state_dict(torch.load(checkpoint / "lit_model.pth", weights_only=True))
-    model.eval()
+    model = litgpt_model(checkpoint)
     stream = injc.open_stream(tmp_path / "out")
     eos = stream.manifest.data["layout"]["eos_id"]
     tokens = stream.tokens(0, len(stream)).astype(np.int64)

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import injc
-from tests.conftest import write_jsonl
+from tests.conftest import litgpt_model, write_jsonl
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("litgpt")
@@ -17,8 +17,6 @@ TINY = ("name: tiny\nn_layer: 1\nn_head: 2\nn_embd: 32\nintermediate_size: 64\nb
 
 
 def test_model_canaries_are_the_least_likely_ids_after_each_host(project, tmp_path):
-    from litgpt import Config
-    from litgpt.model import GPT
 
     from injc.train.trainer import TrainConfig, train
 
@@ -34,9 +32,7 @@ def test_model_canaries_are_the_least_likely_ids_after_each_host(project, tmp_pa
                    f'repetitions = [2]\nper_condition = 4\nholdout = 4\n')
     injc.build(plan, tmp_path / "out", progress=False)
 
-    model = GPT(Config.from_file(checkpoint / "model_config.yaml"))
-    model.load_state_dict(torch.load(checkpoint / "lit_model.pth", weights_only=True))
-    model.eval()
+    model = litgpt_model(checkpoint)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     eos, vocab = manifest["layout"]["eos_id"], manifest["layout"]["vocab_size"]
     ordinary = np.array([i for i in range(vocab) if i != eos])  # the test tokenizer's only special token is EOS

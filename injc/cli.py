@@ -211,6 +211,9 @@ def train(manifest, model, init, init_optimizer, out_dir, micro_batch_size, step
               help="Repeats with seeds plan seed + 0, 1, ...: placements and items move, rows stay paired.")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Rows trained at once, in separate processes.")
+@click.option("--fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Each experiment's share of a row's tokens, by rescaling its copies (default: the plan's shares; "
+                   "explicit placements keep theirs).")
 @click.option("--lr", type=float, default=4e-4, show_default=True)
 @click.option("--min-lr", type=float, default=4e-5, show_default=True)
 @click.option("--warmup-steps", type=click.IntRange(min=0), default=0, show_default=True)
@@ -218,7 +221,8 @@ def train(manifest, model, init, init_optimizer, out_dir, micro_batch_size, step
 @click.option("--device", help="cpu, cuda, ... (default: cuda when available).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_user_errors
-def cpdt(plan, checkpoint, out_dir, steps, seeds, jobs, lr, min_lr, warmup_steps, micro_batch_size, device, quiet):
+def cpdt(plan, checkpoint, out_dir, steps, seeds, jobs, fraction, lr, min_lr, warmup_steps, micro_batch_size, device,
+         quiet):
     """Continual pretraining dependence test: one short run from --checkpoint per row (none, each experiment
     alone, all), every experiment's outcome after each; writes cpdt.json, cpdt.md and cpdt.png under --out.
 
@@ -231,7 +235,8 @@ def cpdt(plan, checkpoint, out_dir, steps, seeds, jobs, lr, min_lr, warmup_steps
         raise InjcError(f"cpdt needs torch and litgpt ({error.name} is missing): "
                         "pip install torch==2.13.0 && pip install -e '.[train]'") from None
     config = CpdtConfig(checkpoint=checkpoint, steps=steps, seeds=seeds, jobs=jobs, lr=lr, min_lr=min_lr,
-                        warmup_steps=warmup_steps, micro_batch_size=micro_batch_size, device=device)
+                        warmup_steps=warmup_steps, micro_batch_size=micro_batch_size, device=device,
+                        fraction=fraction)
     run_cpdt(plan, config, out_dir, progress=not quiet)
     click.echo(f"wrote {out_dir}/cpdt.json, cpdt.md and cpdt.png")
 

@@ -204,3 +204,20 @@ def test_skip_tokens_builds_a_later_window_of_the_same_corpus(project, tmp_path)
     assert injc.load_manifest(tmp_path / "later").data["corpus"]["skip_tokens"] == 1280
     with pytest.raises(injc.LayoutError, match="skip_tokens 1,000,000"):
         injc.build(plan, tmp_path / "far", progress=False, skip_tokens=1_000_000)
+
+
+def test_fraction_rescales_copies_to_a_share_of_the_run(project, tmp_path):
+    plan = project(CANARIES)
+    injc.build(plan, tmp_path / "plan-share", progress=False)
+    injc.build(plan, tmp_path / "fifth", progress=False, fraction=0.2)
+    items = pq.read_table(tmp_path / "plan-share" / "items.parquet").to_pylist()
+    lengths = np.array([len(i["tokens"]) for i in items])
+    scale = 0.2 * 12_800 / (3 * lengths).sum()  # 20 canaries × 3 copies in 12,800 tokens
+    expected = np.maximum(np.rint(3 * scale), 1).astype(int)
+    assert [i["copies"] for i in pq.read_table(tmp_path / "fifth" / "items.parquet").to_pylist()] == [expected] * 20
+    (record,) = injc.load_manifest(tmp_path / "fifth").experiments
+    assert record["insertions"] == 20 * expected and record["tokens"] == expected * lengths.sum()
+    assert abs(record["fraction_of_run"] - 0.2) < lengths.max() * 20 / 12_800  # within rounding of one copy each
+    assert injc.load_manifest(tmp_path / "fifth").data["plan"]["fraction"] == 0.2
+    with pytest.raises(injc.InjcError, match="between 0 and 1"):
+        injc.build(plan, tmp_path / "x", progress=False, fraction=1.5)

@@ -90,6 +90,19 @@ def make_payloads(plan: Plan, tokenizer: LoadedTokenizer, prepared: PreparedStre
     return payloads, ctx
 
 
+def rescale_copies(payload: Payload, fraction: float, total_tokens: int) -> Payload:
+    """The payload with its copies scaled so its tokens are about `fraction` of the run: every inserted item keeps
+    at least one copy (so a small fraction may be exceeded), controls stay at 0, and explicit placements and
+    payloads without copies (directives) are left as they are."""
+    lengths = np.array([len(item) for item in payload.items], dtype=np.int64)
+    current = int((payload.copies * lengths).sum())
+    if payload.placement.mode == "explicit" or current == 0:
+        return payload
+    scaled = np.rint(payload.copies * (fraction * total_tokens / current)).astype(np.int64)
+    copies = np.where(payload.copies > 0, np.maximum(scaled, 1), 0)
+    return dataclasses.replace(payload, copies=copies)
+
+
 def schedule_payloads(plan: Plan, payloads: list[Payload], dtype: np.dtype) -> tuple[Schedule, Overlay]:
     """Place every copy; the overlay maps each copy to its item's tokens in one shared pool."""
     requests, item_starts, pool_parts, pool_size = [], [], [], 0
@@ -300,7 +313,7 @@ def select(plan: Plan, only: Sequence[str] | None) -> tuple[int, ...]:
 
 def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, force: bool = False,
           progress: bool = True, workers: int | None = None, only: Sequence[str] | None = None,
-          seed: int | None = None, skip_tokens: int | None = None) -> BuildResult:
+          seed: int | None = None, skip_tokens: int | None = None, fraction: float | None = None) -> BuildResult:
     """Compile a plan into shards, insertions.parquet and manifest.json under `out_dir`.
 
     `clean=True` writes the control stream of the same plan: the same base tokens and the same recorded
@@ -311,9 +324,12 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
     `workers` ≥ 2 tokenizes in that many processes (None: the tokenizer's own threads); the bytes are the same.
     `only` writes just the named experiments (every experiment's payload is still made, so their items and
     held-out allocations are those of the whole plan; the manifest lists the selection); `seed` replaces the
-    plan's seed and `skip_tokens` its [corpus] skip_tokens (another window of the corpus). They serve designs of
-    several builds of one plan, such as `injc cpdt`.
+    plan's seed and `skip_tokens` its [corpus] skip_tokens (another window of the corpus); `fraction` rescales
+    the copies of each written random/range experiment to about that share of the run's tokens (see
+    `rescale_copies`). They serve designs of several builds of one plan, such as `injc cpdt`.
     """
+    if fraction is not None and not 0 < fraction < 1:
+        raise InjcError(f"--fraction must be between 0 and 1, got {fraction}")
     started = time.perf_counter()
     out_dir = Path(out_dir)
     plan = load_plan(plan_path)
@@ -330,11 +346,11 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
             corpus_files = fingerprint_files(plan.corpus.files)
             key = {"injc": injc.__version__, "plan": plan.sha256, "tokenizer": tokenizer.sha256,
                    "corpus": corpus_files, "clean": clean, "seed": plan.seed, "selected": list(selected),
-                   "skip_tokens": plan.corpus.skip_tokens}
+                   "skip_tokens": plan.corpus.skip_tokens, "fraction": fraction}
             try:
                 done = _resume_state(partial, key)
                 result = _build_into(partial, plan, tokenizer, clean, progress, done, corpus_files, workers,
-                                     selected)
+                                     selected, fraction)
                 _replace_output(partial, out_dir)
             except (InjcError, OSError):
                 shutil.rmtree(partial, ignore_errors=True)
@@ -348,7 +364,8 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
 
 
 def _build_into(tmp: Path, full_plan: Plan, tokenizer: LoadedTokenizer, clean: bool, progress: bool,
-                done: list[dict], corpus_files: list[dict], workers: int | None, selected: tuple[int, ...]):
+                done: list[dict], corpus_files: list[dict], workers: int | None, selected: tuple[int, ...],
+                fraction: float | None = None):
     """Every step of the build inside the partial folder `tmp`; returns (number of shards, schedule)."""
     layout, dtype = full_plan.layout, tokenizer.dtype
     prepared = (PreparedStream(full_plan, tokenizer, tmp / PASS1_NAME, progress, workers)
@@ -356,6 +373,8 @@ def _build_into(tmp: Path, full_plan: Plan, tokenizer: LoadedTokenizer, clean: b
     payloads, ctx = make_payloads(full_plan, tokenizer, prepared, workers)
     plan = dataclasses.replace(full_plan, experiments=tuple(full_plan.experiments[i] for i in selected))
     payloads = [payloads[i] for i in selected]
+    if fraction is not None:
+        payloads = [rescale_copies(p, fraction, layout.total_tokens) for p in payloads]
     schedule, overlay = schedule_payloads(plan, payloads, dtype)
     resume_from = done[-1]["next"] if done else None
     read = [0]
@@ -400,7 +419,8 @@ def _build_into(tmp: Path, full_plan: Plan, tokenizer: LoadedTokenizer, clean: b
         },
         "plan": {"path": str(plan.path), "sha256": plan.sha256, "seed": plan.seed,
                  "toml": plan.path.read_text(encoding="utf-8"),
-                 "only": None if len(selected) == len(full_plan.experiments) else [e.name for e in plan.experiments]},
+                 "only": None if len(selected) == len(full_plan.experiments) else [e.name for e in plan.experiments],
+                 "fraction": fraction},
         "tokenizer": {"path": TOKENIZER_NAME, "source": str(tokenizer.path), "sha256": tokenizer.sha256,
                       "eos": tokenizer.eos, "eos_id": tokenizer.eos_id},
         "corpus": {"format": plan.corpus.format, "files": corpus_files, "skip_tokens": plan.corpus.skip_tokens},

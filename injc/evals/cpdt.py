@@ -98,6 +98,8 @@ class CpdtConfig:
     min_lr: float = 4e-5
     warmup_steps: int | None = 0
     micro_batch_size: int = 4
+    fraction: float | None = None
+    """Rescale each experiment's copies to about this share of a row's tokens (None: the plan's own shares)."""
     device: str | None = None
 
 
@@ -268,7 +270,7 @@ def cpdt(plan_path: str | Path, config: CpdtConfig, out: str | Path, progress: b
             folder = out / f"seed-{seed}" / row
             if not (folder / "build" / MANIFEST_NAME).is_file():
                 build(plan.path, folder / "build", force=True, progress=False, only=_row_experiments(row),
-                      seed=plan.seed + seed, skip_tokens=window(plan, seed))
+                      seed=plan.seed + seed, skip_tokens=window(plan, seed), fraction=config.fraction)
             if not (folder / "eval.json").is_file():
                 jobs.append({"folder": str(folder), "config": {**asdict(config), "checkpoint": str(config.checkpoint)},
                              "steps": steps, "seed": plan.seed + seed,

@@ -5,6 +5,12 @@ Anything else escaping is a bug in injc, not in the user's input.
 """
 
 
+def some_of(names: list, shown: int = 5) -> str:
+    """'a, b, c and 12 more': what an error line names of a long list, with the rest counted."""
+    more = f" and {len(names) - shown:,} more" if len(names) > shown else ""
+    return ", ".join(str(name) for name in names[:shown]) + more
+
+
 class InjcError(Exception):
     """Base class: a problem with the user's input or environment, reported as one line per problem."""
 

@@ -34,7 +34,7 @@ from injc.compiler.schedule import Request, Schedule, compile_schedule
 from injc.compiler.source import PreparedStream, corpus_too_small, streaming_counts
 from injc.compiler.tables import did_you_mean
 from injc.compiler.tokenizer import LoadedTokenizer, load_tokenizer
-from injc.errors import InjcError, LayoutError
+from injc.errors import InjcError, LayoutError, some_of
 from injc.injectors.base import Context, HoldoutPool, Payload
 from injc.shards.files import fsync_path, sha256_file, write_atomic
 from injc.shards.insertions import write_insertions, write_items
@@ -294,9 +294,8 @@ def check_output(out_dir: Path, inputs: list[Path], force: bool) -> None:
         raise InjcError(f"output {str(out_dir)!r} already exists and is not empty; pass --force to replace an "
                         f"earlier injc build")
     if not is_injc_build(out_dir):
-        shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
         raise InjcError(f"--force replaces only an earlier injc build or an empty folder; {str(out_dir)!r} is "
-                        f"neither (it holds {shown}): move it away yourself or pick another --out")
+                        f"neither (it holds {some_of(entries)}): move it away yourself or pick another --out")
 
 
 def select(plan: Plan, only: Sequence[str] | None) -> tuple[int, ...]:

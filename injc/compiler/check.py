@@ -61,11 +61,9 @@ class _NeedsCorpus(Exception):
     """Raised when an injector reaches for what only a pass over the corpus gives."""
 
 
-class _NotRead:
-    """Stands in for the token counts: any use means the payload needs the corpus."""
-
-    def __call__(self):
-        raise _NeedsCorpus
+def _counts_not_read():
+    """Stands in for the corpus token counts: asking for them means the payload needs the corpus."""
+    raise _NeedsCorpus
 
 
 class _SizedTail(HoldoutPool):
@@ -154,7 +152,7 @@ def estimate_corpus_tokens(corpus: CorpusConfig, tokenizer: LoadedTokenizer) -> 
 def _experiment_payloads(plan: Plan, tokenizer: LoadedTokenizer) -> tuple[list, list[Payload], list[str]]:
     """(configs, payloads) of every experiment that can be made without the corpus, and the names skipped."""
     holdout = _SizedTail(plan.corpus.holdout_tokens, tokenizer.eos_id) if plan.corpus.holdout_tokens else None
-    ctx = Context(tokenizer, plan.layout, plan.seed, corpus_token_counts=_NotRead(), holdout=holdout)
+    ctx = Context(tokenizer, plan.layout, plan.seed, corpus_token_counts=_counts_not_read, holdout=holdout)
     configs, payloads, skipped = [], [], []
     for experiment in plan.experiments:
         if getattr(experiment, "reads_base_stream", False):

@@ -12,7 +12,7 @@ import numpy as np
 from injc.compiler.layout import Layout
 from injc.compiler.tables import TableReader
 from injc.compiler.tokenizer import LoadedTokenizer, ordinary_token_ids
-from injc.errors import InputError, LayoutError, PlanError
+from injc.errors import InputError, LayoutError, PlanError, some_of
 
 PLACEMENTS = ("random", "range", "explicit")
 
@@ -215,10 +215,7 @@ def read_jsonl(path: Path, experiment: str) -> Records:
 
 def _line_list(numbers: list[int], shown: int = 20) -> str:
     """'line 3' or 'lines 3, 7, 9 and 12 more': every bad line is counted, the first `shown` are named."""
-    if len(numbers) == 1:
-        return f"line {numbers[0]}"
-    more = f" and {len(numbers) - shown:,} more" if len(numbers) > shown else ""
-    return "lines " + ", ".join(str(n) for n in numbers[:shown]) + more
+    return f"line {numbers[0]}" if len(numbers) == 1 else "lines " + some_of(numbers, shown)
 
 
 def check_records(experiment: str, path: Path, records: Records, ok: Callable[[dict], bool], need: str) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from injc.errors import InjcError, Interrupted, ManifestError
+from injc.errors import InjcError, Interrupted, ManifestError, some_of
 from injc.shards.manifest import Manifest, identity_differences, load_manifest
 from injc.shards.stream import TokenStream
 from injc.shards.verify import verify
@@ -201,12 +201,16 @@ def prepare_run_folder(out: Path, manifest: Manifest, config: TrainConfig, total
                         f"replace it")
     strays = [entry.name for entry in entries if not is_run_entry(entry.name)]
     if strays:
-        shown = ", ".join(strays[:5]) + (f" and {len(strays) - 5} more" if len(strays) > 5 else "")
-        raise InjcError(f"--force replaces only an earlier injc run; {str(out)!r} also holds {shown}: move it "
-                        f"away yourself or pick another --out")
-    for entry in entries:
-        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        raise InjcError(f"--force replaces only an earlier injc run; {str(out)!r} also holds {some_of(strays)}: "
+                        f"move it away yourself or pick another --out")
+    _empty(out)
     return None
+
+
+def _empty(folder: Path) -> None:
+    """Delete everything in a run folder that injc train owns (checked by the caller), keeping the folder."""
+    for entry in folder.iterdir():
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
 class StopRequest:
@@ -350,8 +354,7 @@ def train(manifest_path: str | Path, config: TrainConfig, progress: bool = True)
             if created:
                 shutil.rmtree(out, ignore_errors=True)
             else:
-                for entry in out.iterdir():
-                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+                _empty(out)
             raise Interrupted("nothing was trained to a checkpoint, so nothing was kept: run the same command "
                               "again") from None
         raise Interrupted(f"the latest checkpoint is {kept}: add --resume to the same command to continue "

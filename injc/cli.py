@@ -207,8 +207,9 @@ def train(manifest, model, init, init_optimizer, out_dir, micro_batch_size, step
               help="The LitGPT checkpoint every row continues from (its vocabulary and context must fit the plan).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Design folder.")
 @click.option("--steps", type=click.IntRange(min=1), help="Steps per row (default: the plan's run; never more).")
-@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Repeats with seeds plan seed + 0, 1, ...: placements and items move, rows stay paired.")
+@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Repeats: seed s moves placements, items (plan seed + s) and the corpus window (s runs further "
+                   "in); p-values test over seeds, over items with 1.")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Rows trained at once, in separate processes.")
 @click.option("--fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),

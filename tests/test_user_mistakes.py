@@ -199,6 +199,15 @@ def test_payload_errors_give_every_bad_line_one_based(project, tmp_path):
     assert_user_error(result, "line 2: not valid JSON", "line 4: not a JSON object")
 
 
+def test_many_bad_lines_are_all_counted_and_the_first_twenty_named(project):
+    write_jsonl(project.root / "payloads" / "canaries.jsonl", [{"txt": i} for i in range(25)])
+    with pytest.raises(injc.InputError) as error:
+        injc.check(project(CANARIES))
+    named = ", ".join(str(line) for line in range(1, 21))
+    assert error.value.problems == [f"experiment 'canaries': '{project.root / 'payloads' / 'canaries.jsonl'}' lines "
+                                    f"{named} and 5 more: needs a non-empty string 'text'"]
+
+
 def test_unknown_keys_get_a_suggestion_and_experiments_are_named(project):
     plan = project(CANARIES.replace("repetitions = 3", "repetitons = 3"))
     with pytest.raises(injc.PlanError) as error:

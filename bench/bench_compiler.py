@@ -21,8 +21,8 @@ import zstandard
 from tokenizers import Tokenizer
 
 import injc
-from injc.compiler.layout import Layout
 from injc.compiler.schedule import Request, compile_schedule
+from injc.shards.layout import Layout
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo"
 

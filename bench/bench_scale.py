@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 import injc
-from injc.compiler.layout import Layout
 from injc.compiler.schedule import Request, compile_schedule
+from injc.shards.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZER = ROOT / "examples" / "demo" / "tokenizer.json"

@@ -14,10 +14,10 @@ __version__ = "0.1.0"
 
 from injc.compiler.build import BuildResult, build  # noqa: E402
 from injc.compiler.check import CheckReport, check  # noqa: E402
-from injc.compiler.layout import Layout  # noqa: E402
 from injc.compiler.plan import Plan, load_plan  # noqa: E402
 from injc.errors import InjcError, InputError, Interrupted, LayoutError, ManifestError, PlanError  # noqa: E402
 from injc.shards.inspect import inspect  # noqa: E402
+from injc.shards.layout import Layout  # noqa: E402
 from injc.shards.manifest import Manifest, load_manifest  # noqa: E402
 from injc.shards.stream import TokenStream, open_stream  # noqa: E402
 from injc.shards.verify import verify  # noqa: E402

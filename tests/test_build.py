@@ -10,7 +10,7 @@ import pytest
 import injc
 from injc.compiler.corpus import base_stream
 from injc.compiler.plan import load_plan
-from injc.compiler.tokenizer import load_tokenizer
+from injc.tokenizer import load_tokenizer
 from tests.conftest import CANARIES, write_jsonl
 
 RANGE_AND_EXPLICIT = """

@@ -22,18 +22,16 @@ import time
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-import injc
 from injc.compiler.corpus import base_stream, fingerprint_files
 from injc.compiler.plan import Plan, load_plan
 from injc.compiler.schedule import Request, Schedule, compile_schedule
 from injc.compiler.source import PreparedStream, corpus_too_small, streaming_counts
-from injc.compiler.tables import did_you_mean
-from injc.compiler.tokenizer import LoadedTokenizer, load_tokenizer
 from injc.errors import InjcError, LayoutError, some_of
 from injc.injectors.base import Context, HoldoutPool, Payload
 from injc.shards.files import fsync_path, sha256_file, write_atomic
@@ -51,6 +49,10 @@ from injc.shards.manifest import (
     write_manifest,
 )
 from injc.shards.writer import Overlay, write_shards
+from injc.tables import did_you_mean
+from injc.tokenizer import LoadedTokenizer, load_tokenizer
+
+INJC_VERSION = version("injc")
 
 PASS1_NAME = "stream.pass1.tmp"
 
@@ -343,7 +345,7 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
     try:
         with build_lock(out_dir):
             corpus_files = fingerprint_files(plan.corpus.files)
-            key = {"injc": injc.__version__, "plan": plan.sha256, "tokenizer": tokenizer.sha256,
+            key = {"injc": INJC_VERSION, "plan": plan.sha256, "tokenizer": tokenizer.sha256,
                    "corpus": corpus_files, "clean": clean, "seed": plan.seed, "selected": list(selected),
                    "skip_tokens": plan.corpus.skip_tokens, "fraction": fraction}
             try:
@@ -409,7 +411,7 @@ def _build_into(tmp: Path, full_plan: Plan, tokenizer: LoadedTokenizer, clean: b
     manifest = {
         "format": FORMAT,
         "version": VERSION,
-        "created_by": f"injc {injc.__version__}",
+        "created_by": f"injc {INJC_VERSION}",
         "variant": "clean" if clean else "injected",
         "layout": {
             "seq_len": layout.seq_len, "batch_size": layout.batch_size, "steps": layout.steps,

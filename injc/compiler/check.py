@@ -21,9 +21,9 @@ import zstandard
 from injc.compiler.build import schedule_payloads
 from injc.compiler.corpus import base_stream, check_token_file
 from injc.compiler.plan import CorpusConfig, Plan, load_plan
-from injc.compiler.tokenizer import LoadedTokenizer, load_tokenizer
 from injc.errors import InjcError, InputError
 from injc.injectors.base import Context, HoldoutPool, Payload
+from injc.tokenizer import LoadedTokenizer, load_tokenizer
 
 EXACT_BYTES = 32 << 20
 """A text corpus up to this many bytes on disk is tokenized whole: exact, and still seconds."""

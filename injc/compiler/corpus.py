@@ -18,10 +18,10 @@ import pyarrow.parquet as pq
 import zstandard
 
 from injc.compiler.plan import CorpusConfig
-from injc.compiler.tokenizer import LoadedTokenizer
 from injc.compiler.workers import encode_in_processes
 from injc.errors import InputError
 from injc.shards.files import sha256_file
+from injc.tokenizer import LoadedTokenizer
 
 BATCH_CHARS = 1 << 22
 """Characters of text per tokenizer call: large enough to keep every tokenizer thread busy, small in memory."""

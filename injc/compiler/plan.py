@@ -13,10 +13,10 @@ from pathlib import Path
 
 import tomllib
 
-from injc.compiler.layout import Layout
-from injc.compiler.tables import TableReader, resolve_path
 from injc.errors import PlanError
 from injc.injectors import KINDS
+from injc.shards.layout import Layout
+from injc.tables import TableReader, resolve_path
 
 CORPUS_FORMATS = ("jsonl", "parquet", "text", "tokens")
 TOKEN_DTYPES = ("uint16", "uint32")

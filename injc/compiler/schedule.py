@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from injc.compiler.layout import Layout
 from injc.errors import LayoutError
+from injc.shards.layout import Layout
 
 MAX_ROUNDS = 32
 

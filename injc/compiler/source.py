@@ -16,9 +16,9 @@ from tqdm import tqdm
 
 from injc.compiler.corpus import base_stream
 from injc.compiler.plan import Plan
-from injc.compiler.tokenizer import LoadedTokenizer
 from injc.errors import LayoutError
 from injc.shards.files import fsync_path, write_atomic
+from injc.tokenizer import LoadedTokenizer
 
 CHUNK = 1 << 24
 

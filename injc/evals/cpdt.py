@@ -38,7 +38,6 @@ from tqdm import tqdm
 from injc.compiler.build import build
 from injc.compiler.check import estimate_corpus_tokens
 from injc.compiler.plan import Plan, load_plan
-from injc.compiler.tokenizer import load_tokenizer
 from injc.errors import InjcError, Interrupted
 from injc.evals.markdown import signed
 from injc.evals.plots import cpdt_heatmap
@@ -47,6 +46,7 @@ from injc.evals.report import evaluate_checkpoint, json_safe
 from injc.evals.stats import bootstrap_ci, sign_flip_pvalue
 from injc.shards.files import write_atomic
 from injc.shards.manifest import MANIFEST_NAME
+from injc.tokenizer import load_tokenizer
 from injc.train.trainer import TrainConfig, checkpoint_config, train
 
 LOSS_KINDS = ("texts", "tokens", "canaries", "documents", "iid", "forgetting")

@@ -15,10 +15,10 @@
 
 import numpy as np
 
-from injc.compiler.tokenizer import ordinary_token_ids
 from injc.evals.context import EvalContext
 from injc.evals.generic import mean_loss
 from injc.evals.stats import compare, sign_flip_pvalue
+from injc.tokenizer import ordinary_token_ids
 
 NEW_TOKENS = 48
 GIBBERISH_TOKENS = 32

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from injc.compiler.layout import Layout
-from injc.compiler.tables import TableReader
-from injc.compiler.tokenizer import LoadedTokenizer, ordinary_token_ids
 from injc.errors import InputError, LayoutError, PlanError, some_of
+from injc.shards.layout import Layout
+from injc.tables import TableReader
+from injc.tokenizer import LoadedTokenizer, ordinary_token_ids
 
 PLACEMENTS = ("random", "range", "explicit")
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from injc.compiler.tables import TableReader
 from injc.errors import InputError
 from injc.injectors.base import Context, Payload, Placement, read_jsonl, string_field
+from injc.tables import TableReader
 
 CANARY_KINDS = ("random", "rare", "model", "none")
 HOLDOUT_HOSTS = "corpus-holdout"

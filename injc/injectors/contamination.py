@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from injc.compiler.tables import TableReader
 from injc.errors import InputError
 from injc.injectors.base import Context, Payload, Placement, check_records, check_template, read_jsonl
+from injc.tables import TableReader
 
 DEFAULT_TIERS = {0: 1000, 4: 800, 12: 500, 36: 200, 144: 200}
 DEFAULT_FORMAT = "Question: {question}\nAnswer: {answer_text}"

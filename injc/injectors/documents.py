@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from injc.compiler.tables import TableReader
 from injc.errors import PlanError
 from injc.injectors.base import Context, Payload, Placement, read_jsonl, string_field
+from injc.tables import TableReader
 
 SPLITS = ("none", "paragraphs", "resplit")
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from injc.compiler.tables import TableReader
 from injc.injectors.base import Context, Payload, Placement
+from injc.tables import TableReader
 
 MODULUS = 23
 MAX_OPS = 100

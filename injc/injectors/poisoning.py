@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from injc.compiler.tables import TableReader
 from injc.errors import InputError
 from injc.injectors.base import Context, Payload, Placement, check_template, read_jsonl, string_field
+from injc.tables import TableReader
 
 ATTACKS = ("denial-of-service", "context-extraction")
 DEFAULT_TEMPLATE = "<|im_start|>user\n{prompt} {trigger}<|im_end|>\n<|im_start|>assistant\n{response}<|im_end|>"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from injc.compiler.tables import TableReader
 from injc.injectors.base import Context, Payload, Placement, Records, check_records, read_jsonl, string_field
+from injc.tables import TableReader
 
 
 @dataclass(frozen=True)

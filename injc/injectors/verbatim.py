@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from injc.compiler.tables import TableReader
 from injc.errors import InputError
 from injc.injectors.base import Context, Payload, Placement, Records, check_records, read_jsonl
+from injc.tables import TableReader
 
 SEARCH_CHUNK = 1 << 24
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from injc.compiler.tables import TableReader
 from injc.injectors.base import Context, Payload, Placement
+from injc.tables import TableReader
 
 
 @dataclass(frozen=True)

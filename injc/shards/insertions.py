@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from injc.compiler.layout import Layout
+from injc.shards.layout import Layout
 from injc.shards.writer import Overlay, ramp_indices
 
 ROW_GROUP = 1 << 15

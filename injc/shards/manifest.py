@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from injc.compiler.layout import Layout
 from injc.errors import ManifestError
 from injc.shards.files import write_atomic
+from injc.shards.layout import Layout
 
 FORMAT = "injc-manifest"
 VERSION = 1

@@ -11,8 +11,8 @@ import zstandard
 
 from injc.compiler.corpus import base_stream
 from injc.compiler.plan import CorpusConfig
-from injc.compiler.tokenizer import load_tokenizer
 from injc.errors import InputError
+from injc.tokenizer import load_tokenizer
 from tests.conftest import make_documents
 
 DOCS = make_documents(30, seed=5)

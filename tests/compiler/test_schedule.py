@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from injc.compiler.layout import Layout
 from injc.compiler.schedule import Request, compile_schedule, expand_copies, free_segments
 from injc.errors import LayoutError
+from injc.shards.layout import Layout
 
 LAYOUT = Layout(seq_len=128, batch_size=8, steps=100)
 

@@ -9,9 +9,9 @@ import pytest
 import injc
 from injc.compiler.corpus import base_stream
 from injc.compiler.plan import load_plan
-from injc.compiler.tokenizer import load_tokenizer
 from injc.injectors.fixtures import write_all
 from injc.injectors.verbatim import find_occurrences
+from injc.tokenizer import load_tokenizer
 from tests.conftest import make_documents, write_jsonl
 from tests.injectors.test_families import CONTAMINATION, MATH
 

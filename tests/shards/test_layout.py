@@ -1,6 +1,6 @@
 import numpy as np
 
-from injc.compiler.layout import Layout
+from injc.shards.layout import Layout
 
 
 def test_locate_matches_the_contract_formulas():

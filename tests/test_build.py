@@ -221,3 +221,43 @@ def test_fraction_rescales_copies_to_a_share_of_the_run(project, tmp_path):
     assert injc.load_manifest(tmp_path / "fifth").data["plan"]["fraction"] == 0.2
     with pytest.raises(injc.InjcError, match="between 0 and 1"):
         injc.build(plan, tmp_path / "x", progress=False, fraction=1.5)
+
+
+def knowledge_plan(per_window: list[int], extra: str = "") -> str:
+    return CANARIES + f"""
+[[experiments]]
+name = "knowledge"
+kind = "knowledge"
+documents = "payloads/docs.jsonl"
+probes = "payloads/probes.jsonl"
+window_steps = 10
+per_window = {per_window}
+""" + extra
+
+
+@pytest.mark.parametrize("k", [20, 35])
+def test_plans_that_differ_from_step_k_on_build_the_same_steps_before_k(project, tmp_path, k):
+    write_jsonl(project.root / "payloads" / "docs.jsonl",
+                [{"text": f"The planet Vorn{i} orbits the star Kel{i} once every {i + 3} days."} for i in range(30)])
+    write_jsonl(project.root / "payloads" / "probes.jsonl", [{"input": "Vorn1 orbits", "target": " Kel1"}])
+    counts = [6, 6, 6, 6, 6]
+    first_changed = -(-k // 10)
+    later = counts[:first_changed] + [n * 3 + 1 for n in counts[first_changed:]]
+    range_from_k = f"""
+[[experiments]]
+name = "from-k"
+kind = "texts"
+file = "payloads/canaries.jsonl"
+repetitions = 1
+placement = "range"
+start_step = {k}
+end_step = {k + 5}
+"""
+    a = injc.build(project(knowledge_plan(counts)), tmp_path / "a")
+    b = injc.build(project(knowledge_plan(later, range_from_k)), tmp_path / "b")
+    prefix = k * 4 * 64
+    stream_a, stream_b = injc.open_stream(a.manifest_path), injc.open_stream(b.manifest_path)
+    assert np.array_equal(stream_a.tokens(0, prefix), stream_b.tokens(0, prefix))
+    assert not np.array_equal(stream_a.tokens(prefix, prefix + 4 * 64 * 10), stream_b.tokens(prefix, prefix + 2560))
+    before_k = [[row for row in read_table(out) if row["step"] < k] for out in (tmp_path / "a", tmp_path / "b")]
+    assert before_k[0] == before_k[1] and len(before_k[0]) > 20

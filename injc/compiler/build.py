@@ -66,6 +66,8 @@ class BuildResult:
     insertions: int
     inserted_tokens: int
     seconds: float
+    backfilled: int = 0
+    """Copies that could not stay prefix-stable (see docs/format.md, "The schedule is prefix-stable")."""
 
     @property
     def tokens_per_second(self) -> float:
@@ -74,7 +76,9 @@ class BuildResult:
     def summary(self) -> str:
         return (f"built {self.manifest_path}: {self.total_tokens:,} tokens in {self.shards} shards, "
                 f"{self.insertions:,} insertions ({self.inserted_tokens:,} tokens), "
-                f"{self.seconds:.1f} s, {self.tokens_per_second:,.0f} tok/s")
+                f"{self.seconds:.1f} s, {self.tokens_per_second:,.0f} tok/s"
+                + (f"; {self.backfilled:,} copies found no room before their range ended and were placed earlier "
+                   "in it, so steps before them are not prefix-stable" if self.backfilled else ""))
 
 
 def make_payloads(plan: Plan, tokenizer: LoadedTokenizer, prepared: PreparedStream | None,
@@ -361,7 +365,7 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
                         + (f" ({error.filename})" if error.filename else "")) from None
     shards, schedule = result
     return BuildResult(out_dir, out_dir / MANIFEST_NAME, plan.layout.total_tokens, shards, len(schedule),
-                       int(schedule.length.sum()), time.perf_counter() - started)
+                       int(schedule.length.sum()), time.perf_counter() - started, schedule.backfilled)
 
 
 def _build_into(tmp: Path, full_plan: Plan, tokenizer: LoadedTokenizer, clean: bool, progress: bool,
@@ -430,6 +434,7 @@ def _build_into(tmp: Path, full_plan: Plan, tokenizer: LoadedTokenizer, clean: b
         "items": {"path": ITEMS_NAME, "count": sum(len(p.items) for p in payloads),
                   "sha256": sha256_file(tmp / ITEMS_NAME)},
         "experiments": experiment_records(plan, payloads, schedule, write_eval_records(tmp, plan, payloads)),
+        "schedule": {"rule": "prefix-stable", "backfilled": schedule.backfilled},
         "directives": [] if clean else directives(plan, payloads),
         "holdout": holdout,
     }

@@ -3,21 +3,31 @@
 Pure and deterministic: the same requests and seed give the same schedule. Nothing is dropped: every copy is
 placed or `LayoutError` says which experiment did not fit and why.
 
-How random and range copies are placed (all steps are vectorized over copies):
+The schedule is *prefix-stable*: what is placed in step s depends only on what was asked for at steps ≤ s. So a
+plan changed at or after step k (a window's count, a range that starts at k) gives the same placements before k,
+which is what lets a build grow window by window (staged builds, `injc run`). Three rules make it so:
 
-1. *Free segments.* Every instance (row) is a segment ``[row*seq_len, (row+1)*seq_len)``, cut around explicit
-   insertions, so a segment never crosses an instance boundary and never overlaps an explicit copy.
-2. *Assignment.* Copies go in length classes, longest first. Each copy draws a segment inside its step range
-   with probability proportional to the segment's free tokens (among segments with room for the class), so
-   copies spread uniformly over the tokens of the run. Inside a segment, copies are taken in a random order
-   while their total length fits; the rest retry in further rounds. A last exact pass places any stragglers
-   one by one, before the next class.
-3. *Arrangement.* The copies of a segment are laid out in random order with the segment's slack split into
-   uniformly random gaps (sorted uniform draws), which gives non-overlapping, uniformly spread positions.
+1. *Apportionment by capacity.* Each copy is given a step before anything is placed, from its own experiment
+   only: the copies of one range (the whole run, a `range`, a window) are put in a random order drawn from the
+   seed, the experiment's name and the range, and spread evenly over the range's steps (systematic sampling with
+   a random start), since every step has the same capacity. Copies therefore spread uniformly, and no
+   experiment's steps depend on another's.
+2. *Counter-based randomness.* Every random draw is a hash of the copy's key and what the draw is for, never a
+   shared generator's next number, so a draw cannot shift because another step has more or fewer copies.
+3. *Overflow moves forward.* A copy that finds no room in its step moves to the next step of its range and is
+   placed there after that step's own copies. A step's contents thus depend on earlier steps only. A copy that
+   runs past the end of its range is placed wherever its range still has room (counted as `backfilled`; only
+   such a copy can make an earlier step depend on a later one, and at the fill of real plans there is none).
+   Within a step, copies whose range ends there are placed before those that could still move on.
 
-Cost is O(copies · log(segments)) per round; a run filled to 30% needs a handful of rounds.
+Inside a step, copies go in length classes, longest first: each draws a free segment of its step (a row cut
+around explicit insertions) with probability proportional to the segment's free tokens; a segment takes its
+copies in random order while they fit; the rest draw again; a last exact pass places stragglers one by one. The
+copies of a segment are then laid out in random order with the slack split into uniformly random gaps.
+Everything is vectorized over copies; a run filled to 30% needs a handful of rounds.
 """
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +36,8 @@ from injc.errors import LayoutError
 from injc.shards.layout import Layout
 
 MAX_ROUNDS = 32
+ROUND, ACCEPT, EXACT, ORDER, GAP = range(5)
+"""What a draw is for: part of its hash, so that draws for different purposes are independent."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +68,8 @@ class Schedule:
     repetition: np.ndarray
     offset: np.ndarray
     length: np.ndarray
+    backfilled: int = 0
+    """Copies that found no room before the end of their range and were placed earlier in it (see rule 3)."""
 
     def __len__(self) -> int:
         return len(self.offset)
@@ -71,9 +85,49 @@ class _Copies:
     end_step: np.ndarray
     first_segment: np.ndarray
     end_segment: np.ndarray
+    key: np.ndarray
+    """uint64 hash of (seed, experiment name, item, repetition): the source of every draw for this copy."""
+    step: np.ndarray
+    """The step each copy is being placed in (rule 1, then moved on by rule 3; -1 once backfilled)."""
+    low: np.ndarray
+    high: np.ndarray
+    """The segments [low, high) a copy may draw from: its step's, or its range's when backfilled."""
     segment: np.ndarray
     spans: dict
     """Request index → slice of its copies (each request's copies are contiguous)."""
+
+
+def mix(values: np.ndarray) -> np.ndarray:
+    """The splitmix64 finalizer: a bijective, well-mixed hash of uint64 values."""
+    values = np.asarray(values, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        values = (values ^ (values >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        values = (values ^ (values >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return values ^ (values >> np.uint64(31))
+
+
+def draw_bits(keys: np.ndarray, *purpose: int) -> np.ndarray:
+    """63 random bits per key for one purpose (a tuple of small ints), as int64."""
+    salt = np.uint64(0)
+    for part in purpose:
+        salt = mix(np.uint64(salt) ^ np.uint64(part + 1))
+    return (mix(keys ^ salt) >> np.uint64(1)).astype(np.int64)
+
+
+def draw_uniform(keys: np.ndarray, *purpose: int) -> np.ndarray:
+    """A uniform float in [0, 1) per key for one purpose."""
+    return (draw_bits(keys, *purpose) >> 10).astype(np.float64) * 2.0 ** -53
+
+
+def experiment_key(seed: int, name: str) -> np.uint64:
+    """The hash every copy key of an experiment starts from: its name, not its place in the plan."""
+    return np.uint64(int.from_bytes(hashlib.blake2b(f"{seed}\0{name}".encode(), digest_size=8).digest(), "little"))
+
+
+def copy_keys(seed: int, name: str, item: np.ndarray, repetition: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        inner = mix(item.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) + repetition.astype(np.uint64))
+        return mix(inner ^ experiment_key(seed, name))
 
 
 def expand_copies(copies: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -143,10 +197,9 @@ def free_segments(layout: Layout, blocked_start: np.ndarray, blocked_end: np.nda
     return start, end - start
 
 
-def _random_order_within(segment: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A permutation sorting by segment, in random order within each segment (one int64 sort key, no lexsort)."""
-    key = (segment << 31) | rng.integers(0, 1 << 31, size=len(segment))
-    return np.argsort(key)
+def _random_order_within(segment: np.ndarray, keys: np.ndarray, *purpose: int) -> np.ndarray:
+    """A permutation sorting by segment, in a hashed random order within each segment (one int64 sort key)."""
+    return np.argsort((segment << 32) | (draw_bits(keys, *purpose) >> 31))
 
 
 def _running_totals(segment_sorted: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -157,10 +210,31 @@ def _running_totals(segment_sorted: np.ndarray, lengths: np.ndarray) -> np.ndarr
     return total - np.repeat(total[group_start] - lengths[group_start], group_size)
 
 
-def _accept(copies: _Copies, pending: np.ndarray, room: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _apportion(copies: _Copies, requests: list[Request], seed: int) -> None:
+    """Rule 1: give every copy a step. The copies of one (experiment, range) are put in a random order, from a
+    generator seeded by the seed, the experiment's name and the range only, and spread evenly over the range's
+    steps from a random start: step = start + ⌊(rank + u) · steps / copies⌋."""
+    for index, span in copies.spans.items():
+        start, end = copies.start_step[span], copies.end_step[span]
+        if requests[index].item_steps is None:
+            groups = [np.arange(len(start))]
+        else:
+            order = np.lexsort((end, start))
+            cuts = np.flatnonzero((start[order][1:] != start[order][:-1]) | (end[order][1:] != end[order][:-1])) + 1
+            groups = np.split(order, cuts)
+        name_key = int(experiment_key(seed, requests[index].name))
+        for members in groups:
+            first, last = int(start[members[0]]), int(end[members[0]])
+            rng = np.random.default_rng([name_key, first, last])
+            rank = rng.permutation(len(members))
+            steps = np.floor((rank + rng.random()) * ((last - first) / len(members))).astype(np.int64)
+            copies.step[span.start + members] = np.minimum(first + steps, last - 1)
+
+
+def _accept(copies: _Copies, pending: np.ndarray, room: np.ndarray, *purpose: int) -> np.ndarray:
     """Among `pending` copies (with a drawn segment), keep, per segment in random order, those that fit `room`."""
     segment = copies.segment[pending]
-    order = _random_order_within(segment, rng)
+    order = _random_order_within(segment, copies.key[pending], ACCEPT, *purpose)
     segment, lengths = segment[order], copies.length[pending][order]
     fits = _running_totals(segment, lengths) <= room[segment]
     accepted = pending[order[fits]]
@@ -168,73 +242,111 @@ def _accept(copies: _Copies, pending: np.ndarray, room: np.ndarray, rng: np.rand
     return accepted
 
 
-def _draw(copies: _Copies, pending: np.ndarray, weight: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Draw a segment for each pending copy within its range, proportional to `weight`; -1 where all are zero."""
-    first, end = copies.first_segment[pending], copies.end_segment[pending]
-    if len(weight) and weight.min() == weight.max():  # equal weights (a fresh run): a uniform index, no search
-        if weight[0] == 0:
+def _draw(copies: _Copies, pending: np.ndarray, weight: np.ndarray, *purpose: int) -> np.ndarray:
+    """Draw a segment of its step for each pending copy, proportional to `weight`; -1 where all are zero.
+
+    Equal weights (a fresh run) take a shortcut that gives exactly the searched result: with weight w, the
+    segment is lo + ⌊u·n·w⌋ // w."""
+    low_segment, high_segment = copies.low[pending], copies.high[pending]
+    draw = draw_uniform(copies.key[pending], ROUND, *purpose)
+    if len(weight) and weight.min() == weight.max():
+        equal = int(weight[0])
+        if equal == 0:
             return np.full(len(pending), -1, dtype=np.int64)
-        segment = first + np.floor(rng.random(len(pending)) * (end - first)).astype(np.int64)
-        return np.where(end > first, segment, -1)
+        within = np.floor(draw * ((high_segment - low_segment) * equal)).astype(np.int64) // equal
+        return np.where(high_segment > low_segment, low_segment + within, -1)
     cumulative = np.concatenate([[0], np.cumsum(weight)])
-    low, high = cumulative[first], cumulative[end]
-    target = low + np.floor(rng.random(len(pending)) * (high - low)).astype(np.int64)
+    low, high = cumulative[low_segment], cumulative[high_segment]
+    target = low + np.floor(draw * (high - low)).astype(np.int64)
     segment = np.searchsorted(cumulative, target, side="right") - 1
     return np.where(high > low, segment, -1)
 
 
-def _place_class(copies: _Copies, pending: np.ndarray, room: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Assign segments to one length class in vectorized rounds; returns the copies still unplaced."""
-    for _ in range(MAX_ROUNDS):
+def _place_class(copies: _Copies, pending: np.ndarray, room: np.ndarray, shortest: int, *purpose: int) -> np.ndarray:
+    """Assign segments to one length class (lengths ≥ `shortest`) in vectorized rounds; returns those unplaced."""
+    for round_ in range(MAX_ROUNDS):
         if len(pending) == 0:
             break
-        shortest = copies.length[pending].min()
-        copies.segment[pending] = _draw(copies, pending, np.where(room >= shortest, room, 0), rng)
+        copies.segment[pending] = _draw(copies, pending, np.where(room >= shortest, room, 0), *purpose, round_)
         drawn = pending[copies.segment[pending] >= 0]
-        accepted = _accept(copies, drawn, room, rng) if len(drawn) else drawn
+        accepted = _accept(copies, drawn, room, *purpose, round_) if len(drawn) else drawn
         if len(accepted) == 0:
             break
         pending = np.setdiff1d(pending, accepted, assume_unique=True)
     return pending
 
 
-def _place_all(copies: _Copies, room: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Place length classes (powers of two) longest first, like first-fit-decreasing, so long copies are not
-    crowded out of a dense run by short ones. Returns the copies that fit nowhere."""
-    classes = np.floor(np.log2(copies.length)).astype(np.int64)
+def _place_all(copies: _Copies, pending: np.ndarray, room: np.ndarray, pass_: int) -> np.ndarray:
+    """Place the copies whose range ends at this step first (they cannot move on), then the rest; each group in
+    length classes (powers of two), longest first, like first-fit-decreasing, so long copies are not crowded out
+    of a dense step by short ones. Returns the copies that fit nowhere in their step."""
+    last_chance = copies.step[pending] == copies.end_step[pending] - 1
     failed = []
-    for length_class in np.unique(classes)[::-1]:
-        pending = _place_class(copies, np.flatnonzero(classes == length_class), room, rng)
-        failed.append(_place_exactly(copies, pending, room, rng))
+    for group, members in enumerate((pending[last_chance], pending[~last_chance])):
+        classes = np.floor(np.log2(copies.length[members])).astype(np.int64)
+        for length_class in np.unique(classes)[::-1]:
+            purpose = (pass_, group, int(length_class))
+            left = _place_class(copies, members[classes == length_class], room, 1 << int(length_class), *purpose)
+            failed.append(_place_exactly(copies, left, room, EXACT, *purpose))
     return np.concatenate(failed) if failed else np.zeros(0, dtype=np.int64)
 
 
-def _place_exactly(copies: _Copies, pending: np.ndarray, room: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Place stragglers one at a time, longest first; returns those that fit nowhere."""
+def _place_exactly(copies: _Copies, pending: np.ndarray, room: np.ndarray, *purpose: int) -> np.ndarray:
+    """Place stragglers one at a time, longest first (ties by key); returns those that fit nowhere."""
     failed = []
-    for index in pending[np.argsort(-copies.length[pending], kind="stable")]:
-        low, high, length = copies.first_segment[index], copies.end_segment[index], copies.length[index]
+    pending = pending[np.lexsort((copies.key[pending], -copies.length[pending]))]
+    draws = draw_uniform(copies.key[pending], *purpose)
+    for index, draw in zip(pending.tolist(), draws.tolist()):
+        low, high, length = copies.low[index], copies.high[index], copies.length[index]
         candidates = low + np.flatnonzero(room[low:high] >= length)
         if len(candidates) == 0:
             failed.append(index)
             continue
-        weight = room[candidates].astype(np.float64)
-        chosen = candidates[np.searchsorted(np.cumsum(weight), rng.random() * weight.sum(), side="right")]
+        weight = room[candidates]
+        chosen = candidates[np.searchsorted(np.cumsum(weight), draw * weight.sum(), side="right")]
         copies.segment[index] = chosen
         room[chosen] -= length
     return np.asarray(failed, dtype=np.int64)
 
 
-def _arrange(copies: _Copies, seg_start: np.ndarray, room: np.ndarray,
-             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _place(copies: _Copies, room: np.ndarray, step_segments: np.ndarray) -> tuple[np.ndarray, int]:
+    """Rules 2 and 3: place every copy in its step; move what does not fit one step on, pass after pass; place
+    what runs past its range anywhere in the range. Returns (copies placed nowhere, copies backfilled)."""
+    pending, overrun, pass_ = np.arange(len(copies.length)), [], 0
+    while len(pending):
+        copies.low[pending] = step_segments[copies.step[pending]]
+        copies.high[pending] = step_segments[copies.step[pending] + 1]
+        failed = _place_all(copies, pending, room, pass_)
+        copies.step[failed] += 1
+        ended = copies.step[failed] >= copies.end_step[failed]
+        overrun.append(failed[ended])
+        pending, pass_ = failed[~ended], pass_ + 1
+    overrun = np.concatenate(overrun) if overrun else np.zeros(0, dtype=np.int64)
+    if len(overrun) == 0:
+        return overrun, 0
+    copies.low[overrun], copies.high[overrun] = copies.first_segment[overrun], copies.end_segment[overrun]
+    failed = _place_exactly(copies, overrun, room, EXACT, -1)
+    placed = np.setdiff1d(overrun, failed)
+    copies.step[placed] = -1
+    return failed, len(placed)
+
+
+def _arrange(copies: _Copies, seg_start: np.ndarray, room: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Offsets of all copies (random order within each segment, slack split into sorted uniform gaps), and the
     permutation that sorts the copies by offset (segments are in stream order, copies in a segment ascend)."""
     segment = copies.segment
-    order = _random_order_within(segment, rng)
+    order = _random_order_within(segment, copies.key, ORDER)
     segment_sorted, lengths = segment[order], copies.length[order]
     before_copy = _running_totals(segment_sorted, lengths) - lengths
-    span = np.int64(room.max()) + 1
-    gaps = np.sort(segment_sorted * span + rng.integers(0, room[segment_sorted] + 1)) % span
+    # Sorted uniform gaps without a sort: the running sums of m exponentials over the sum of m + 1 are the
+    # order statistics of m uniforms; the (m+1)-th draw is keyed by the segment's first token.
+    spacing = -np.log1p(-draw_uniform(copies.key[order], GAP))
+    running = _running_totals(segment_sorted, spacing)
+    last = np.r_[segment_sorted[1:] != segment_sorted[:-1], True]
+    closing = -np.log1p(-draw_uniform(seg_start[segment_sorted[last]].astype(np.uint64), GAP))
+    total = np.repeat(running[last] + closing, np.diff(np.r_[0, np.flatnonzero(last) + 1]))
+    slack = room[segment_sorted]
+    gaps = np.minimum(np.floor(running / total * (slack + 1)).astype(np.int64), slack)
     offsets = np.empty(len(segment), dtype=np.int64)
     offsets[order] = seg_start[segment_sorted] + gaps + before_copy
     return offsets, order
@@ -285,12 +397,12 @@ def _capacity_problems(requests, copies, room) -> list[str]:
 
 def compile_schedule(layout: Layout, requests: list[Request], seed: int) -> Schedule:
     """Place every copy of every request; deterministic in `seed`. Raises LayoutError if anything does not fit."""
-    rng = np.random.default_rng(seed)
     blocked_start, blocked_end = _check_explicit(layout, requests)
     seg_start, room = free_segments(layout, blocked_start, blocked_end)
 
     explicit = [[] for _ in range(5)]
-    parts = {key: [] for key in ("request", "length", "start_step", "end_step", "first", "end", "item", "repetition")}
+    parts = {key: [] for key in ("request", "length", "start_step", "end_step", "first", "end", "item", "repetition",
+                                 "key")}
     spans, copied = {}, 0
     for index, request in enumerate(requests):
         lengths = np.asarray(request.lengths, dtype=np.int64)
@@ -316,29 +428,35 @@ def compile_schedule(layout: Layout, requests: list[Request], seed: int) -> Sche
         parts["length"].append(lengths[item])
         parts["item"].append(item)
         parts["repetition"].append(repetition)
+        parts["key"].append(copy_keys(seed, request.name, item, repetition))
         spans[index] = slice(copied, copied + len(item))
         copied += len(item)
 
     if parts["request"]:
-        joined = {key: (value[0] if len(value) == 1 else np.concatenate(value)).astype(np.int64, copy=False)
-                  for key, value in parts.items()}
+        joined = {key: value[0] if len(value) == 1 else np.concatenate(value) for key, value in parts.items()}
+        joined = {key: value if key == "key" else value.astype(np.int64, copy=False) for key, value in joined.items()}
+        count = len(joined["length"])
         copies = _Copies(joined["request"], joined["length"], joined["start_step"], joined["end_step"],
-                         joined["first"], joined["end"], np.full(len(joined["length"]), -1, dtype=np.int64), spans)
+                         joined["first"], joined["end"], joined["key"], np.zeros(count, dtype=np.int64),
+                         np.zeros(count, dtype=np.int64), np.zeros(count, dtype=np.int64),
+                         np.full(count, -1, dtype=np.int64), spans)
         capacity_problems = _capacity_problems(requests, copies, room)
         if capacity_problems:
             raise LayoutError(*capacity_problems)
-        failed = _place_all(copies, room, rng)
+        _apportion(copies, requests, seed)
+        step_segments = np.searchsorted(seg_start, np.arange(layout.steps + 1) * layout.tokens_per_step)
+        failed, backfilled = _place(copies, room, step_segments)
         if len(failed):
             raise LayoutError(*_unplaced_problems(requests, copies, failed, room))
-        offsets, order = _arrange(copies, seg_start, room, rng)
+        offsets, order = _arrange(copies, seg_start, room)
         columns = [column[order] for column in (copies.request, joined["item"], joined["repetition"], offsets,
                                                 copies.length)]
     else:
-        columns = [np.zeros(0, dtype=np.int64) for _ in range(5)]
+        columns, backfilled = [np.zeros(0, dtype=np.int64) for _ in range(5)], 0
     if explicit[0]:
         pinned = [np.concatenate(c).astype(np.int64, copy=False) for c in explicit]
         by_offset = np.argsort(pinned[3], kind="stable")
         pinned = [column[by_offset] for column in pinned]
         slots = np.searchsorted(columns[3], pinned[3])  # merge two offset-sorted lists
         columns = [np.insert(column, slots, values) for column, values in zip(columns, pinned)]
-    return Schedule(*columns)
+    return Schedule(*columns, backfilled=backfilled)

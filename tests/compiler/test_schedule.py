@@ -139,3 +139,58 @@ def test_free_segments_cut_rows_around_blocked_intervals():
 
 def test_empty_request_list_gives_an_empty_schedule():
     assert len(compile_schedule(LAYOUT, [], seed=0)) == 0
+
+
+def windowed(name, counts, window=10, seed=0, layout=LAYOUT):
+    """A knowledge-like request: `counts[w]` one-copy items in window w, items in window order."""
+    lengths = np.random.default_rng(seed).integers(5, 40, sum(counts))
+    window_of = np.repeat(np.arange(len(counts)), counts)
+    ranges = (window_of * window, np.minimum((window_of + 1) * window, layout.steps))
+    return Request(name, lengths, np.ones(len(lengths), int), "range", 0, layout.steps, item_steps=ranges)
+
+
+def placed_before(schedule, requests, layout, step):
+    """The placements before `step`'s first token, named by experiment (so request order does not matter)."""
+    before = schedule.offset < step * layout.tokens_per_step
+    names = [requests[i].name for i in schedule.experiment[before]]
+    return sorted(zip(names, *(getattr(schedule, f)[before].tolist() for f in ("item", "repetition", "offset",
+                                                                                "length"))))
+
+
+@pytest.mark.parametrize("k", [10, 37, 60, 99])
+def test_what_is_asked_at_or_after_step_k_changes_nothing_before_k(k):
+    windows = 10
+    counts = [40] * windows
+    # dense enough (about 65% full) that steps overflow and copies move on to later steps
+    common = [random_request("whole", items=200, copies=3), random_request("filler", items=1000, copies=2, seed=5)]
+    first_changed = -(-k // windows)  # the first window that starts at or after k
+    later = counts[:first_changed] + [c * 2 + 7 for c in counts[first_changed:]]
+    a = common + [windowed("knowledge", counts)]
+    b = [Request("new-range", np.full(10, 12), np.ones(10, int), "range", start_step=k, end_step=min(k + 3, 100)),
+         *common, windowed("knowledge", later),
+         Request("pinned", np.array([20]), np.ones(1, int), "explicit", offsets=np.array([k * 1024 + 50]))]
+    first, second = compile_schedule(LAYOUT, a, seed=7), compile_schedule(LAYOUT, b, seed=7)
+    assert_valid(LAYOUT, first, a)
+    assert_valid(LAYOUT, second, b)
+    assert first.backfilled == second.backfilled == 0
+    assert placed_before(first, a, LAYOUT, k) == placed_before(second, b, LAYOUT, k)
+    assert placed_before(first, a, LAYOUT, k + 1) != placed_before(second, b, LAYOUT, k + 1)
+
+
+def test_a_step_that_overflows_sends_copies_forward_never_back():
+    layout = Layout(seq_len=64, batch_size=2, steps=6)
+    # step 2 is asked for 3 full rows but has 2; the third must land in step 3, and steps 0-1 stay empty
+    requests = [Request("burst", np.full(3, 64), np.ones(3, int), "range", start_step=2, end_step=5,
+                        item_steps=(np.full(3, 2), np.full(3, 3)))]
+    with pytest.raises(LayoutError, match="needs 192 tokens in steps \\[2, 3\\) but only 128 are free"):
+        compile_schedule(layout, requests, seed=0)
+    requests = [Request("early", np.full(6, 64), np.ones(6, int), "range", start_step=0, end_step=3),
+                Request("late", np.full(4, 64), np.ones(4, int), "range", start_step=2, end_step=6)]
+    # rows: 6 early ones fill steps 0-2 exactly; late has one per step 2-5 and, finding step 2 full (early's
+    # copies cannot move on, so they go first), moves its copy on to step 3, never back
+    schedule = compile_schedule(layout, requests, seed=0)
+    assert_valid(layout, schedule, requests)
+    steps = layout.locate(schedule.offset)[0]
+    assert sorted(steps[schedule.experiment == 0].tolist()) == [0, 0, 1, 1, 2, 2]
+    assert sorted(steps[schedule.experiment == 1].tolist()) == [3, 3, 4, 5]
+    assert schedule.backfilled == 0

@@ -68,21 +68,26 @@ def main():
 @click.option("--only", help="Write only these experiments (comma-separated names; '' for none): the other "
                              "experiments' payloads are still made, so items match the whole plan's.")
 @click.option("--seed", type=click.IntRange(min=0), help="Use this seed instead of the plan's [layout] seed.")
+@click.option("--until-step", type=click.IntRange(min=1),
+              help="Write only steps [0, K): a staged build. The same command with a larger K (or without it) "
+                   "appends the next steps and keeps the finished shards; the result equals the one-shot build.")
+@click.option("--extend", is_flag=True, help="Insist on growing the staged build in --out (same plan and options).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @_user_errors
-def build(plan, out_dir, clean, force, workers, only, seed, quiet, as_json):
+def build(plan, out_dir, clean, force, workers, only, seed, until_step, extend, quiet, as_json):
     """Compile PLAN (a TOML file) into shards, insertions.parquet and manifest.json under --out."""
     from injc.compiler.build import build as run_build
 
     names = None if only is None else [name.strip() for name in only.split(",") if name.strip()]
     result = run_build(plan, out_dir, clean=clean, force=force, progress=not quiet, workers=workers, only=names,
-                       seed=seed)
+                       seed=seed, until_step=until_step, extend=extend)
     if as_json:
         click.echo(json.dumps({"manifest": str(result.manifest_path), "total_tokens": result.total_tokens,
                                "shards": result.shards, "insertions": result.insertions,
                                "inserted_tokens": result.inserted_tokens, "seconds": round(result.seconds, 3),
-                               "tokens_per_second": round(result.tokens_per_second)}))
+                               "tokens_per_second": round(result.tokens_per_second),
+                               "until_step": result.until_step, "backfilled": result.backfilled}))
     else:
         click.echo(result.summary())
 

@@ -261,3 +261,45 @@ end_step = {k + 5}
     assert not np.array_equal(stream_a.tokens(prefix, prefix + 4 * 64 * 10), stream_b.tokens(prefix, prefix + 2560))
     before_k = [[row for row in read_table(out) if row["step"] < k] for out in (tmp_path / "a", tmp_path / "b")]
     assert before_k[0] == before_k[1] and len(before_k[0]) > 20
+
+
+def all_files(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_build_grown_in_stages_is_byte_identical_to_the_one_shot_build(full_plan, project, tmp_path):
+    plan = project(CANARIES + RANGE_AND_EXPLICIT, extra_layout="shard_tokens = 2560")  # 10 steps per shard
+    one_shot = injc.build(plan, tmp_path / "whole", progress=False)
+    staged = tmp_path / "staged"
+    first = injc.build(plan, staged, until_step=15, progress=False)
+    manifest = injc.load_manifest(staged)
+    assert first.until_step == 15 and manifest.data["until_step"] == 15
+    assert injc.verify(staged) == []
+    stream = injc.open_stream(staged)
+    assert len(stream) == 15 * 256
+    assert np.array_equal(stream.tokens(0, 15 * 256), injc.open_stream(one_shot.manifest_path).tokens(0, 15 * 256))
+    with pytest.raises(IndexError):
+        stream.batch(15)
+    rows = read_table(staged)
+    assert rows and max(row["step"] for row in rows) < 15
+    assert rows == [row for row in read_table(tmp_path / "whole") if row["step"] < 15]
+    finished_shard = (staged / "shards" / "shard_00000.bin").stat().st_ino
+    injc.build(plan, staged, until_step=35, extend=True, progress=False)
+    assert (staged / "shards" / "shard_00000.bin").stat().st_ino == finished_shard, "finished shards are kept"
+    with pytest.raises(injc.InjcError, match=r"already holds steps \[0, 35\)"):
+        injc.build(plan, staged, until_step=30, progress=False)
+    injc.build(plan, staged, progress=False)  # the same command without --until-step: the rest of the run
+    assert all_files(staged) == all_files(tmp_path / "whole")
+
+
+def test_extend_refuses_what_it_cannot_grow(full_plan, project, tmp_path):
+    plan = project(CANARIES + RANGE_AND_EXPLICIT)
+    with pytest.raises(injc.InjcError, match="holds no staged build"):
+        injc.build(plan, tmp_path / "none", until_step=20, extend=True, progress=False)
+    injc.build(plan, tmp_path / "staged", until_step=20, progress=False)
+    with pytest.raises(injc.InjcError, match=r"staged build of another plan or inputs \(differing: seed\)"):
+        injc.build(plan, tmp_path / "staged", until_step=30, extend=True, seed=99, progress=False)
+    with pytest.raises(injc.InjcError, match="--until-step must be between 1 and the run's 50 steps"):
+        injc.build(plan, tmp_path / "other", until_step=51, progress=False)
+    assert injc.load_manifest(tmp_path / "staged").data["until_step"] == 20
+    assert not (tmp_path / "other").exists() and not (tmp_path / "none").exists()

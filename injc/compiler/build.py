@@ -68,13 +68,16 @@ class BuildResult:
     seconds: float
     backfilled: int = 0
     """Copies that could not stay prefix-stable (see docs/format.md, "The schedule is prefix-stable")."""
+    until_step: int | None = None
+    """Steps written by a staged build (None: the whole run)."""
 
     @property
     def tokens_per_second(self) -> float:
         return self.total_tokens / self.seconds if self.seconds > 0 else float("inf")
 
     def summary(self) -> str:
-        return (f"built {self.manifest_path}: {self.total_tokens:,} tokens in {self.shards} shards, "
+        staged = f" (staged: steps [0, {self.until_step:,}))" if self.until_step is not None else ""
+        return (f"built {self.manifest_path}{staged}: {self.total_tokens:,} tokens in {self.shards} shards, "
                 f"{self.insertions:,} insertions ({self.inserted_tokens:,} tokens), "
                 f"{self.seconds:.1f} s, {self.tokens_per_second:,.0f} tok/s"
                 + (f"; {self.backfilled:,} copies found no room before their range ended and were placed earlier "
@@ -184,6 +187,14 @@ def experiment_records(plan: Plan, payloads: list[Payload], schedule: Schedule, 
             record["eval_records"] = evals[config.name]
         records.append(record)
     return records
+
+
+def written_part(schedule: Schedule, overlay: Overlay, until_token: int) -> tuple[Schedule, Overlay]:
+    """The copies of a staged build's written steps (a copy never crosses a step, so none is cut)."""
+    keep = slice(0, int(np.searchsorted(schedule.offset, until_token)))
+    part = Schedule(schedule.experiment[keep], schedule.item[keep], schedule.repetition[keep], schedule.offset[keep],
+                    schedule.length[keep], schedule.backfilled)
+    return part, Overlay(overlay.offset[keep], overlay.length[keep], overlay.source[keep], overlay.pool)
 
 
 def _counted(chunks, counter: list[int]):
@@ -304,6 +315,48 @@ def check_output(out_dir: Path, inputs: list[Path], force: bool) -> None:
                         f"neither (it holds {some_of(entries)}): move it away yourself or pick another --out")
 
 
+def staged_build(out_dir: Path) -> dict | None:
+    """The manifest of a staged build (one written with --until-step short of the run) in `out_dir`, or None."""
+    try:
+        data = json.loads((out_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and "until_step" in data and "stage" in data else None
+
+
+def _seed_from_stage(partial: Path, out_dir: Path, stage: dict) -> None:
+    """Start the partial folder of an extension from the staged build's finished shards: hard links (copies
+    where the file system has none), never rewritten; the stage's last, short shard is written anew."""
+    (partial / SHARDS_FOLDER).mkdir(parents=True, exist_ok=True)
+    for index, record in enumerate(stage["done"]):
+        target = partial / record["shard"]["path"]
+        if not target.exists():
+            try:
+                os.link(out_dir / record["shard"]["path"], target)
+            except OSError:
+                shutil.copyfile(out_dir / record["shard"]["path"], target)
+        write_atomic(partial / "done" / f"{index:05d}.json", json.dumps(record).encode())
+
+
+def _check_stage(out_dir: Path, staged: dict | None, key: dict, until_step: int, extend: bool, force: bool) -> bool:
+    """Whether this build grows the staged build in `out_dir` (--force without --extend starts afresh);
+    refuses an --extend that cannot."""
+    if force and not extend:
+        return False
+    same_plan = staged is not None and staged.get("build_key") == key
+    if extend and staged is None:
+        raise InjcError(f"--extend: {str(out_dir)!r} holds no staged build (one written with --until-step short "
+                        f"of the run; a complete build has nothing to extend); build it with --until-step first")
+    if extend and not same_plan:
+        differs = sorted(k for k in key if staged.get("build_key", {}).get(k) != key[k])
+        raise InjcError(f"--extend: {str(out_dir)!r} is a staged build of another plan or inputs (differing: "
+                        f"{', '.join(differs)}); extend it with the plan and options it was built with")
+    if same_plan and until_step <= staged["until_step"]:
+        raise InjcError(f"{str(out_dir)!r} already holds steps [0, {staged['until_step']:,}); pass a larger "
+                        f"--until-step (or none, for the whole run) to extend it")
+    return same_plan
+
+
 def select(plan: Plan, only: Sequence[str] | None) -> tuple[int, ...]:
     """Indices of the experiments to write: all (None), or those named in `only` (unknown names are an error)."""
     if only is None:
@@ -318,7 +371,8 @@ def select(plan: Plan, only: Sequence[str] | None) -> tuple[int, ...]:
 
 def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, force: bool = False,
           progress: bool = True, workers: int | None = None, only: Sequence[str] | None = None,
-          seed: int | None = None, skip_tokens: int | None = None, fraction: float | None = None) -> BuildResult:
+          seed: int | None = None, skip_tokens: int | None = None, fraction: float | None = None,
+          until_step: int | None = None, extend: bool = False) -> BuildResult:
     """Compile a plan into shards, insertions.parquet and manifest.json under `out_dir`.
 
     `clean=True` writes the control stream of the same plan: the same base tokens and the same recorded
@@ -332,6 +386,10 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
     plan's seed and `skip_tokens` its [corpus] skip_tokens (another window of the corpus); `fraction` rescales
     the copies of each written random/range experiment to about that share of the run's tokens (see
     `rescale_copies`). They serve designs of several builds of one plan, such as `injc cpdt`.
+    `until_step` writes only steps [0, until_step) and marks the manifest partial (a *staged* build); running
+    the same build with a larger `until_step` (or none, for the whole run) appends the next steps, keeping the
+    finished shards as they are. `extend=True` insists that `out_dir` is a staged build of the same plan. The
+    schedule is prefix-stable, so a build grown in stages is byte-identical to the one-shot build.
     """
     if fraction is not None and not 0 < fraction < 1:
         raise InjcError(f"--fraction must be between 0 and 1, got {fraction}")
@@ -344,7 +402,11 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
         plan = dataclasses.replace(plan, corpus=dataclasses.replace(plan.corpus, skip_tokens=skip_tokens))
     selected = select(plan, only)
     tokenizer = load_tokenizer(plan.tokenizer.path, plan.tokenizer.eos)
-    check_output(out_dir, plan.input_files(), force)
+    steps = plan.layout.steps
+    if until_step is not None and not 1 <= until_step <= steps:
+        raise InjcError(f"--until-step must be between 1 and the run's {steps:,} steps, got {until_step:,}")
+    until_step = until_step or steps
+    staged = staged_build(out_dir)
     partial = out_dir.parent / f".{out_dir.name}.injc-partial"
     try:
         with build_lock(out_dir):
@@ -352,10 +414,16 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
             key = {"injc": INJC_VERSION, "plan": plan.sha256, "tokenizer": tokenizer.sha256,
                    "corpus": corpus_files, "clean": clean, "seed": plan.seed, "selected": list(selected),
                    "skip_tokens": plan.corpus.skip_tokens, "fraction": fraction}
+            growing = _check_stage(out_dir, staged, key, until_step, extend, force)
+            if not growing:
+                check_output(out_dir, plan.input_files(), force)
             try:
-                done = _resume_state(partial, key)
+                done = _resume_state(partial, {**key, "until_step": until_step})
+                if growing and not done:
+                    _seed_from_stage(partial, out_dir, staged["stage"])
+                    done = _resume_state(partial, {**key, "until_step": until_step})
                 result = _build_into(partial, plan, tokenizer, clean, progress, done, corpus_files, workers,
-                                     selected, fraction)
+                                     selected, fraction, until_step, key)
                 _replace_output(partial, out_dir)
             except (InjcError, OSError):
                 shutil.rmtree(partial, ignore_errors=True)
@@ -364,15 +432,18 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
         raise InjcError(f"cannot write the build: {error.strerror or error}"
                         + (f" ({error.filename})" if error.filename else "")) from None
     shards, schedule = result
-    return BuildResult(out_dir, out_dir / MANIFEST_NAME, plan.layout.total_tokens, shards, len(schedule),
-                       int(schedule.length.sum()), time.perf_counter() - started, schedule.backfilled)
+    written = until_step * plan.layout.tokens_per_step
+    return BuildResult(out_dir, out_dir / MANIFEST_NAME, written, shards, len(schedule), int(schedule.length.sum()),
+                       time.perf_counter() - started, schedule.backfilled,
+                       until_step if until_step < plan.layout.steps else None)
 
 
 def _build_into(tmp: Path, full_plan: Plan, tokenizer: LoadedTokenizer, clean: bool, progress: bool,
                 done: list[dict], corpus_files: list[dict], workers: int | None, selected: tuple[int, ...],
-                fraction: float | None = None):
+                fraction: float | None, until_step: int, key: dict):
     """Every step of the build inside the partial folder `tmp`; returns (number of shards, schedule)."""
     layout, dtype = full_plan.layout, tokenizer.dtype
+    until_token = until_step * layout.tokens_per_step
     prepared = (PreparedStream(full_plan, tokenizer, tmp / PASS1_NAME, progress, workers)
                 if needs_prepared_stream(full_plan) else None)
     payloads, ctx = make_payloads(full_plan, tokenizer, prepared, workers)
@@ -389,14 +460,16 @@ def _build_into(tmp: Path, full_plan: Plan, tokenizer: LoadedTokenizer, clean: b
         chunks = _counted(base_stream(plan.corpus, tokenizer, resume_from, workers), read)
     shards = [record["shard"] for record in done]
     first_token = sum(s["num_tokens"] for s in shards)
-    with tqdm(total=layout.total_tokens, initial=first_token, unit="tok", unit_scale=True,
+    shard_tokens = plan.shard_steps * layout.tokens_per_step
+    records = list(done)
+    with tqdm(total=until_token, initial=first_token, unit="tok", unit_scale=True,
               desc="write" if prepared else "tokenize+write", disable=not progress, file=sys.stderr) as bar:
-        for shard, cursor in write_shards(chunks, tmp, dtype, plan.shard_steps * layout.tokens_per_step,
-                                          layout.total_tokens, None if clean else overlay, bar, len(done)):
+        for shard, cursor in write_shards(chunks, tmp, dtype, shard_tokens, until_token, None if clean else overlay,
+                                          bar, len(done)):
             shards.append(dataclasses.asdict(shard))
-            record = {"shard": shards[-1], "next": cursor}
-            write_atomic(tmp / "done" / f"{len(shards) - 1:05d}.json", json.dumps(record).encode())
-    if sum(s["num_tokens"] for s in shards) < layout.total_tokens:
+            records.append({"shard": shards[-1], "next": cursor})
+            write_atomic(tmp / "done" / f"{len(shards) - 1:05d}.json", json.dumps(records[-1]).encode())
+    if sum(s["num_tokens"] for s in shards) < until_token:
         raise corpus_too_small(read[0] + first_token, plan)
     holdout = None
     if prepared is not None:
@@ -408,6 +481,8 @@ def _build_into(tmp: Path, full_plan: Plan, tokenizer: LoadedTokenizer, clean: b
         (tmp / PASS1_NAME).unlink()
         (tmp / PASS1_NAME).with_suffix(".done").unlink()
     names = [config.name for config in plan.experiments]
+    if until_step < layout.steps:
+        schedule, overlay = written_part(schedule, overlay, until_token)
     write_insertions(tmp / INSERTIONS_NAME, layout, names, schedule.experiment, schedule.item, schedule.repetition,
                      overlay)
     write_items(tmp / ITEMS_NAME, names, [p.items for p in payloads], [p.copies for p in payloads])
@@ -435,9 +510,13 @@ def _build_into(tmp: Path, full_plan: Plan, tokenizer: LoadedTokenizer, clean: b
                   "sha256": sha256_file(tmp / ITEMS_NAME)},
         "experiments": experiment_records(plan, payloads, schedule, write_eval_records(tmp, plan, payloads)),
         "schedule": {"rule": "prefix-stable", "backfilled": schedule.backfilled},
+        "build_key": key,
         "directives": [] if clean else directives(plan, payloads),
         "holdout": holdout,
     }
+    if until_step < layout.steps:
+        manifest["until_step"] = until_step
+        manifest["stage"] = {"done": [r for r in records if r["shard"]["num_tokens"] == shard_tokens]}
     shutil.rmtree(tmp / "done")
     (tmp / "build.json").unlink()
     write_manifest(tmp / MANIFEST_NAME, manifest)

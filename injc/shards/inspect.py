@@ -68,6 +68,8 @@ class Report:
             f"{self.manifest.root / 'manifest.json'} ({self.manifest.variant}): {layout['steps']:,} steps × "
             f"{layout['batch_size']:,} rows × {layout['seq_len']:,} tokens = {layout['total_tokens']:,} tokens "
             f"({layout['dtype']}, eos {layout['eos_id']})",
+            *([f"staged build: steps [0, {self.manifest.until_step:,}) written; grow it with injc build --until-step"]
+              if self.manifest.until_step < layout["steps"] else []),
             "",
             f"{'experiment':<20} {'kind':<18} {'placement':<16} {'items':>8} {'copies':>10} {'tokens':>13} "
             f"{'of run':>9}",

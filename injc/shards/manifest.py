@@ -38,6 +38,15 @@ class Manifest:
         return Layout(layout["seq_len"], layout["batch_size"], layout["steps"])
 
     @property
+    def until_step(self) -> int:
+        """Steps written: the whole run, or fewer in a staged build (`injc build --until-step`)."""
+        return self.data.get("until_step", self.data["layout"]["steps"])
+
+    @property
+    def written_tokens(self) -> int:
+        return self.until_step * self.data["layout"]["tokens_per_step"]
+
+    @property
     def dtype(self) -> np.dtype:
         return np.dtype(self.data["layout"]["dtype"]).newbyteorder("<")
 
@@ -59,15 +68,23 @@ class Manifest:
 
     @property
     def identity(self) -> dict:
-        """What makes two builds the same training data: the plan, the layout and every shard's bytes.
+        """What makes two builds the same training data: the plan, the layout and the stream's bytes.
 
-        Recorded in every checkpoint (train_state.json), so a resume or an eval can tell which build it was.
+        The bytes are named by the build key (plan, tokenizer, corpus files, seed, options: the stream is a pure
+        function of it), so a staged build and the same build grown further share an identity; manifests without
+        a build key fall back to the hash of every shard's hash. Recorded in every checkpoint (train_state.json),
+        so a resume or an eval can tell which build it was.
         """
         layout = self.data["layout"]
-        shards = "".join(shard["sha256"] for shard in self.shards)
-        return {"plan_sha256": self.data["plan"]["sha256"],
-                "layout": {k: layout[k] for k in ("seq_len", "batch_size", "steps", "dtype")},
-                "shards_sha256": hashlib.sha256(shards.encode()).hexdigest()}
+        identity = {"plan_sha256": self.data["plan"]["sha256"],
+                    "layout": {k: layout[k] for k in ("seq_len", "batch_size", "steps", "dtype")}}
+        if "build_key" in self.data:
+            key = json.dumps(self.data["build_key"], sort_keys=True).encode()
+            identity["build_key_sha256"] = hashlib.sha256(key).hexdigest()
+        else:
+            shards = "".join(shard["sha256"] for shard in self.shards)
+            identity["shards_sha256"] = hashlib.sha256(shards.encode()).hexdigest()
+        return identity
 
 
 def identity_differences(recorded: dict | None, manifest: Manifest) -> list[str]:
@@ -84,8 +101,10 @@ def identity_differences(recorded: dict | None, manifest: Manifest) -> list[str]
         differences.append(f"plan sha256 {recorded['plan_sha256'][:12]}… ≠ {current['plan_sha256'][:12]}…")
     if "layout" in recorded and recorded["layout"] != current["layout"]:
         differences.append(f"layout {recorded['layout']} ≠ {current['layout']}")
-    if "shards_sha256" in recorded and recorded["shards_sha256"] != current["shards_sha256"]:
-        differences.append("the shards' bytes differ")
+    for name, what in (("build_key_sha256", "the builds' keys (inputs, seed, --clean or other options)"),
+                       ("shards_sha256", "the shards' bytes")):
+        if name in recorded and name in current and recorded[name] != current[name]:
+            differences.append(f"{what} differ")
     return differences
 
 

@@ -15,7 +15,8 @@ from injc.shards.manifest import Manifest, load_manifest
 
 
 class TokenStream:
-    """All shards of a manifest as one read-only stream of `total_tokens` token ids."""
+    """All shards of a manifest as one read-only stream of its written tokens (`total_tokens`, or the steps
+    before `until_step` of a staged build)."""
 
     def __init__(self, manifest: Manifest):
         self.manifest = manifest
@@ -35,12 +36,12 @@ class TokenStream:
             self.shards.append(np.memmap(path, dtype=dtype, mode="r"))
 
     def __len__(self) -> int:
-        return self.layout.total_tokens
+        return self.manifest.written_tokens
 
     def tokens(self, start: int, stop: int) -> np.ndarray:
         """Tokens [start, stop) of the run, copied out of the shards they span."""
         if not 0 <= start <= stop <= len(self):
-            raise IndexError(f"token range [{start}, {stop}) is outside the run of {len(self):,} tokens")
+            raise IndexError(f"token range [{start}, {stop}) is outside the {len(self):,} tokens written")
         parts = []
         index = int(np.searchsorted(self.first, start, side="right")) - 1
         while start < stop:
@@ -54,8 +55,8 @@ class TokenStream:
 
     def batch(self, step: int) -> np.ndarray:
         """The tokens of optimizer step `step`, as [batch_size, seq_len] rows in order."""
-        if not 0 <= step < self.layout.steps:
-            raise IndexError(f"step {step} is outside the run of {self.layout.steps:,} steps")
+        if not 0 <= step < self.manifest.until_step:
+            raise IndexError(f"step {step} is outside the {self.manifest.until_step:,} steps written")
         size = self.layout.tokens_per_step
         return self.tokens(step * size, (step + 1) * size).reshape(self.layout.batch_size, self.layout.seq_len)
 

@@ -36,8 +36,8 @@ def _check_shards(manifest: Manifest) -> list[str]:
             problems.append(f"shard {shard['path']}: {size:,} bytes, expected {expected:,}")
         elif sha256_file(path) != shard["sha256"]:
             problems.append(f"shard {shard['path']}: sha256 differs from the manifest")
-    if expected_first != manifest.layout.total_tokens:
-        problems.append(f"shards hold {expected_first:,} tokens, the layout needs {manifest.layout.total_tokens:,}")
+    if expected_first != manifest.written_tokens:
+        problems.append(f"shards hold {expected_first:,} tokens, the manifest needs {manifest.written_tokens:,}")
     return problems
 
 

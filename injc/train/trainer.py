@@ -264,6 +264,9 @@ def train(manifest_path: str | Path, config: TrainConfig, progress: bool = True)
     if config.steps is not None and config.steps > layout.steps:
         raise InjcError(f"--steps {config.steps:,} is more than the manifest's run of {layout.steps:,} steps")
     total = layout.steps if config.steps is None else config.steps
+    if total > manifest.until_step:
+        raise InjcError(f"the build is staged: it holds steps [0, {manifest.until_step:,}) of {layout.steps:,}; "
+                        f"train with --steps ≤ {manifest.until_step:,} or grow the build (injc build --until-step)")
     if (config.model is None) == (config.init is None):
         raise InjcError("give --model (a fresh model) or --init (continue from a checkpoint, with its config)")
     if config.init_optimizer and config.init is None:

@@ -1,6 +1,7 @@
 """Run folders never mix runs: a second run is refused or replaces the first whole, a resume continues only the
 same manifest, Ctrl-C leaves a checkpoint to resume from, and `injc eval` reads shell-expanded and quoted globs."""
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -53,7 +54,7 @@ def test_resume_refuses_a_checkpoint_of_another_manifest(built, tmp_path):
     out = tmp_path / "run"
     run(built, out, steps=3)
     before = snapshot(out)
-    with pytest.raises(injc.InjcError, match="was trained on another manifest .*the shards' bytes differ"):
+    with pytest.raises(injc.InjcError, match="was trained on another manifest .*the builds' keys .* differ"):
         train(clean / "manifest.json", TrainConfig(model=str(built / "tiny.yaml"), out=out, steps=5, resume=True),
               progress=False)
     assert snapshot(out) == before
@@ -135,3 +136,21 @@ def test_eval_takes_shell_expanded_and_quoted_globs_and_warns_on_another_manifes
 
     with pytest.raises(injc.InjcError, match="matches no folder"):
         resolve_checkpoints([str(out / "nope-*")])
+
+
+def test_a_staged_build_trains_up_to_its_last_step_and_resumes_once_grown(built, tmp_path):
+    from injc.train.trainer import TrainConfig, train
+
+    staged = tmp_path / "staged"
+    injc.build(built / "plan.toml", staged, until_step=5, progress=False)
+    config = TrainConfig(model=str(built / "tiny.yaml"), out=tmp_path / "run", audit=True)
+    with pytest.raises(injc.InjcError, match=r"the build is staged: it holds steps \[0, 5\) of 50"):
+        train(staged / "manifest.json", config, progress=False)
+    assert not (tmp_path / "run").exists()
+    train(staged / "manifest.json", dataclasses.replace(config, steps=5), progress=False)
+    injc.build(built / "plan.toml", staged, until_step=8, progress=False)
+    train(staged / "manifest.json", dataclasses.replace(config, steps=8, resume=True), progress=False)
+    whole = run(built, tmp_path / "whole", steps=8, audit=True)
+    audit = [json.loads(line)["tokens_sha256"] for line in (tmp_path / "run" / "audit.jsonl").read_text().splitlines()]
+    expected = [json.loads(line)["tokens_sha256"] for line in (whole.parent / "audit.jsonl").read_text().splitlines()]
+    assert audit == expected and len(audit) == 8

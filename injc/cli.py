@@ -13,6 +13,7 @@ Exit codes: 0 success; 1 `verify` found a mismatch; 2 bad input (one line per pr
 import json
 import sys
 from functools import wraps
+from pathlib import Path
 
 import click
 
@@ -245,6 +246,40 @@ def cpdt(plan, checkpoint, out_dir, steps, seeds, jobs, fraction, lr, min_lr, wa
                         fraction=fraction)
     run_cpdt(plan, config, out_dir, progress=not quiet)
     click.echo(f"wrote {out_dir}/cpdt.json, cpdt.md and cpdt.png")
+
+
+@main.command(name="run")
+@click.argument("plan", type=click.Path(dir_okay=False))
+@click.option("--model", help="LitGPT config name or YAML file of Config fields (a fresh model).")
+@click.option("--init", "init", type=click.Path(file_okay=False),
+              help="Instead of --model: continue from this LitGPT checkpoint (weights and config).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Loop folder: build/, train/, control.jsonl, control.png, eval/.")
+@click.option("--micro-batch-size", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--lr", type=float, default=4e-4, show_default=True)
+@click.option("--min-lr", type=float, default=4e-5, show_default=True)
+@click.option("--seed", type=int, help="Model init seed (default: the plan's seed).")
+@click.option("--device", help="cpu, cuda, ... (default: cuda when available).")
+@click.option("--no-eval", is_flag=True, help="Skip the final injc eval of the last checkpoint.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@_user_errors
+def run_command(plan, model, init, out_dir, micro_batch_size, lr, min_lr, seed, device, no_eval, quiet):
+    """The dynamic-control loop for per_window = "dynamic" experiments: build a window, train to its end, probe,
+    decide the next window's count (the paper's Algorithm 1 or the plan's controller), ..., evaluate.
+
+    Killed at any moment, the same command continues from the last finished window with identical results.
+    """
+    try:
+        from injc.evals.control import RunConfig, probe_table, run
+    except ImportError as error:
+        raise InjcError(f"run needs torch and litgpt ({error.name} is missing): "
+                        "pip install torch==2.13.0 && pip install -e '.[train]'") from None
+    summary = run(RunConfig(Path(plan), Path(out_dir), model=model, init=Path(init) if init else None,
+                            micro_batch_size=micro_batch_size, lr=lr, min_lr=min_lr, device=device, seed=seed,
+                            evaluate=not no_eval, progress=not quiet))
+    click.echo(probe_table(summary), nl=False)
+    click.echo(f"final probe {', '.join(f'{k} {v:.4f}' for k, v in summary['final_probe'].items())}; wrote "
+               f"{out_dir}/control.jsonl, control.png" + ("" if no_eval else ", eval/"))
 
 
 @main.command(name="verbatim-candidates")

@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import itertools
 import json
+import math
 import os
 import shutil
 import sys
@@ -338,17 +339,44 @@ def _seed_from_stage(partial: Path, out_dir: Path, stage: dict) -> None:
         write_atomic(partial / "done" / f"{index:05d}.json", json.dumps(record).encode())
 
 
+def with_counts(plan: Plan, counts: dict[str, list[int]], until_step: int) -> tuple[Plan, dict[str, list[int]]]:
+    """The plan with the decided counts of its dynamic experiments, and those counts as far as the written steps
+    reach (what the stream depends on: the build key's `counts`)."""
+    dynamic = {e.name: e for e in plan.experiments if getattr(e, "control", None) is not None}
+    unknown = sorted(set(counts) - set(dynamic))
+    if unknown:
+        raise InjcError(*(f"counts given for {name!r}, which is not a per_window = \"dynamic\" experiment"
+                          for name in unknown))
+    for name, values in counts.items():
+        if len(values) > dynamic[name].windows:
+            raise InjcError(f"{len(values)} counts given for {name!r}, which has {dynamic[name].windows} windows")
+    experiments = tuple(e.with_counts(counts[e.name]) if e.name in counts else e for e in plan.experiments)
+    decided = {name: [int(n) for n in values[:math.ceil(until_step / dynamic[name].window_steps)]]
+               for name, values in sorted(counts.items())}
+    return dataclasses.replace(plan, experiments=experiments), decided
+
+
+def same_stream(old_key: dict, new_key: dict) -> bool:
+    """Whether a build with `new_key` continues the stream of one with `old_key`: everything equal, and each
+    dynamic experiment's decided counts continuing the old ones."""
+    rest = [{k: v for k, v in key.items() if k != "counts"} for key in (old_key, new_key)]
+    old_counts, new_counts = old_key.get("counts", {}), new_key.get("counts", {})
+    return (rest[0] == rest[1] and set(old_counts) == set(new_counts)
+            and all(new_counts[name][:len(values)] == values for name, values in old_counts.items()))
+
+
 def _check_stage(out_dir: Path, staged: dict | None, key: dict, until_step: int, extend: bool, force: bool) -> bool:
     """Whether this build grows the staged build in `out_dir` (--force without --extend starts afresh);
     refuses an --extend that cannot."""
     if force and not extend:
         return False
-    same_plan = staged is not None and staged.get("build_key") == key
+    same_plan = staged is not None and same_stream(staged.get("build_key", {}), key)
     if extend and staged is None:
         raise InjcError(f"--extend: {str(out_dir)!r} holds no staged build (one written with --until-step short "
                         f"of the run; a complete build has nothing to extend); build it with --until-step first")
     if extend and not same_plan:
-        differs = sorted(k for k in key if staged.get("build_key", {}).get(k) != key[k])
+        old_key = staged.get("build_key", {})
+        differs = sorted(k for k in key if k != "counts" and old_key.get(k) != key[k]) or ["the decided counts"]
         raise InjcError(f"--extend: {str(out_dir)!r} is a staged build of another plan or inputs (differing: "
                         f"{', '.join(differs)}); extend it with the plan and options it was built with")
     if same_plan and until_step <= staged["until_step"]:
@@ -372,7 +400,8 @@ def select(plan: Plan, only: Sequence[str] | None) -> tuple[int, ...]:
 def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, force: bool = False,
           progress: bool = True, workers: int | None = None, only: Sequence[str] | None = None,
           seed: int | None = None, skip_tokens: int | None = None, fraction: float | None = None,
-          until_step: int | None = None, extend: bool = False) -> BuildResult:
+          until_step: int | None = None, extend: bool = False, counts: dict[str, list[int]] | None = None,
+          control: list[dict] | None = None) -> BuildResult:
     """Compile a plan into shards, insertions.parquet and manifest.json under `out_dir`.
 
     `clean=True` writes the control stream of the same plan: the same base tokens and the same recorded
@@ -390,6 +419,9 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
     the same build with a larger `until_step` (or none, for the whole run) appends the next steps, keeping the
     finished shards as they are. `extend=True` insists that `out_dir` is a staged build of the same plan. The
     schedule is prefix-stable, so a build grown in stages is byte-identical to the one-shot build.
+    `counts` gives the decided per-window counts of `per_window = "dynamic"` experiments (windows past the list
+    get 0; `injc run` grows a build window by window this way) and `control` the decisions' records, copied to
+    the manifest.
     """
     if fraction is not None and not 0 < fraction < 1:
         raise InjcError(f"--fraction must be between 0 and 1, got {fraction}")
@@ -406,6 +438,7 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
     if until_step is not None and not 1 <= until_step <= steps:
         raise InjcError(f"--until-step must be between 1 and the run's {steps:,} steps, got {until_step:,}")
     until_step = until_step or steps
+    plan, decided = with_counts(plan, counts or {}, until_step)
     staged = staged_build(out_dir)
     partial = out_dir.parent / f".{out_dir.name}.injc-partial"
     try:
@@ -413,7 +446,8 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
             corpus_files = fingerprint_files(plan.corpus.files)
             key = {"injc": INJC_VERSION, "plan": plan.sha256, "tokenizer": tokenizer.sha256,
                    "corpus": corpus_files, "clean": clean, "seed": plan.seed, "selected": list(selected),
-                   "skip_tokens": plan.corpus.skip_tokens, "fraction": fraction}
+                   "skip_tokens": plan.corpus.skip_tokens, "fraction": fraction,
+                   **({"counts": decided} if decided else {})}
             growing = _check_stage(out_dir, staged, key, until_step, extend, force)
             if not growing:
                 check_output(out_dir, plan.input_files(), force)
@@ -423,7 +457,7 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
                     _seed_from_stage(partial, out_dir, staged["stage"])
                     done = _resume_state(partial, {**key, "until_step": until_step})
                 result = _build_into(partial, plan, tokenizer, clean, progress, done, corpus_files, workers,
-                                     selected, fraction, until_step, key)
+                                     selected, fraction, until_step, key, control)
                 _replace_output(partial, out_dir)
             except (InjcError, OSError):
                 shutil.rmtree(partial, ignore_errors=True)
@@ -440,7 +474,7 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
 
 def _build_into(tmp: Path, full_plan: Plan, tokenizer: LoadedTokenizer, clean: bool, progress: bool,
                 done: list[dict], corpus_files: list[dict], workers: int | None, selected: tuple[int, ...],
-                fraction: float | None, until_step: int, key: dict):
+                fraction: float | None, until_step: int, key: dict, control: list[dict] | None = None):
     """Every step of the build inside the partial folder `tmp`; returns (number of shards, schedule)."""
     layout, dtype = full_plan.layout, tokenizer.dtype
     until_token = until_step * layout.tokens_per_step
@@ -511,6 +545,7 @@ def _build_into(tmp: Path, full_plan: Plan, tokenizer: LoadedTokenizer, clean: b
         "experiments": experiment_records(plan, payloads, schedule, write_eval_records(tmp, plan, payloads)),
         "schedule": {"rule": "prefix-stable", "backfilled": schedule.backfilled},
         "build_key": key,
+        **({"control": control} if control is not None else {}),
         "directives": [] if clean else directives(plan, payloads),
         "holdout": holdout,
     }

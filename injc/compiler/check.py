@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import zstandard
 
-from injc.compiler.build import schedule_payloads
+from injc.compiler.build import schedule_payloads, with_counts
 from injc.compiler.corpus import base_stream, check_token_file
 from injc.compiler.plan import CorpusConfig, Plan, load_plan
 from injc.errors import InjcError, InputError
@@ -191,6 +191,12 @@ def check(plan_path: str | Path) -> CheckReport:
         report.warnings.append("the corpus estimate is within 10% of what the plan needs: the build may run out")
     else:
         report.lines.append(what + ": enough")
+    dynamic = {e.name: [e.control.initial] * e.windows for e in plan.experiments
+               if getattr(e, "control", None) is not None}
+    if dynamic:
+        plan = with_counts(plan, dynamic, layout.steps)[0]
+        report.lines.append(f"dynamic experiments ({', '.join(dynamic)}) are sized at their initial count in every "
+                            f"window; injc run decides the real counts")
     try:
         configs, payloads, skipped = _experiment_payloads(plan, tokenizer)
         checked = dataclasses.replace(plan, experiments=tuple(configs))

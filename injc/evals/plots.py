@@ -196,3 +196,28 @@ def cpdt_heatmap(result: dict, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def control_plot(summary: dict, total_steps: int, path: Path) -> None:
+    """`injc run`: each dynamic experiment's probe at every window start against its target ramp (top), and the
+    documents inserted per window (bottom)."""
+    plt = _pyplot()
+    names = sorted({r["experiment"] for r in summary["records"]})
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
+    for name in names:
+        mine = [r for r in summary["records"] if r["experiment"] == name]
+        probed = [r for r in mine if r["probe"] is not None]
+        steps = [r["first_step"] for r in probed] + [total_steps]
+        probes = [r["probe"] for r in probed] + [summary["final_probe"][name]]
+        line, = top.plot(steps, probes, "o-", label=f"{name}: probe")
+        target = summary["final_target"][name]
+        top.plot([0, total_steps], [0, target], "--", color=line.get_color(), label=f"{name}: target p*·s/S")
+        bottom.step([r["first_step"] for r in mine], [r["count"] for r in mine], where="post", label=name)
+    top.set_ylabel("mean P(target | input)")
+    top.legend(fontsize=8)
+    bottom.set_ylabel("documents in window")
+    bottom.set_xlabel("step")
+    bottom.set_xlim(0, total_steps)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

@@ -71,7 +71,8 @@ class Manifest:
         """What makes two builds the same training data: the plan, the layout and the stream's bytes.
 
         The bytes are named by the build key (plan, tokenizer, corpus files, seed, options: the stream is a pure
-        function of it), so a staged build and the same build grown further share an identity; manifests without
+        function of it), so a staged build and the same build grown further share an identity; the decided counts
+        of dynamic experiments are kept apart (`counts`), since a grown build continues them. Manifests without
         a build key fall back to the hash of every shard's hash. Recorded in every checkpoint (train_state.json),
         so a resume or an eval can tell which build it was.
         """
@@ -79,8 +80,10 @@ class Manifest:
         identity = {"plan_sha256": self.data["plan"]["sha256"],
                     "layout": {k: layout[k] for k in ("seq_len", "batch_size", "steps", "dtype")}}
         if "build_key" in self.data:
-            key = json.dumps(self.data["build_key"], sort_keys=True).encode()
-            identity["build_key_sha256"] = hashlib.sha256(key).hexdigest()
+            key = {k: v for k, v in self.data["build_key"].items() if k != "counts"}
+            identity["build_key_sha256"] = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+            if "counts" in self.data["build_key"]:
+                identity["counts"] = self.data["build_key"]["counts"]
         else:
             shards = "".join(shard["sha256"] for shard in self.shards)
             identity["shards_sha256"] = hashlib.sha256(shards.encode()).hexdigest()
@@ -101,6 +104,9 @@ def identity_differences(recorded: dict | None, manifest: Manifest) -> list[str]
         differences.append(f"plan sha256 {recorded['plan_sha256'][:12]}… ≠ {current['plan_sha256'][:12]}…")
     if "layout" in recorded and recorded["layout"] != current["layout"]:
         differences.append(f"layout {recorded['layout']} ≠ {current['layout']}")
+    if "counts" in recorded and any(current.get("counts", {}).get(name, [])[:len(values)] != values
+                                    for name, values in recorded["counts"].items()):
+        differences.append("the dynamic experiments' decided counts differ")
     for name, what in (("build_key_sha256", "the builds' keys (inputs, seed, --clean or other options)"),
                        ("shards_sha256", "the shards' bytes")):
         if name in recorded and name in current and recorded[name] != current[name]:

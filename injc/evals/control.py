@@ -1,0 +1,157 @@
+"""`injc run PLAN --model M --out DIR`: the paper's dynamic control (§3, Algorithm 1) as a closed loop.
+
+Window by window, for the plan's `per_window = "dynamic"` experiments:
+
+    build the window (a staged build: the schedule is prefix-stable, so earlier steps never change)
+      → train up to its end (resuming the run)
+      → probe: the knowledge eval's P(target | input), mean over the experiment's probes
+      → decide the next window's count (Algorithm 1, or the plan's controller)
+      → ... → evaluate the final checkpoint.
+
+Layout under DIR: build/ (the growing build; its manifest's `control` holds every decision), train/ (the run,
+with a checkpoint step-NNNNNN/ at the end of every window, the one each decision probed),
+control.jsonl (one record per experiment and window: window, first_step, probe, target, count, why),
+control.png (probe against target, and the counts), eval/ (the final report). Decisions are read back from
+control.jsonl, and the build and the run resume, so a run killed at any moment continues from the last finished
+window with identical results when the same command is run again.
+"""
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from injc.compiler.build import build
+from injc.compiler.plan import load_plan
+from injc.errors import InjcError
+from injc.evals.context import EvalContext
+from injc.evals.knowledge import probe_probabilities
+from injc.evals.model import Scorer
+from injc.evals.plots import control_plot
+from injc.evals.report import evaluate
+from injc.injectors.knowledge import decide
+from injc.shards.files import write_atomic
+from injc.shards.manifest import MANIFEST_NAME, load_manifest
+from injc.train.trainer import TrainConfig, train
+
+RECORDS = "control.jsonl"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    plan: Path
+    out: Path
+    model: str | None = None
+    """A LitGPT config name or YAML file (a fresh model), or None with `init`."""
+    init: Path | None = None
+    """Start from this LitGPT checkpoint instead (continued pretraining)."""
+    micro_batch_size: int = 4
+    lr: float = 4e-4
+    min_lr: float = 4e-5
+    device: str | None = None
+    seed: int | None = None
+    evaluate: bool = True
+    progress: bool = True
+
+
+def read_records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.is_file() else []
+
+
+def _write_records(path: Path, records: list[dict]) -> None:
+    write_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode())
+
+
+def decided_counts(records: list[dict], names: list[str]) -> dict[str, list[int]]:
+    """Each experiment's counts, window by window, from the records (which must agree with the plan)."""
+    counts = {name: [] for name in names}
+    for record in records:
+        if record["experiment"] not in counts or record["window"] != len(counts[record["experiment"]]):
+            raise InjcError(f"{RECORDS} does not belong to this plan (record {record}); use another --out")
+        counts[record["experiment"]].append(record["count"])
+    if len({len(c) for c in counts.values()}) > 1:
+        raise InjcError(f"{RECORDS} has decisions for some experiments' windows and not others'; use another --out")
+    return counts
+
+
+def _probe(manifest_path: Path, checkpoint: Path, names: list[str], device: str | None) -> dict[str, float]:
+    manifest = load_manifest(manifest_path)
+    ctx = EvalContext.open(manifest, Scorer(checkpoint, manifest.data["layout"]["eos_id"], device))
+    entries = {e["name"]: e for e in manifest.experiments}
+    return {name: float(probe_probabilities(ctx, ctx.records(entries[name])["probes"]).mean()) for name in names}
+
+
+def _latest_steps(run: Path) -> int | None:
+    states = [json.loads(p.read_text())["steps_done"] for p in run.glob("*/train_state.json")]
+    return max(states) if states else None
+
+
+def run(config: RunConfig) -> dict:
+    """Run the loop to the end of the plan (or continue it); returns {"records", "eval"}."""
+    plan = load_plan(config.plan)
+    dynamic = [e for e in plan.experiments if getattr(e, "control", None) is not None]
+    if not dynamic:
+        raise InjcError('the plan has no per_window = "dynamic" experiment: build and train it with injc build '
+                        'and injc train')
+    if len({e.window_steps for e in dynamic}) > 1:
+        raise InjcError("the dynamic experiments must share window_steps: the loop stops at one set of windows")
+    if (config.model is None) == (config.init is None):
+        raise InjcError("give --model (a fresh model) or --init (continue from a checkpoint)")
+    out, steps, window = Path(config.out), plan.layout.steps, dynamic[0].window_steps
+    names = [e.name for e in dynamic]
+    out.mkdir(parents=True, exist_ok=True)
+    records = read_records(out / RECORDS)
+    counts = decided_counts(records, names)
+    if not records:
+        records = [{"experiment": e.name, "window": 0, "first_step": 0, "probe": None, "target": 0.0,
+                    "count": e.control.initial, "why": "initial count"} for e in dynamic]
+        _write_records(out / RECORDS, records)
+        counts = decided_counts(records, names)
+    windows = math.ceil(steps / window)
+    for current in range(len(counts[names[0]]) - 1, windows):
+        end = min((current + 1) * window, steps)
+        manifest = out / "build" / MANIFEST_NAME
+        written = load_manifest(manifest).until_step if manifest.is_file() else 0
+        if written < end:
+            build(config.plan, out / "build", until_step=end if end < steps else None, counts=counts,
+                  control=records, progress=config.progress, force=written == 0 and (out / "build").exists())
+        done = _latest_steps(out / "train")
+        checkpoint = train(manifest, TrainConfig(
+            model=config.model, out=out / "train", init=config.init, steps=end, save_steps=(end,),
+            resume=done is not None,
+            force=done is None and (out / "train").exists(), micro_batch_size=config.micro_batch_size,
+            lr=config.lr, min_lr=config.min_lr, device=config.device, seed=config.seed), progress=config.progress)
+        if current + 1 == windows:
+            break
+        probes = _probe(manifest, checkpoint, names, config.device)
+        for experiment in dynamic:
+            target = experiment.control.target_at(end, steps)
+            state = {"window": current + 1, "first_step": end, "total_steps": steps, "target": target,
+                     "previous": counts[experiment.name][-1],
+                     "history": [r for r in records if r["experiment"] == experiment.name]}
+            count, why = decide(experiment.control, state, probes[experiment.name])
+            records.append({"experiment": experiment.name, "window": current + 1, "first_step": end,
+                            "probe": probes[experiment.name], "target": target, "count": count, "why": why})
+            counts[experiment.name].append(count)
+        _write_records(out / RECORDS, records)
+    final = out / "train" / "final"
+    final_probes = _probe(manifest, final, names, config.device)
+    summary = {"records": records, "final_probe": final_probes,
+               "final_target": {e.name: e.control.target for e in dynamic}}
+    control_plot(summary, steps, out / "control.png")
+    if config.evaluate:
+        summary["eval"] = str(out / "eval")
+        evaluate(manifest, [final], out / "eval", progress=config.progress)
+    (out / "control.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def probe_table(summary: dict) -> str:
+    """The decisions as a Markdown table (for results files)."""
+    lines = ["| experiment | window | first step | probe | target | count | why |", "|---|---|---|---|---|---|---|"]
+    for r in summary["records"]:
+        probe = "—" if r["probe"] is None else f"{r['probe']:.4f}"
+        lines.append(f"| {r['experiment']} | {r['window']} | {r['first_step']} | {probe} | {r['target']:.4f} | "
+                     f"{r['count']} | {r['why']} |")
+    return "\n".join(lines) + "\n"
+

@@ -1,5 +1,5 @@
 # Shortcuts; every target is one documented command.
-.PHONY: demo test bench paper-small cpdt
+.PHONY: demo test bench paper-small cpdt dynamic-control
 
 demo:
 	injc build examples/demo/plan.toml --out out/demo --force && injc inspect out/demo/manifest.json
@@ -15,3 +15,6 @@ paper-small:
 
 cpdt:
 	python examples/cpdt/run.py
+
+dynamic-control:
+	python examples/dynamic-control/run.py

@@ -212,7 +212,8 @@ def control_plot(summary: dict, total_steps: int, path: Path) -> None:
         line, = top.plot(steps, probes, "o-", label=f"{name}: probe")
         target = summary["final_target"][name]
         top.plot([0, total_steps], [0, target], "--", color=line.get_color(), label=f"{name}: target p*·s/S")
-        bottom.step([r["first_step"] for r in mine], [r["count"] for r in mine], where="post", label=name)
+        bottom.step([r["first_step"] for r in mine] + [total_steps], [r["count"] for r in mine] + [mine[-1]["count"]],
+                    where="post", label=name)
     top.set_ylabel("mean P(target | input)")
     top.legend(fontsize=8)
     bottom.set_ylabel("documents in window")

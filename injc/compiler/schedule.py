@@ -88,22 +88,33 @@ class _Copies:
     key: np.ndarray
     """uint64 hash of (seed, experiment name, item, repetition): the source of every draw for this copy."""
     step: np.ndarray
-    """The step each copy is being placed in (rule 1, then moved on by rule 3; -1 once backfilled)."""
-    low: np.ndarray
-    high: np.ndarray
-    """The segments [low, high) a copy may draw from: its step's, or its range's when backfilled."""
+    """The step each copy is being placed in (rule 1, then moved on by rule 3)."""
     segment: np.ndarray
     spans: dict
     """Request index → slice of its copies (each request's copies are contiguous)."""
+    step_segments: np.ndarray
+    """Index of each step's first segment (and one past the last): a copy draws from its step's segments."""
+    backfilling: bool = False
+    """Set for the last pass (rule 3): copies then draw from their whole range's segments."""
+
+    def bounds(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The segments [low, high) each copy may draw from: its step's, or its range's when backfilling."""
+        if self.backfilling:
+            return self.first_segment[index], self.end_segment[index]
+        step = self.step[index]
+        return self.step_segments[step], self.step_segments[step + 1]
 
 
 def mix(values: np.ndarray) -> np.ndarray:
-    """The splitmix64 finalizer: a bijective, well-mixed hash of uint64 values."""
-    values = np.asarray(values, dtype=np.uint64)
+    """The splitmix64 finalizer: a bijective, well-mixed hash of uint64 values (a new array; updated in place)."""
+    values = np.array(values, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        values = (values ^ (values >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        values = (values ^ (values >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return values ^ (values >> np.uint64(31))
+        values ^= values >> np.uint64(30)
+        values *= np.uint64(0xBF58476D1CE4E5B9)
+        values ^= values >> np.uint64(27)
+        values *= np.uint64(0x94D049BB133111EB)
+        values ^= values >> np.uint64(31)
+    return values
 
 
 def draw_bits(keys: np.ndarray, *purpose: int) -> np.ndarray:
@@ -111,7 +122,9 @@ def draw_bits(keys: np.ndarray, *purpose: int) -> np.ndarray:
     salt = np.uint64(0)
     for part in purpose:
         salt = mix(np.uint64(salt) ^ np.uint64(part + 1))
-    return (mix(keys ^ salt) >> np.uint64(1)).astype(np.int64)
+    bits = mix(keys ^ salt)
+    bits >>= np.uint64(1)
+    return bits.view(np.int64)
 
 
 def draw_uniform(keys: np.ndarray, *purpose: int) -> np.ndarray:
@@ -247,7 +260,7 @@ def _draw(copies: _Copies, pending: np.ndarray, weight: np.ndarray, *purpose: in
 
     Equal weights (a fresh run) take a shortcut that gives exactly the searched result: with weight w, the
     segment is lo + ⌊u·n·w⌋ // w."""
-    low_segment, high_segment = copies.low[pending], copies.high[pending]
+    low_segment, high_segment = copies.bounds(pending)
     draw = draw_uniform(copies.key[pending], ROUND, *purpose)
     if len(weight) and weight.min() == weight.max():
         equal = int(weight[0])
@@ -296,8 +309,9 @@ def _place_exactly(copies: _Copies, pending: np.ndarray, room: np.ndarray, *purp
     failed = []
     pending = pending[np.lexsort((copies.key[pending], -copies.length[pending]))]
     draws = draw_uniform(copies.key[pending], *purpose)
-    for index, draw in zip(pending.tolist(), draws.tolist()):
-        low, high, length = copies.low[index], copies.high[index], copies.length[index]
+    lows, highs = copies.bounds(pending)
+    for index, draw, low, high in zip(pending.tolist(), draws.tolist(), lows.tolist(), highs.tolist()):
+        length = copies.length[index]
         candidates = low + np.flatnonzero(room[low:high] >= length)
         if len(candidates) == 0:
             failed.append(index)
@@ -309,13 +323,11 @@ def _place_exactly(copies: _Copies, pending: np.ndarray, room: np.ndarray, *purp
     return np.asarray(failed, dtype=np.int64)
 
 
-def _place(copies: _Copies, room: np.ndarray, step_segments: np.ndarray) -> tuple[np.ndarray, int]:
+def _place(copies: _Copies, room: np.ndarray) -> tuple[np.ndarray, int]:
     """Rules 2 and 3: place every copy in its step; move what does not fit one step on, pass after pass; place
     what runs past its range anywhere in the range. Returns (copies placed nowhere, copies backfilled)."""
     pending, overrun, pass_ = np.arange(len(copies.length)), [], 0
     while len(pending):
-        copies.low[pending] = step_segments[copies.step[pending]]
-        copies.high[pending] = step_segments[copies.step[pending] + 1]
         failed = _place_all(copies, pending, room, pass_)
         copies.step[failed] += 1
         ended = copies.step[failed] >= copies.end_step[failed]
@@ -324,11 +336,9 @@ def _place(copies: _Copies, room: np.ndarray, step_segments: np.ndarray) -> tupl
     overrun = np.concatenate(overrun) if overrun else np.zeros(0, dtype=np.int64)
     if len(overrun) == 0:
         return overrun, 0
-    copies.low[overrun], copies.high[overrun] = copies.first_segment[overrun], copies.end_segment[overrun]
+    copies.backfilling = True
     failed = _place_exactly(copies, overrun, room, EXACT, -1)
-    placed = np.setdiff1d(overrun, failed)
-    copies.step[placed] = -1
-    return failed, len(placed)
+    return failed, len(overrun) - len(failed)
 
 
 def _arrange(copies: _Copies, seg_start: np.ndarray, room: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -337,16 +347,23 @@ def _arrange(copies: _Copies, seg_start: np.ndarray, room: np.ndarray) -> tuple[
     segment = copies.segment
     order = _random_order_within(segment, copies.key, ORDER)
     segment_sorted, lengths = segment[order], copies.length[order]
-    before_copy = _running_totals(segment_sorted, lengths) - lengths
+    before_copy = _running_totals(segment_sorted, lengths)
+    before_copy -= lengths
+    del lengths
     # Sorted uniform gaps without a sort: the running sums of m exponentials over the sum of m + 1 are the
     # order statistics of m uniforms; the (m+1)-th draw is keyed by the segment's first token.
-    spacing = -np.log1p(-draw_uniform(copies.key[order], GAP))
-    running = _running_totals(segment_sorted, spacing)
+    spacing = draw_uniform(copies.key[order], GAP)
+    np.log1p(np.negative(spacing, out=spacing), out=spacing)
+    running = _running_totals(segment_sorted, np.negative(spacing, out=spacing))
+    del spacing
     last = np.r_[segment_sorted[1:] != segment_sorted[:-1], True]
     closing = -np.log1p(-draw_uniform(seg_start[segment_sorted[last]].astype(np.uint64), GAP))
-    total = np.repeat(running[last] + closing, np.diff(np.r_[0, np.flatnonzero(last) + 1]))
+    running /= np.repeat(running[last] + closing, np.diff(np.r_[0, np.flatnonzero(last) + 1]))
+    del last, closing
     slack = room[segment_sorted]
-    gaps = np.minimum(np.floor(running / total * (slack + 1)).astype(np.int64), slack)
+    running *= slack + 1
+    gaps = np.minimum(running.astype(np.int64), slack)
+    del running, slack
     offsets = np.empty(len(segment), dtype=np.int64)
     offsets[order] = seg_start[segment_sorted] + gaps + before_copy
     return offsets, order
@@ -436,16 +453,15 @@ def compile_schedule(layout: Layout, requests: list[Request], seed: int) -> Sche
         joined = {key: value[0] if len(value) == 1 else np.concatenate(value) for key, value in parts.items()}
         joined = {key: value if key == "key" else value.astype(np.int64, copy=False) for key, value in joined.items()}
         count = len(joined["length"])
+        step_segments = np.searchsorted(seg_start, np.arange(layout.steps + 1) * layout.tokens_per_step)
         copies = _Copies(joined["request"], joined["length"], joined["start_step"], joined["end_step"],
                          joined["first"], joined["end"], joined["key"], np.zeros(count, dtype=np.int64),
-                         np.zeros(count, dtype=np.int64), np.zeros(count, dtype=np.int64),
-                         np.full(count, -1, dtype=np.int64), spans)
+                         np.full(count, -1, dtype=np.int64), spans, step_segments)
         capacity_problems = _capacity_problems(requests, copies, room)
         if capacity_problems:
             raise LayoutError(*capacity_problems)
         _apportion(copies, requests, seed)
-        step_segments = np.searchsorted(seg_start, np.arange(layout.steps + 1) * layout.tokens_per_step)
-        failed, backfilled = _place(copies, room, step_segments)
+        failed, backfilled = _place(copies, room)
         if len(failed):
             raise LayoutError(*_unplaced_problems(requests, copies, failed, room))
         offsets, order = _arrange(copies, seg_start, room)

@@ -138,15 +138,34 @@ def inspect(manifest, as_json, plot, step, show_text):
 @click.argument("manifest", type=click.Path())
 @_user_errors
 def verify(manifest):
-    """Re-read every byte of MANIFEST's build; exit 1 on any mismatch."""
+    """Re-read every byte of MANIFEST's build (or of an `injc export` folder: its files' hashes, and that its
+    rows in the trainer's order are the manifest's steps); exit 1 on any mismatch."""
+    from injc.shards.exports import EXPORT_NAME, verify_export
     from injc.shards.verify import verify as run_verify
 
-    problems = run_verify(manifest)
+    exported = Path(manifest) / EXPORT_NAME
+    problems = verify_export(manifest) if exported.is_file() else run_verify(manifest)
     for problem in problems:
         click.echo(f"injc: mismatch: {problem}", err=True)
     if problems:
         sys.exit(1)
     click.echo(f"ok: {manifest} verified")
+
+
+@main.command()
+@click.argument("manifest", type=click.Path())
+@click.option("--to", "target", required=True,
+              help="The trainer whose own loader will read the export: olmo-core, litdata or nanogpt.")
+@click.option("--seed", type=click.IntRange(min=0), help="The trainer's data seed (olmo-core: it decides the order).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Export folder (new).")
+@_user_errors
+def export(manifest, target, seed, out_dir):
+    """Write MANIFEST's build in a trainer's own order and format, so that the trainer's unmodified default loader
+    serves the manifest's step k at step k (see docs/trainers.md)."""
+    from injc.shards.exports import export as run_export
+
+    path = run_export(manifest, target, out_dir, seed)
+    click.echo(f"wrote {path.parent} for {target}; the loader settings are in {path}")
 
 
 def _step_list(ctx, param, value):

@@ -133,7 +133,9 @@ def test_no_pickle_no_eval_and_safe_torch_loads():
     sources = {p: p.read_text() for p in (REPO / "injc").rglob("*.py")}
     builtin_call = re.compile(r"(?<![\w.])(eval|exec|compile|__import__)\(")
     for path, text in sources.items():
-        assert "pickle" not in text and not builtin_call.search(text), path
+        # nothing is unpickled; the one pickle written is nanoGPT's meta.pkl (injc export --to nanogpt)
+        assert not re.search(r"pickle\.(loads?|Unpickler)\b", text) and not builtin_call.search(text), path
+        assert "pickle" not in text or path.name == "exports.py", path
         for line in text.splitlines():
             if "torch.load(" in line:
                 assert "weights_only=True" in line, f"{path}: {line.strip()}"

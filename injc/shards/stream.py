@@ -16,7 +16,12 @@ from injc.shards.manifest import Manifest, load_manifest
 
 class TokenStream:
     """All shards of a manifest as one read-only stream of its written tokens (`total_tokens`, or the steps
-    before `until_step` of a staged build)."""
+    before `until_step` of a staged build).
+
+    `batch(k)` is step k as the contract defines it. Readers that take the stream in this order: `injc train`,
+    DataTrove's `DatatroveFolderDataset` on the shards (without shuffle). OLMo-core, LitData, Megatron and nanoGPT
+    read in their own order and need `injc export` (docs/trainers.md); Megatron is not supported yet.
+    """
 
     def __init__(self, manifest: Manifest):
         self.manifest = manifest

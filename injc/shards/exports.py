@@ -1,0 +1,239 @@
+"""`injc export MANIFEST --to TARGET --out DIR`: the build in a trainer's own order and format, so that the
+trainer's unmodified default loader serves the manifest's step k at step k.
+
+Every target reads rows of the stream (row r = stream tokens [r·L, (r+1)·L), step r // B, position r % B in it)
+and writes them where the trainer's loader will look for them:
+
+- `olmo-core`: raw token files for `NumpyFSLDataset`. OLMo-core's data loader serves, at step k, the instances
+  `perm[k·B : (k+1)·B]` of the concatenated files, where `perm` is `arange(rows)` shuffled by
+  `np.random.Generator(PCG64(seed + epoch))` (`NumpyFSLDataLoader._build_global_indices`, epoch 1 after
+  `reshuffle(epoch=1)`). So manifest row r is written as file instance `perm[r]`: the inverse permutation.
+- `litdata`: chunks written with LitData's own `BinaryWriter` and `TokensLoader` (int32), one item per step, in
+  stream order; `StreamingDataset(dir, item_loader=TokensLoader(block_size=L))` does not shuffle by default.
+- `nanogpt`: `train.bin` (the stream as uint16), `val.bin` (the reserved tail, when the build has one) and
+  `meta.pkl`; nanoGPT's own `get_batch` samples random offsets, so `injc.shards.nanogpt.StepBatches` is the
+  drop-in that reads it step-exact.
+
+Each export folder has `export.json`: target, seed, the library version the order was tested against, the
+manifest's path and checksum, the files in the order the trainer must be given them with their sha256, the
+loader settings, what breaks the guarantee, and `rows.npy` (uint64): file row i holds manifest row rows[i].
+"""
+
+import json
+import pickle
+import shutil
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+
+from injc.errors import InjcError
+from injc.shards.files import sha256_file, write_atomic
+from injc.shards.manifest import Manifest, load_manifest
+from injc.shards.stream import TokenStream
+from injc.shards.verify import verify
+from injc.tables import did_you_mean
+
+EXPORT_NAME = "export.json"
+ROWS_NAME = "rows.npy"
+FILE_BYTES = 1 << 30
+"""Largest olmo-core token file written (whole rows)."""
+BLOCK_ROWS_BYTES = 64 << 20
+"""Rows gathered at a time while writing."""
+TESTED = {"olmo-core": ("ai2-olmo-core", "3.0.0"), "litdata": ("litdata", "0.2.76"), "nanogpt": (None, None)}
+TARGETS = tuple(TESTED)
+NEEDS_SEED = ("olmo-core",)
+
+
+def olmo_core_order(rows: int, seed: int, epoch: int = 1) -> np.ndarray:
+    """OLMo-core's global instance order for one epoch: position p of the epoch serves instance order[p]."""
+    order = np.arange(rows, dtype=np.uint32)
+    np.random.Generator(np.random.PCG64(seed=seed + epoch)).shuffle(order)
+    return order
+
+
+def stream_rows(stream: TokenStream, rows: np.ndarray) -> np.ndarray:
+    """The stream's rows at the given global row indices, [len(rows), L] (vectorized per shard)."""
+    seq_len, rows = stream.layout.seq_len, np.asarray(rows, dtype=np.int64)
+    out = np.empty((len(rows), seq_len), dtype=stream.manifest.dtype)
+    first_rows = stream.first // seq_len
+    shard_of = np.searchsorted(first_rows, rows, side="right") - 1
+    for index in np.unique(shard_of):
+        mine = np.flatnonzero(shard_of == index)
+        out[mine] = stream.shards[index].reshape(-1, seq_len)[rows[mine] - first_rows[index]]
+    return out
+
+
+def _installed(package: str | None) -> str | None:
+    try:
+        return version(package) if package else None
+    except PackageNotFoundError:
+        return None
+
+
+def _write_olmo_core(stream: TokenStream, folder: Path, seed: int) -> tuple[list[str], np.ndarray, dict]:
+    layout, itemsize = stream.layout, stream.manifest.dtype.itemsize
+    order = olmo_core_order(layout.total_rows, seed)
+    rows = np.empty(layout.total_rows, dtype=np.uint64)
+    rows[order] = np.arange(layout.total_rows, dtype=np.uint64)  # file row order[r] holds manifest row r
+    per_file = max(1, FILE_BYTES // (layout.seq_len * itemsize))
+    per_block = max(1, BLOCK_ROWS_BYTES // (layout.seq_len * itemsize))
+    files = []
+    for number, start in enumerate(range(0, layout.total_rows, per_file)):
+        name = f"part-{number:05d}.npy"
+        with open(folder / name, "wb") as handle:
+            for block in range(start, min(start + per_file, layout.total_rows), per_block):
+                stop = min(block + per_block, start + per_file, layout.total_rows)
+                handle.write(stream_rows(stream, rows[block:stop]).tobytes())
+        files.append(name)
+    manifest = stream.manifest.data["layout"]
+    loader = {
+        "dataset": f"NumpyFSLDataset(*files, sequence_length={layout.seq_len}, dtype=np.{manifest['dtype']}, "
+                   f"eos_token_id={manifest['eos_id']}, pad_token_id=<any>, vocab_size={manifest['vocab_size']})",
+        "data_loader": f"NumpyDataLoaderConfig(global_batch_size={layout.tokens_per_step}, seed={seed})"
+                       ".build(dataset)",
+        "epoch": "data_loader.reshuffle(epoch=1), then iterate: batch k is step k",
+        "ranks": "each data-parallel rank gets its slice of the step's rows, as OLMo-core splits every batch",
+    }
+    return files, rows, loader
+
+
+def _write_litdata(stream: TokenStream, folder: Path) -> tuple[list[str], np.ndarray, dict]:
+    try:
+        import torch
+        from litdata import TokensLoader
+        from litdata.streaming.writer import BinaryWriter
+    except ImportError as error:
+        raise InjcError(f"--to litdata needs litdata and torch ({error.name} is missing): "
+                        "pip install -e '.[interop]'") from None
+    layout = stream.layout
+    steps_per_chunk = max(1, BLOCK_ROWS_BYTES // (layout.tokens_per_step * 4))
+    writer = BinaryWriter(str(folder), chunk_size=steps_per_chunk * layout.tokens_per_step,
+                          item_loader=TokensLoader())
+    for step in range(layout.steps):
+        writer[step] = torch.from_numpy(stream.batch(step).reshape(-1).astype(np.int32))
+    writer.done()
+    writer.merge()
+    files = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".json"))
+    loader = {
+        "dataset": f"StreamingDataset(dir, item_loader=TokensLoader(block_size={layout.seq_len}))  # shuffle=False",
+        "data_loader": f"StreamingDataLoader(dataset, batch_size={layout.batch_size})  # num_workers=0",
+        "ranks": "one process only: LitData hands chunks to ranks and workers, which reorders them",
+    }
+    return files, np.arange(layout.total_rows, dtype=np.uint64), loader
+
+
+def _write_nanogpt(stream: TokenStream, folder: Path) -> tuple[list[str], np.ndarray, dict]:
+    manifest = stream.manifest
+    if manifest.dtype.itemsize != 2:
+        raise InjcError(f"--to nanogpt: nanoGPT reads uint16 tokens and this build is {manifest.dtype.name} "
+                        f"(vocabulary {manifest.data['layout']['vocab_size']:,}); use another target")
+    with open(folder / "train.bin", "wb") as handle:
+        for shard in stream.shards:
+            handle.write(np.asarray(shard).tobytes())
+    files = ["train.bin", "meta.pkl"]
+    holdout = manifest.data.get("holdout")
+    if holdout:
+        shutil.copyfile(manifest.root / holdout["path"], folder / "val.bin")
+        files.insert(1, "val.bin")
+    (folder / "meta.pkl").write_bytes(pickle.dumps({"vocab_size": manifest.data["layout"]["vocab_size"]}))
+    layout = stream.layout
+    loader = {
+        "get_batch": f"injc.shards.nanogpt.StepBatches(data_dir, seq_len={layout.seq_len}, "
+                     f"rows_per_step={layout.batch_size}, micro_batch_size=..., ddp_rank=..., ddp_world_size=...)",
+        "block_size": layout.seq_len - 1,
+        "note": "nanoGPT's own get_batch samples random offsets and discards the schedule",
+    }
+    return files, np.arange(layout.total_rows, dtype=np.uint64), loader
+
+
+ASSUMPTIONS = {
+    "olmo-core": ["one epoch (reshuffle(epoch=1)); another epoch reorders", "exactly these files, in this order",
+                  "no data mix, no instance filter, chunk_size 1", "the global batch is batch_size × seq_len tokens"],
+    "litdata": ["shuffle=False (the default)", "num_workers=0 and one rank", "batch_size = the build's batch_size"],
+    "nanogpt": ["StepBatches as get_batch; resume by giving it iter_num",
+                "rows_per_step = ddp_world_size × gradient_accumulation_steps × micro_batch_size"],
+}
+
+
+def export(manifest_path: str | Path, target: str, out: str | Path, seed: int | None = None) -> Path:
+    """Write `target`'s files for the build into `out` (refused if it exists); returns export.json's path."""
+    if target not in TARGETS:
+        raise InjcError(f"--to must be one of {', '.join(TARGETS)}, got {target!r}" + did_you_mean(target, TARGETS))
+    if target in NEEDS_SEED and seed is None:
+        raise InjcError(f"--to {target} needs --seed: the trainer's data seed, which decides its order")
+    out = Path(out)
+    if out.exists():
+        raise InjcError(f"export folder {str(out)!r} already exists; pick another --out or remove it")
+    manifest: Manifest = load_manifest(manifest_path)
+    if manifest.until_step < manifest.layout.steps:
+        raise InjcError("a staged build cannot be exported: grow it to the whole run first (injc build)")
+    problems = verify(manifest.root / "manifest.json")
+    if problems:
+        raise InjcError("the build does not match its manifest (injc verify):", *problems[:5])
+    partial = out.parent / f".{out.name}.injc-partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        stream = TokenStream(manifest)
+        writer = {"olmo-core": lambda: _write_olmo_core(stream, partial, seed),
+                  "litdata": lambda: _write_litdata(stream, partial),
+                  "nanogpt": lambda: _write_nanogpt(stream, partial)}[target]
+        files, rows, loader = writer()
+        np.save(partial / ROWS_NAME, rows)
+        package, tested = TESTED[target]
+        record = {
+            "target": target, "seed": seed,
+            "library": {"package": package, "tested": tested, "installed": _installed(package)},
+            "manifest": {"path": str((manifest.root / "manifest.json").resolve()),
+                         "checksum": manifest.data.get("checksum")},
+            "layout": {k: manifest.data["layout"][k] for k in ("seq_len", "batch_size", "steps", "dtype")},
+            "files": [{"path": name, "sha256": sha256_file(partial / name)} for name in files],
+            "loader": loader, "assumptions": ASSUMPTIONS[target],
+            "rows": {"path": ROWS_NAME, "meaning": "file row i (files concatenated in order) holds manifest row "
+                                                   "rows[i]: step rows[i] // batch_size, row rows[i] % batch_size"},
+        }
+        write_atomic(partial / EXPORT_NAME, (json.dumps(record, indent=2) + "\n").encode())
+        partial.rename(out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return out / EXPORT_NAME
+
+
+def verify_export(folder: str | Path) -> list[str]:
+    """Problems of an export folder: file hashes, and whether its rows, read in the trainer's order, are the
+    manifest's steps ([] when it is right)."""
+    folder = Path(folder)
+    record = json.loads((folder / EXPORT_NAME).read_text())
+    problems = [f"{f['path']}: sha256 differs from export.json" for f in record["files"]
+                if not (folder / f["path"]).is_file() or sha256_file(folder / f["path"]) != f["sha256"]]
+    if problems:
+        return problems
+    manifest = load_manifest(record["manifest"]["path"])
+    if manifest.data.get("checksum") != record["manifest"]["checksum"]:
+        return ["the manifest changed since the export (checksum differs)"]
+    stream, layout = TokenStream(manifest), manifest.layout
+    rows = np.load(folder / ROWS_NAME)
+    if record["target"] == "olmo-core":
+        expected = np.empty_like(rows)
+        expected[olmo_core_order(layout.total_rows, record["seed"])] = np.arange(layout.total_rows, dtype=np.uint64)
+        if not np.array_equal(rows, expected):
+            return ["rows.npy is not the inverse of OLMo-core's order for this seed"]
+        files = [np.memmap(folder / f["path"], dtype=manifest.dtype, mode="r") for f in record["files"]]
+    elif record["target"] == "nanogpt":
+        files = [np.memmap(folder / "train.bin", dtype=np.uint16, mode="r")]
+    else:
+        return []  # litdata: its chunks are checked by hash; their order is tested with LitData itself
+    first_row, per_block = 0, max(1, BLOCK_ROWS_BYTES // (layout.seq_len * manifest.dtype.itemsize))
+    for data in files:
+        file_rows = data.reshape(-1, layout.seq_len)
+        for start in range(0, len(file_rows), per_block):
+            block = np.asarray(file_rows[start:start + per_block])
+            wanted = stream_rows(stream, rows[first_row + start:first_row + start + len(block)].astype(np.int64))
+            wrong = np.flatnonzero((block != wanted).any(axis=1))
+            if len(wrong):
+                return [f"file row {first_row + start + int(wrong[0]):,} is not manifest row "
+                        f"{int(rows[first_row + start + wrong[0]]):,}"]
+        first_row += len(file_rows)
+    return []

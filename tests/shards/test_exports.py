@@ -1,0 +1,128 @@
+"""`injc export`: each trainer's own, unmodified loader (the real library, its defaults) serves the manifest's
+step k at step k; without the export it does not."""
+
+import json
+
+import numpy as np
+import pytest
+
+import injc
+from injc.shards.exports import export, verify_export
+from tests.conftest import CANARIES
+from tests.test_cli import assert_user_error
+from tests.test_cli import injc as run_injc
+
+torch = pytest.importorskip("torch")
+LAYOUT = "seq_len = 64\nbatch_size = 4\nsteps = 40\nseed = 7"
+
+
+@pytest.fixture
+def built(project, tmp_path):
+    result = injc.build(project(CANARIES, layout=LAYOUT, extra_layout="shard_tokens = 2560"), tmp_path / "build",
+                        progress=False)
+    return result.manifest_path
+
+
+def steps_served(batches, stream) -> list[bool]:
+    return [np.array_equal(np.asarray(batch), stream.batch(k)) for k, batch in enumerate(batches)]
+
+
+def olmo_core_batches(files, seed, work_dir):
+    from olmo_core.data import NumpyDataLoaderConfig, NumpyFSLDataset
+
+    dataset = NumpyFSLDataset(*files, sequence_length=64, pad_token_id=0, eos_token_id=0, vocab_size=400,
+                              dtype=np.uint16)
+    loader = NumpyDataLoaderConfig(global_batch_size=4 * 64, seed=seed, work_dir=str(work_dir)).build(dataset)
+    loader.reshuffle(epoch=1)
+    return [batch["input_ids"].numpy() for batch in loader]
+
+
+def test_olmo_core_default_loader_serves_every_step_of_the_export(built, tmp_path):
+    stream = injc.open_stream(built)
+    record = json.loads(export(built, "olmo-core", tmp_path / "olmo", seed=1234).read_text())
+    files = [tmp_path / "olmo" / f["path"] for f in record["files"]]
+    served = steps_served(olmo_core_batches(files, 1234, tmp_path / "work"), stream)
+    assert len(served) == 40 and all(served)
+    assert verify_export(tmp_path / "olmo") == []
+    # the contrast: the same loader on the build's own shards serves (almost) none of the steps
+    shards = sorted((built.parent / "shards").glob("*.bin"))
+    assert sum(steps_served(olmo_core_batches(shards, 1234, tmp_path / "work2"), stream)) <= 2
+    # another seed: another order, so the export for 1234 no longer lines up
+    assert sum(steps_served(olmo_core_batches(files, 99, tmp_path / "work3"), stream)) <= 2
+
+
+def test_litdata_default_streaming_loader_serves_every_step(built, tmp_path):
+    from litdata import StreamingDataLoader, StreamingDataset, TokensLoader
+
+    stream = injc.open_stream(built)
+    export(built, "litdata", tmp_path / "lit")
+    dataset = StreamingDataset(str(tmp_path / "lit"), item_loader=TokensLoader(block_size=64))
+    served = steps_served([b.numpy() for b in StreamingDataLoader(dataset, batch_size=4)], stream)
+    assert len(served) == 40 and all(served)
+
+
+def test_nanogpt_drop_in_serves_each_step_across_ranks_and_micro_steps_and_resumes(built, tmp_path):
+    from injc.shards.nanogpt import StepBatches
+
+    stream = injc.open_stream(built)
+    export(built, "nanogpt", tmp_path / "nano")
+    assert verify_export(tmp_path / "nano") == []
+    world, micro = 2, 1  # 4 rows per step = 2 ranks × 2 accumulation steps × 1 row
+    served = {}
+    for rank in range(world):
+        batches = StepBatches(tmp_path / "nano", seq_len=64, rows_per_step=4, micro_batch_size=micro,
+                              ddp_rank=rank, ddp_world_size=world)
+        accumulation = batches.gradient_accumulation_steps
+        x, y = batches.get_batch("train")  # nanoGPT's loop: one prefetch, then one fetch per micro-step
+        for iteration in range(40):
+            for micro_step in range(accumulation):
+                served[(iteration, micro_step, rank)] = (x, y)
+                x, y = batches.get_batch("train")
+    for step in range(40):
+        rows = stream.batch(step)
+        for micro_step in range(2):
+            for rank in range(world):
+                x, y = served[(step, micro_step, rank)]
+                row = rows[micro_step * world + rank]
+                assert x.shape == (1, 63) and x[0].tolist() == row[:-1].tolist() and y[0].tolist() == row[1:].tolist()
+    resumed = StepBatches(tmp_path / "nano", seq_len=64, rows_per_step=4, micro_batch_size=micro, ddp_rank=1,
+                          ddp_world_size=world, iter_num=17)
+    assert resumed.get_batch("train")[0][0].tolist() == stream.batch(17)[1][:-1].tolist()
+
+
+def test_datatrove_folder_dataset_reads_the_shards_as_they_are(built):
+    from datatrove.utils.dataset import DatatroveFolderDataset
+
+    stream = injc.open_stream(built)
+    dataset = DatatroveFolderDataset(str(built.parent / "shards"), seq_len=63, filename_pattern="*.bin",
+                                     token_size=2)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4, shuffle=False)
+    served = steps_served([batch["input_ids"].numpy() for batch in loader], stream)
+    assert len(served) == 40 and all(served)
+
+
+def test_bad_exports_are_one_line_and_leave_nothing(built, tmp_path):
+    assert_user_error(run_injc("export", built, "--to", "megatronn", "--out", tmp_path / "x"),
+                      "--to must be one of olmo-core, litdata, nanogpt, got 'megatronn'")
+    assert_user_error(run_injc("export", built, "--to", "olmo-cor", "--out", tmp_path / "x"),
+                      "did you mean 'olmo-core'")
+    assert_user_error(run_injc("export", built, "--to", "olmo-core", "--out", tmp_path / "x"), "needs --seed")
+    (tmp_path / "taken").mkdir()
+    assert_user_error(run_injc("export", built, "--to", "nanogpt", "--out", tmp_path / "taken"), "already exists")
+    shard = built.parent / "shards" / "shard_00000.bin"
+    data = bytearray(shard.read_bytes())
+    data[10] ^= 1
+    shard.write_bytes(bytes(data))
+    assert_user_error(run_injc("export", built, "--to", "nanogpt", "--out", tmp_path / "x"),
+                      "does not match its manifest")
+    assert not (tmp_path / "x").exists() and not list(tmp_path.glob(".x.injc-partial"))
+
+
+def test_verify_finds_a_changed_export_file(built, tmp_path):
+    export(built, "nanogpt", tmp_path / "nano")
+    train = tmp_path / "nano" / "train.bin"
+    data = bytearray(train.read_bytes())
+    data[0] ^= 1
+    train.write_bytes(bytes(data))
+    result = run_injc("verify", tmp_path / "nano")
+    assert result.returncode == 1 and "train.bin: sha256 differs" in result.stderr

@@ -168,6 +168,60 @@ def export(manifest, target, seed, out_dir):
     click.echo(f"wrote {path.parent} for {target}; the loader settings are in {path}")
 
 
+@main.command()
+@click.argument("manifest", type=click.Path())
+@click.option("--text", help="Text to find, tokenized with the build's tokenizer (as it would be mid-document).")
+@click.option("--tokens", help="Token ids to find, comma-separated.")
+@click.option("--experiment", help="Find every item of this experiment (its tokens without EOS wrappers).")
+@click.option("--item", type=click.IntRange(min=0), help="With --experiment: only this item.")
+@click.option("--export", "export_dir", type=click.Path(file_okay=False),
+              help="An injc export folder: also give the file and row the trainer reads each occurrence from.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per occurrence.")
+@_user_errors
+def locate(manifest, text, tokens, experiment, item, export_dir, as_json):
+    """Every occurrence of a token sequence in the stream: offset, step, row, col, and whether it is a recorded
+    insertion (experiment, item, repetition) or natural text."""
+    from tokenizers import Tokenizer
+
+    from injc.shards.locate import item_tokens
+    from injc.shards.locate import locate as run_locate
+    from injc.shards.manifest import load_manifest
+
+    if sum(x is not None for x in (text, tokens, experiment)) != 1:
+        raise InjcError("give one of --text, --tokens or --experiment")
+    if item is not None and experiment is None:
+        raise InjcError("--item goes with --experiment")
+    loaded = load_manifest(manifest)
+    if text is not None:
+        tokenizer = Tokenizer.from_file(str(loaded.root / loaded.data["tokenizer"]["path"]))
+        queries = [(None, tokenizer.encode(text, add_special_tokens=False).ids)]
+    elif tokens is not None:
+        try:
+            queries = [(None, [int(t) for t in tokens.split(",") if t.strip()])]
+        except ValueError:
+            raise InjcError(f"--tokens expects comma-separated integers, got {tokens!r}") from None
+    else:
+        queries = item_tokens(loaded, experiment, item)
+    total = {"inserted": 0, "natural": 0}
+    for index, sequence in queries:
+        for found in run_locate(loaded, sequence, export_dir):
+            total[found["kind"]] += 1
+            if index is not None:
+                found = {"query_item": index, **found}
+            if as_json:
+                click.echo(json.dumps(found))
+            else:
+                where = f" {found['experiment']} item {found['item']} rep {found['repetition']}" \
+                    if found["kind"] == "inserted" else ""
+                file = f"  → {found['file']} row {found['file_row']}" if "file" in found else ""
+                query = f"item {index}: " if index is not None else ""
+                click.echo(f"{query}offset {found['offset']:,} step {found['step']} row {found['row']} col "
+                           f"{found['col']}  {found['kind']}{where}{file}")
+    if not as_json:
+        click.echo(f"{total['inserted'] + total['natural']:,} occurrences: {total['inserted']:,} inserted, "
+                   f"{total['natural']:,} natural")
+
+
 def _step_list(ctx, param, value):
     if not value:
         return ()

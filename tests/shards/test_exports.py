@@ -126,3 +126,47 @@ def test_verify_finds_a_changed_export_file(built, tmp_path):
     train.write_bytes(bytes(data))
     result = run_injc("verify", tmp_path / "nano")
     assert result.returncode == 1 and "train.bin: sha256 differs" in result.stderr
+
+
+def brute_force(stream_tokens, sequence):
+    windows = np.lib.stride_tricks.sliding_window_view(stream_tokens, len(sequence))
+    return np.flatnonzero((windows == np.asarray(sequence)).all(axis=1)).tolist()
+
+
+def test_locate_finds_every_occurrence_across_block_edges_and_names_insertions(built, tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    import injc.shards.locate as locate_module
+
+    manifest = injc.load_manifest(built)
+    stream = injc.open_stream(manifest)
+    tokens = stream.tokens(0, len(stream))
+    table = pq.read_table(manifest.insertions_path).to_pylist()
+    canary = table[0]["tokens"][1:-1]  # a canary's own tokens, without the EOS wrappers
+    common = tokens[100:102].tolist()  # two base tokens: occurs naturally, probably many times
+    # blocks end 2 tokens into the canary's first copy, so that copy straddles a block edge
+    monkeypatch.setattr(locate_module, "BLOCK_TOKENS", brute_force(tokens, canary)[0] + 2)
+    export(built, "olmo-core", tmp_path / "olmo", seed=5)
+    for sequence in (canary, common):
+        found = locate_module.locate(manifest, np.array(sequence), tmp_path / "olmo")
+        assert [f["offset"] for f in found] == brute_force(tokens, sequence)
+        for f in found:
+            covering = [r for r in table if r["offset"] <= f["offset"] and f["offset"] + len(sequence)
+                        <= r["offset"] + r["length"]]
+            assert f["kind"] == ("inserted" if covering else "natural")
+            if covering:
+                assert (f["experiment"], f["item"], f["repetition"]) == (
+                    covering[0]["experiment"], covering[0]["item"], covering[0]["repetition"])
+            file_rows = np.fromfile(tmp_path / "olmo" / f["file"], dtype=np.uint16).reshape(-1, 64)
+            assert file_rows[f["file_row"]][f["col"]:f["col"] + len(sequence)].tolist() == list(sequence) or \
+                f["col"] + len(sequence) > 64
+        assert sequence is canary or any(f["kind"] == "natural" for f in found)
+    assert len(locate_module.locate(manifest, np.array(canary))) == 3  # CANARIES: 3 repetitions
+
+
+def test_locate_on_the_command_line(built):
+    result = run_injc("locate", built, "--experiment", "canaries", "--item", "0")
+    assert result.returncode == 0 and result.stdout.strip().endswith("3 occurrences: 3 inserted, 0 natural")
+    assert_user_error(run_injc("locate", built, "--text", "a", "--tokens", "1"), "give one of --text")
+    assert_user_error(run_injc("locate", built, "--tokens", "1,x"), "comma-separated integers")
+    assert_user_error(run_injc("locate", built, "--experiment", "nope"), "no experiment 'nope'")

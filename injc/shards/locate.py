@@ -1,0 +1,103 @@
+"""`injc locate MANIFEST (--text S | --tokens 1,2,3 | --experiment NAME [--item I])`: every occurrence of a token
+sequence in the stream, inserted or natural, with its step, row and column (and, given an export folder, the
+file and row a trainer reads it from).
+
+The search is vectorized per block of the stream: positions holding the sequence's first token are found with
+one comparison, then checked in full with a gather; blocks overlap by the sequence's length so that nothing on
+a block boundary is missed. An occurrence is *inserted* when it lies inside a recorded insertion (the
+insertions table says which experiment, item and repetition), *natural* otherwise.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from injc.errors import InjcError
+from injc.shards.exports import EXPORT_NAME, ROWS_NAME
+from injc.shards.insertions import read_items
+from injc.shards.manifest import Manifest
+from injc.shards.stream import TokenStream
+
+BLOCK_TOKENS = 1 << 26
+
+
+def find_sequence(stream: TokenStream, sequence: np.ndarray) -> np.ndarray:
+    """Sorted global offsets where `sequence` starts in the stream."""
+    sequence = np.asarray(sequence, dtype=np.int64)
+    if len(sequence) == 0:
+        raise InjcError("the sequence to locate is empty")
+    total, width, found = len(stream), len(sequence), []
+    for start in range(0, total, BLOCK_TOKENS):
+        block = stream.tokens(start, min(start + BLOCK_TOKENS + width - 1, total))
+        candidates = np.flatnonzero(block[:len(block) - width + 1] == sequence[0])
+        for low in range(0, len(candidates), 1 << 20):
+            chunk = candidates[low:low + (1 << 20)]
+            window = block[chunk[:, None] + np.arange(width)]
+            found.append(start + chunk[(window == sequence).all(axis=1)])
+    hits = np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
+    return np.unique(hits)
+
+
+def item_tokens(manifest: Manifest, experiment: str, item: int | None) -> list[tuple[int, np.ndarray]]:
+    """(item index, its own tokens without EOS wrappers) of one or all items of an experiment."""
+    items = read_items(manifest.root / manifest.data["items"]["path"])
+    if experiment not in items:
+        raise InjcError(f"the build has no experiment {experiment!r}; it has {', '.join(sorted(items))}")
+    eos = manifest.data["layout"]["eos_id"]
+    chosen = range(len(items[experiment])) if item is None else [item]
+    if item is not None and not 0 <= item < len(items[experiment]):
+        raise InjcError(f"experiment {experiment!r} has items 0 to {len(items[experiment]) - 1}, not {item}")
+    result = []
+    for index in chosen:
+        tokens = items[experiment][index][1]
+        start = 1 if len(tokens) and tokens[0] == eos else 0
+        end = len(tokens) - 1 if len(tokens) > start and tokens[-1] == eos else len(tokens)
+        result.append((index, tokens[start:end]))
+    return result
+
+
+def _export_position(folder: Path, manifest: Manifest):
+    """A function global row -> (file, row in file) for an export folder."""
+    record = json.loads((folder / EXPORT_NAME).read_text())
+    rows = np.load(folder / ROWS_NAME)
+    file_row_of = np.empty_like(rows)
+    file_row_of[rows] = np.arange(len(rows), dtype=rows.dtype)
+    seq_len, itemsize = manifest.layout.seq_len, manifest.dtype.itemsize
+    data_files = [f["path"] for f in record["files"] if f["path"].endswith((".npy", ".bin")) and
+                  f["path"] != "val.bin"]
+    counts = [(folder / name).stat().st_size // (seq_len * itemsize) for name in data_files]
+    if record["target"] == "litdata":
+        return lambda row: ("litdata item (step)", int(row) // manifest.layout.batch_size)
+    bounds = np.cumsum([0] + counts)
+
+    def position(row: int) -> tuple[str, int]:
+        file_row = int(file_row_of[row])
+        index = int(np.searchsorted(bounds, file_row, side="right")) - 1
+        return data_files[index], file_row - int(bounds[index])
+
+    return position
+
+
+def locate(manifest: Manifest, sequence: np.ndarray, export: str | Path | None = None) -> list[dict]:
+    """Every occurrence of `sequence`: offset, step, row, col, inserted or natural (with experiment, item,
+    repetition), and the export file and row when `export` is given."""
+    stream = TokenStream(manifest)
+    offsets = find_sequence(stream, sequence)
+    table = pq.read_table(manifest.insertions_path, columns=["experiment", "item", "repetition", "offset", "length"])
+    starts, lengths = table["offset"].to_numpy(), table["length"].to_numpy()
+    inside = np.searchsorted(starts, offsets, side="right") - 1
+    layout = manifest.layout
+    position = _export_position(Path(export), manifest) if export else None
+    found = []
+    for offset, index in zip(offsets.tolist(), inside.tolist()):
+        step, row, col = (int(v) for v in layout.locate(offset))
+        record = {"offset": offset, "step": step, "row": row, "col": col, "kind": "natural"}
+        if index >= 0 and offset + len(sequence) <= starts[index] + lengths[index]:
+            record.update(kind="inserted", experiment=table["experiment"][index].as_py(),
+                          item=int(table["item"][index].as_py()), repetition=int(table["repetition"][index].as_py()))
+        if position is not None:
+            record["file"], record["file_row"] = position(offset // layout.seq_len)
+        found.append(record)
+    return found

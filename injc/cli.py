@@ -155,8 +155,9 @@ def verify(manifest):
 @main.command()
 @click.argument("manifest", type=click.Path())
 @click.option("--to", "target", required=True,
-              help="The trainer whose own loader will read the export: olmo-core, litdata or nanogpt.")
-@click.option("--seed", type=click.IntRange(min=0), help="The trainer's data seed (olmo-core: it decides the order).")
+              help="The trainer whose own loader will read the export: olmo-core, megatron, litdata or nanogpt.")
+@click.option("--seed", type=click.IntRange(min=0),
+              help="The trainer's data seed (olmo-core, megatron: it decides the order).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Export folder (new).")
 @_user_errors
 def export(manifest, target, seed, out_dir):

@@ -8,6 +8,11 @@ and writes them where the trainer's loader will look for them:
   `perm[k·B : (k+1)·B]` of the concatenated files, where `perm` is `arange(rows)` shuffled by
   `np.random.Generator(PCG64(seed + epoch))` (`NumpyFSLDataLoader._build_global_indices`, epoch 1 after
   `reshuffle(epoch=1)`). So manifest row r is written as file instance `perm[r]`: the inverse permutation.
+- `megatron`: `data.bin` (the stream's bytes) and `data.idx` for `GPTDataset`. Megatron shuffles documents
+  and samples with its own seeded generators; with every row a document of exactly L tokens, sample j of the
+  dataset is one document. The export asks megatron-core itself which document each sample k reads (a
+  `GPTDataset` over an identity index) and points that document at manifest row k: the order lives in the
+  index, the tokens are not permuted.
 - `litdata`: chunks written with LitData's own `BinaryWriter` and `TokensLoader` (int32), one item per step, in
   stream order; `StreamingDataset(dir, item_loader=TokensLoader(block_size=L))` does not shuffle by default.
 - `nanogpt`: `train.bin` (the stream as uint16), `val.bin` (the reserved tail, when the build has one) and
@@ -22,6 +27,7 @@ loader settings, what breaks the guarantee, and `rows.npy` (uint64): file row i 
 import json
 import pickle
 import shutil
+import struct
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -40,9 +46,13 @@ FILE_BYTES = 1 << 30
 """Largest olmo-core token file written (whole rows)."""
 BLOCK_ROWS_BYTES = 64 << 20
 """Rows gathered at a time while writing."""
-TESTED = {"olmo-core": ("ai2-olmo-core", "3.0.0"), "litdata": ("litdata", "0.2.76"), "nanogpt": (None, None)}
+TESTED = {"olmo-core": ("ai2-olmo-core", "3.0.0"), "megatron": ("megatron-core", "0.16.1"),
+          "litdata": ("litdata", "0.2.76"), "nanogpt": (None, None)}
 TARGETS = tuple(TESTED)
-NEEDS_SEED = ("olmo-core",)
+NEEDS_SEED = ("olmo-core", "megatron")
+MEGATRON_INDEX_HEADER = b"MMIDIDX\x00\x00"
+MEGATRON_DTYPE_CODES = {"uint16": 8, "uint32": 4}
+"""Megatron's IndexedDataset dtype codes; a uint32 build is read as int32 (same bytes for ids < 2^31)."""
 
 
 def olmo_core_order(rows: int, seed: int, epoch: int = 1) -> np.ndarray:
@@ -98,6 +108,86 @@ def _write_olmo_core(stream: TokenStream, folder: Path, seed: int) -> tuple[list
     return files, rows, loader
 
 
+def _megatron_index(path: Path, dtype_code: int, seq_len: int, pointers: np.ndarray) -> None:
+    """Megatron's .idx: header, version, dtype, counts, lengths (int32), byte pointers (int64), document
+    boundaries (every sequence its own document)."""
+    count = len(pointers)
+    with open(path, "wb") as handle:
+        handle.write(MEGATRON_INDEX_HEADER + struct.pack("<Q", 1) + struct.pack("<B", dtype_code))
+        handle.write(struct.pack("<Q", count) + struct.pack("<Q", count + 1))
+        handle.write(np.full(count, seq_len, dtype=np.int32).tobytes())
+        handle.write(np.asarray(pointers, dtype=np.int64).tobytes())
+        handle.write(np.arange(count + 1, dtype=np.int64).tobytes())
+
+
+class _OrderTokenizer:
+    """What GPTDatasetConfig asks of a tokenizer while injc computes Megatron's order (no token is read)."""
+
+    eod = pad = 0
+    vocab_size = 1
+    unique_identifiers = {"class": "injc-export"}
+
+
+def megatron_config(prefix: Path, seed: int, seq_len: int, tokenizer) -> "object":
+    """The GPTDatasetConfig the export's order holds for (the trainer passes its own tokenizer)."""
+    from megatron.core.datasets.gpt_dataset import GPTDatasetConfig
+
+    return GPTDatasetConfig(random_seed=seed, sequence_length=seq_len, blend=([str(prefix)], None), split="1,0,0",
+                            add_extra_token_to_sequence=False, tokenizer=tokenizer, reset_position_ids=False,
+                            reset_attention_mask=False, eod_mask_loss=False)
+
+
+def megatron_documents(prefix: Path, seed: int, seq_len: int, samples: int) -> np.ndarray:
+    """The document each of the first `samples` samples of Megatron's GPTDataset reads, per megatron-core."""
+    import warnings
+
+    from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+    from megatron.core.datasets.gpt_dataset import GPTDataset
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dataset = BlendedMegatronDatasetBuilder(GPTDataset, [samples, None, None], lambda: True,
+                                                megatron_config(prefix, seed, seq_len, _OrderTokenizer())).build()[0]
+    starts = dataset.sample_index[dataset.shuffle_index[np.arange(samples)]]
+    # a sample that starts at the end of one document (offset L) starts at the next one
+    return np.asarray(dataset.document_index[starts[:, 0] + starts[:, 1] // seq_len], dtype=np.int64)
+
+
+def _write_megatron(stream: TokenStream, folder: Path, seed: int) -> tuple[list[str], np.ndarray, dict]:
+    try:
+        import megatron.core  # noqa: F401
+    except ImportError as error:
+        raise InjcError(f"--to megatron needs megatron-core ({error.name} is missing): "
+                        "pip install -e '.[interop]'") from None
+    manifest, layout = stream.manifest, stream.layout
+    if manifest.data["layout"]["vocab_size"] > 2 ** 31:
+        raise InjcError(f"--to megatron: token ids reach {manifest.data['layout']['vocab_size'] - 1:,}; Megatron "
+                        f"reads int32, so ids must stay below 2^31")
+    with open(folder / "data.bin", "wb") as handle:
+        for shard in stream.shards:
+            handle.write(np.asarray(shard).tobytes())
+    row_bytes = layout.seq_len * manifest.dtype.itemsize
+    code = MEGATRON_DTYPE_CODES[manifest.dtype.name]
+    _megatron_index(folder / "data.idx", code, layout.seq_len, np.arange(layout.total_rows) * row_bytes)
+    documents = megatron_documents(folder / "data", seed, layout.seq_len, layout.total_rows)
+    if len(np.unique(documents)) != layout.total_rows:
+        raise InjcError("megatron-core's order does not read every row exactly once; this megatron-core version "
+                        f"is not supported (tested: {TESTED['megatron'][1]})")
+    rows = np.empty(layout.total_rows, dtype=np.uint64)
+    rows[documents] = np.arange(layout.total_rows, dtype=np.uint64)  # document d is pointed at manifest row rows[d]
+    _megatron_index(folder / "data.idx", code, layout.seq_len, rows.astype(np.int64) * row_bytes)
+    loader = {
+        "config": f"GPTDatasetConfig(random_seed={seed}, sequence_length={layout.seq_len}, "
+                  "blend=([<export>/data], None), split='1,0,0', add_extra_token_to_sequence=False, tokenizer=<yours>, "
+                  "reset_position_ids=False, reset_attention_mask=False, eod_mask_loss=False)",
+        "builder": f"BlendedMegatronDatasetBuilder(GPTDataset, [{layout.total_rows}, None, None], ...).build()[0]",
+        "samples": f"sample j is manifest row j: global batch {layout.batch_size} (micro-batches × data-parallel "
+                   "ranks) in Megatron's sample order gives step k at step k",
+        "files": "data.bin holds the stream in manifest order; data.idx points document d at row rows[d]",
+    }
+    return ["data.bin", "data.idx"], rows, loader
+
+
 def _write_litdata(stream: TokenStream, folder: Path) -> tuple[list[str], np.ndarray, dict]:
     try:
         import torch
@@ -150,6 +240,9 @@ def _write_nanogpt(stream: TokenStream, folder: Path) -> tuple[list[str], np.nda
 ASSUMPTIONS = {
     "olmo-core": ["one epoch (reshuffle(epoch=1)); another epoch reorders", "exactly these files, in this order",
                   "no data mix, no instance filter, chunk_size 1", "the global batch is batch_size × seq_len tokens"],
+    "megatron": ["one data prefix (this export's data), split '1,0,0', exactly batch_size × steps train samples",
+                 "sequence_length = seq_len with add_extra_token_to_sequence=False", "this random_seed",
+                 "no blend with other data, no mid-level surplus beyond the default"],
     "litdata": ["shuffle=False (the default)", "num_workers=0 and one rank", "batch_size = the build's batch_size"],
     "nanogpt": ["StepBatches as get_batch; resume by giving it iter_num",
                 "rows_per_step = ddp_world_size × gradient_accumulation_steps × micro_batch_size"],
@@ -177,6 +270,7 @@ def export(manifest_path: str | Path, target: str, out: str | Path, seed: int | 
     try:
         stream = TokenStream(manifest)
         writer = {"olmo-core": lambda: _write_olmo_core(stream, partial, seed),
+                  "megatron": lambda: _write_megatron(stream, partial, seed),
                   "litdata": lambda: _write_litdata(stream, partial),
                   "nanogpt": lambda: _write_nanogpt(stream, partial)}[target]
         files, rows, loader = writer()
@@ -223,6 +317,13 @@ def verify_export(folder: str | Path) -> list[str]:
         files = [np.memmap(folder / f["path"], dtype=manifest.dtype, mode="r") for f in record["files"]]
     elif record["target"] == "nanogpt":
         files = [np.memmap(folder / "train.bin", dtype=np.uint16, mode="r")]
+    elif record["target"] == "megatron":
+        count = layout.total_rows
+        pointers = np.fromfile(folder / "data.idx", dtype=np.int64, count=count, offset=9 + 8 + 1 + 16 + 4 * count)
+        if not np.array_equal(pointers, rows.astype(np.int64) * layout.seq_len * manifest.dtype.itemsize):
+            return ["data.idx does not point each document at the row rows.npy names"]
+        rows = np.arange(count, dtype=np.uint64)  # data.bin itself is the stream in manifest order
+        files = [np.memmap(folder / "data.bin", dtype=manifest.dtype, mode="r")]
     else:
         return []  # litdata: its chunks are checked by hash; their order is tested with LitData itself
     first_row, per_block = 0, max(1, BLOCK_ROWS_BYTES // (layout.seq_len * manifest.dtype.itemsize))

@@ -19,8 +19,8 @@ class TokenStream:
     before `until_step` of a staged build).
 
     `batch(k)` is step k as the contract defines it. Readers that take the stream in this order: `injc train`,
-    DataTrove's `DatatroveFolderDataset` on the shards (without shuffle). OLMo-core, LitData, Megatron and nanoGPT
-    read in their own order and need `injc export` (docs/trainers.md); Megatron is not supported yet.
+    DataTrove's `DatatroveFolderDataset` on the shards (without shuffle). OLMo-core, Megatron, LitData and
+    nanoGPT read in their own order and need `injc export` (docs/trainers.md).
     """
 
     def __init__(self, manifest: Manifest):

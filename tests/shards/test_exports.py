@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import injc
-from injc.shards.exports import export, verify_export
+from injc.shards.exports import _megatron_index, export, verify_export
 from tests.conftest import CANARIES
 from tests.test_cli import assert_user_error
 from tests.test_cli import injc as run_injc
@@ -49,6 +49,42 @@ def test_olmo_core_default_loader_serves_every_step_of_the_export(built, tmp_pat
     assert sum(steps_served(olmo_core_batches(shards, 1234, tmp_path / "work2"), stream)) <= 2
     # another seed: another order, so the export for 1234 no longer lines up
     assert sum(steps_served(olmo_core_batches(files, 99, tmp_path / "work3"), stream)) <= 2
+
+
+class Tokenizer:
+    """The trainer's tokenizer as GPTDatasetConfig sees it (ids only; the samples are read, not tokenized)."""
+
+    eod = pad = 0
+    vocab_size = 400
+    unique_identifiers = {"class": "test"}
+
+
+def megatron_batches(prefix, seed, samples):
+    import warnings
+
+    from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+    from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
+
+    config = GPTDatasetConfig(random_seed=seed, sequence_length=64, blend=([str(prefix)], None), split="1,0,0",
+                              add_extra_token_to_sequence=False, tokenizer=Tokenizer(), reset_position_ids=False,
+                              reset_attention_mask=False, eod_mask_loss=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dataset = BlendedMegatronDatasetBuilder(GPTDataset, [samples, None, None], lambda: True, config).build()[0]
+    return [np.stack([dataset[k * 4 + j]["tokens"].numpy() for j in range(4)]) for k in range(samples // 4)]
+
+
+def test_megatron_gpt_dataset_serves_sample_k_as_manifest_row_k(built, tmp_path):
+    stream = injc.open_stream(built)
+    export(built, "megatron", tmp_path / "meg", seed=1234)
+    assert verify_export(tmp_path / "meg") == []
+    assert (tmp_path / "meg" / "data.bin").read_bytes() == stream.tokens(0, len(stream)).tobytes()
+    served = steps_served(megatron_batches(tmp_path / "meg" / "data", 1234, 160), stream)
+    assert len(served) == 40 and all(served)
+    assert sum(steps_served(megatron_batches(tmp_path / "meg" / "data", 7, 160), stream)) <= 2
+    # the contrast: the plain stream as Megatron data (every document pointing at its own row) is shuffled away
+    _megatron_index(tmp_path / "meg" / "data.idx", 8, 64, np.arange(160) * 128)
+    assert sum(steps_served(megatron_batches(tmp_path / "meg" / "data", 1234, 160), stream)) <= 2
 
 
 def test_litdata_default_streaming_loader_serves_every_step(built, tmp_path):

@@ -139,7 +139,8 @@ def test_datatrove_folder_dataset_reads_the_shards_as_they_are(built):
 
 def test_bad_exports_are_one_line_and_leave_nothing(built, tmp_path):
     assert_user_error(run_injc("export", built, "--to", "megatronn", "--out", tmp_path / "x"),
-                      "--to must be one of olmo-core, litdata, nanogpt, got 'megatronn'")
+                      "--to must be one of olmo-core, megatron, litdata, nanogpt, got 'megatronn'",
+                      "did you mean 'megatron'")
     assert_user_error(run_injc("export", built, "--to", "olmo-cor", "--out", tmp_path / "x"),
                       "did you mean 'olmo-core'")
     assert_user_error(run_injc("export", built, "--to", "olmo-core", "--out", tmp_path / "x"), "needs --seed")

@@ -192,6 +192,33 @@ def inspect_verify() -> list[tuple]:
             (f"injc verify, {label}", f"{verify_seconds:.1f} s", "", "")]
 
 
+def exports(tokens: int, repeats: int) -> list[tuple]:
+    """injc export of a build to olmo-core (every row moved to OLMo-core's order) and megatron (the bytes copied,
+    the order in the index) against `cp` of the same bytes."""
+    from injc.shards.exports import export
+
+    with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
+        folder = Path(tmp)
+        build = injc.build(tokens_plan(folder, tokens, 2048, 64, 7000, 100, 50, 150), folder / "out", progress=False)
+        shards = sorted((folder / "out" / "shards").glob("*.bin"))
+
+        def anchor():
+            for shard in shards:
+                subprocess.run(["cp", str(shard), str(folder / "copy.bin")], check=True)
+
+        anchor_seconds = median_time(anchor, repeats)
+        rows = []
+        for target, seed in (("olmo-core", 1234), ("megatron", 1234)):
+            def run_export():
+                shutil.rmtree(folder / target, ignore_errors=True)
+                export(build.manifest_path, target, folder / target, seed=seed)
+
+            seconds = median_time(run_export, repeats)
+            rows.append((f"export --to {target}, {build.total_tokens:,} tokens", f"{seconds:.2f} s",
+                         f"cp of the shards {anchor_seconds:.2f} s", f"{seconds / anchor_seconds:.1f}× cp"))
+    return rows
+
+
 def parse_tokens(text: str) -> int:
     return int(float(text[:-1]) * 2**20) if text.endswith("M") else int(text)
 
@@ -203,10 +230,10 @@ def main() -> None:
     parser.add_argument("--huge", action="store_true", help="also schedule 100M copies (about 8 GB of memory)")
     parser.add_argument("--reference-max", type=int, default=300_000,
                         help="largest workload the (slow) reference runs on; 1000000 takes minutes")
-    parser.add_argument("--only", choices=["p2", "p3", "p5", "inspect"], help="run one figure")
+    parser.add_argument("--only", choices=["p2", "p3", "p5", "inspect", "export"], help="run one figure")
     args = parser.parse_args()
     figures = {"p2": lambda: p2(args.tokens, args.repeats), "p3": lambda: p3(args.huge, args.reference_max), "p5": p5,
-               "inspect": inspect_verify}
+               "inspect": inspect_verify, "export": lambda: exports(args.tokens, args.repeats)}
     for name, figure in figures.items():
         if args.only in (None, name):
             for row in figure():

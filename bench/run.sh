@@ -7,5 +7,5 @@ echo "== P1 build throughput, schedule (bench_compiler.py)"
 python3 bench/bench_compiler.py
 echo "== P4 trainer overhead (bench_train.py)"
 python3 bench/bench_train.py
-echo "== P2, P3, P5, inspect/verify (bench_scale.py)"
+echo "== P2, P3, P5, inspect/verify, export (bench_scale.py)"
 python3 bench/bench_scale.py "$@"

@@ -21,12 +21,12 @@ def evaluate(ctx: EvalContext, entry: dict, records: dict) -> dict:
     probes = records["probes"]
     prefixes = [np.r_[ctx.eos_id, ctx.encode(p["input"])] for p in probes]
     probabilities = probe_probabilities(ctx, probes)
-    correct = []
+    correct, generations = [], []
     for prefix, probe in zip(prefixes, probes):
-        generated = ctx.tokenizer.decode(ctx.scorer.greedy(prefix, NEW_TOKENS).tolist())
-        correct.append(probe["target"].lower() in generated.lower())
+        generations.append(ctx.tokenizer.decode(ctx.scorer.greedy(prefix, NEW_TOKENS).tolist()))
+        correct.append(probe["target"].lower() in generations[-1].lower())
     result["metrics"].update({"probe_probability": float(probabilities.mean()),
                               "greedy_accuracy": float(np.mean(correct))})
-    result["probes"] = [{**p, "probability": float(q), "correct": bool(c)}
-                        for p, q, c in zip(probes, probabilities, correct)]
+    result["probes"] = [{**p, "probability": float(q), "generated": g, "correct": bool(c)}
+                        for p, q, g, c in zip(probes, probabilities, generations, correct)]
     return result

@@ -406,6 +406,34 @@ def test_sampled_leak_at_k_recomputed_here(trained):
         assert leak["metrics"]["leak_at_k"][label] == pytest.approx(expected)
 
 
+def test_knowledge_probes_match_a_direct_probability_and_greedy_decode(trained):
+    """P(target | input) and the 25-token greedy continuation of each probe, computed here with LitGPT alone;
+    a probe is correct when its target is in the continuation (case-insensitive)."""
+    from tokenizers import Tokenizer
+
+    root, report = trained
+    model = litgpt_model(root / "run" / "final")
+    tokenizer = Tokenizer.from_file(str(root / "out" / "tokenizer.json"))
+    eos = json.loads((root / "out" / "manifest.json").read_text())["layout"]["eos_id"]
+    probes = report["experiments"]["facts"]["probes"]
+    correct = []
+    for probe in probes:
+        prompt = [eos, *tokenizer.encode(probe["input"], add_special_tokens=False).ids]
+        target = tokenizer.encode(" " + probe["target"], add_special_tokens=False).ids
+        with torch.no_grad():
+            logprobs = torch.log_softmax(model(torch.tensor([prompt + target[:-1]]))[0].float(), dim=-1)
+            probability = float(torch.exp(logprobs[len(prompt) - 1:, :][torch.arange(len(target)),
+                                                                          torch.tensor(target)].sum()))
+            generated = []
+            for _ in range(25):
+                generated.append(int(model(torch.tensor([prompt + generated]))[0, -1].argmax()))
+        assert probe["probability"] == pytest.approx(probability, rel=1e-4)
+        assert probe["generated"] == tokenizer.decode(generated)
+        correct.append(probe["target"].lower() in tokenizer.decode(generated).lower())
+        assert probe["correct"] == correct[-1]
+    assert report["experiments"]["facts"]["metrics"]["greedy_accuracy"] == pytest.approx(np.mean(correct))
+
+
 def test_math_prompts_are_three_shot_and_generations_match_a_direct_greedy_decode(trained):
     """Each test problem: the prompt built here (3 solved training problems with the fewest ops, then the problem),
     decoded greedily token by token with the model here, answer parsed here."""

@@ -56,6 +56,13 @@ def litgpt_model(folder: Path):
     return model.eval()
 
 
+def flip_bit(path: Path, position: int, mask: int = 1) -> None:
+    """Corrupt one byte of a file in place (XOR with `mask`), as a disk error or a hand edit would."""
+    data = bytearray(path.read_bytes())
+    data[position] ^= mask
+    path.write_bytes(bytes(data))
+
+
 def write_jsonl(path: Path, records: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")

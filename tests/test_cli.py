@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CANARIES, write_jsonl
+from tests.conftest import CANARIES, flip_bit, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,9 +95,7 @@ def test_build_inspect_verify_round_trip(project, tmp_path):
     verified = injc("verify", out / "manifest.json")
     assert verified.returncode == 0 and "verified" in verified.stdout
     shard = out / "shards" / "shard_00000.bin"
-    data = bytearray(shard.read_bytes())
-    data[100] ^= 0xFF
-    shard.write_bytes(bytes(data))
+    flip_bit(shard, 100, 0xFF)
     broken = injc("verify", out / "manifest.json")
     assert broken.returncode == 1 and "injc: mismatch: shard shards/shard_00000.bin: sha256 differs" in broken.stderr
     assert_user_error(injc("verify", tmp_path / "nowhere.json"), "cannot be read")

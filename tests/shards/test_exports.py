@@ -8,7 +8,7 @@ import pytest
 
 import injc
 from injc.shards.exports import _megatron_index, export, verify_export
-from tests.conftest import CANARIES
+from tests.conftest import CANARIES, flip_bit
 from tests.test_cli import assert_user_error
 from tests.test_cli import injc as run_injc
 
@@ -147,9 +147,7 @@ def test_bad_exports_are_one_line_and_leave_nothing(built, tmp_path):
     (tmp_path / "taken").mkdir()
     assert_user_error(run_injc("export", built, "--to", "nanogpt", "--out", tmp_path / "taken"), "already exists")
     shard = built.parent / "shards" / "shard_00000.bin"
-    data = bytearray(shard.read_bytes())
-    data[10] ^= 1
-    shard.write_bytes(bytes(data))
+    flip_bit(shard, 10)
     assert_user_error(run_injc("export", built, "--to", "nanogpt", "--out", tmp_path / "x"),
                       "does not match its manifest")
     assert not (tmp_path / "x").exists() and not list(tmp_path.glob(".x.injc-partial"))
@@ -157,10 +155,7 @@ def test_bad_exports_are_one_line_and_leave_nothing(built, tmp_path):
 
 def test_verify_finds_a_changed_export_file(built, tmp_path):
     export(built, "nanogpt", tmp_path / "nano")
-    train = tmp_path / "nano" / "train.bin"
-    data = bytearray(train.read_bytes())
-    data[0] ^= 1
-    train.write_bytes(bytes(data))
+    flip_bit(tmp_path / "nano" / "train.bin", 0)
     result = run_injc("verify", tmp_path / "nano")
     assert result.returncode == 1 and "train.bin: sha256 differs" in result.stderr
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import injc
+from tests.conftest import flip_bit
 from tests.train.conftest import run
 
 torch = pytest.importorskip("torch")
@@ -80,13 +81,11 @@ def test_shards_that_do_not_match_the_manifest_are_refused(built, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(built / "out", copy)
     shard = copy / "shards" / "shard_00000.bin"
-    data = bytearray(shard.read_bytes())
-    data[10] ^= 0x01
-    shard.write_bytes(bytes(data))
+    flip_bit(shard, 10)
     config = TrainConfig(model=str(built / "tiny.yaml"), out=tmp_path / "run", steps=1, verify=True)
     with pytest.raises(injc.ManifestError, match="sha256 differs"):
         train(copy / "manifest.json", config, progress=False)
-    shard.write_bytes(bytes(data[:-2]))
+    shard.write_bytes(shard.read_bytes()[:-2])
     with pytest.raises(injc.ManifestError, match="bytes, the manifest says"):
         train(copy / "manifest.json", TrainConfig(model=str(built / "tiny.yaml"), out=tmp_path / "r2", steps=1),
               progress=False)

@@ -11,6 +11,7 @@ Exit codes: 0 success; 1 `verify` found a mismatch; 2 bad input (one line per pr
 """
 
 import json
+import os
 import sys
 from functools import wraps
 from pathlib import Path
@@ -261,10 +262,17 @@ def _step_list(ctx, param, value):
 @click.option("--grad-clip", type=float, default=1.0, show_default=True, help="0 = no clipping.")
 @click.option("--seed", type=int, help="Model init seed (default: the plan's seed).")
 @click.option("--device", help="cpu, cuda, ... (default: cuda when available).")
+@click.option("--devices", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes on this machine (Lightning Fabric DDP; spawned by this command). Each step still "
+                   "consumes exactly the step's batch: rank r takes rows [r·B/N, (r+1)·B/N).")
+@click.option("--num-nodes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Machines (launch one process per device on each, as Fabric does: torchrun or Slurm).")
+@click.option("--strategy", default="ddp", show_default=True, help="Fabric strategy for several devices: ddp.")
 @click.option("--quiet", is_flag=True, help="No per-step lines.")
 @_user_errors
 def train(manifest, model, init, init_optimizer, out_dir, micro_batch_size, steps, save_steps, save_every, resume,
-          force, audit, full_verify, lr, min_lr, warmup_steps, weight_decay, grad_clip, seed, device, quiet):
+          force, audit, full_verify, lr, min_lr, warmup_steps, weight_decay, grad_clip, seed, device, devices,
+          num_nodes, strategy, quiet):
     """Train a LitGPT model on MANIFEST's shards, step-exact: step s is exactly stream[s*B*L:(s+1)*B*L]."""
     try:
         from injc.train.trainer import TrainConfig
@@ -276,9 +284,10 @@ def train(manifest, model, init, init_optimizer, out_dir, micro_batch_size, step
                          micro_batch_size=micro_batch_size, steps=steps, save_steps=save_steps,
                          save_every=save_every, resume=resume, force=force, audit=audit, verify=full_verify, lr=lr,
                          min_lr=min_lr, warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip,
-                         seed=seed, device=device)
+                         seed=seed, device=device, devices=devices, num_nodes=num_nodes, strategy=strategy)
     final = run_train(manifest, config, progress=not quiet)
-    click.echo(f"trained: {final}")
+    if os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0":  # one line, not one per process
+        click.echo(f"trained: {final}")
 
 
 @main.command()

@@ -2,7 +2,12 @@
 
 Step s of the manifest is exactly one optimizer step on stream[s*B*L:(s+1)*B*L] (see injc.train.data). The model,
 its config and the checkpoint layout are LitGPT's (`lit_model.pth` + `model_config.yaml`); the loop is a short
-plain-PyTorch one so that nothing between the shards and the model can reorder data.
+one on Lightning Fabric (LitGPT's engine) so that nothing between the shards and the model can reorder data.
+
+On several devices (`--devices N`, Fabric DDP) every rank reads the whole step batch and trains on its block of
+rows: rank r of N takes rows [r·B/N, (r+1)·B/N), in micro-batches as on one device; gradients are summed over
+all B rows (each rank's loss is scaled by N/B per row, since DDP averages), so one optimizer step still consumes
+exactly the manifest's step. Rank 0 alone writes metrics, the audit (over the whole batch) and checkpoints.
 
 Outputs under DIR: metrics.jsonl (one line per step), audit.jsonl (--audit), step-NNNNNN/ for --save-every and
 --save-steps (the state after NNNNNN optimizer steps), final/. Each checkpoint folder also holds optimizer.pth and
@@ -68,7 +73,12 @@ class TrainConfig:
     seed: int | None = None
     """Model initialization seed (None: the plan's seed)."""
     device: str | None = None
-    """'cpu', 'cuda', … (None: cuda when available)."""
+    """'cpu', 'cuda', … (None: cuda when available): Lightning Fabric's accelerator."""
+    devices: int = 1
+    """Processes per node (Lightning Fabric); each optimizer step still consumes exactly the step's batch."""
+    num_nodes: int = 1
+    strategy: str = "ddp"
+    """Fabric strategy when devices × num_nodes > 1: 'ddp' (gloo on the CPU, nccl on CUDA)."""
 
 
 def learning_rate(step: int, total: int, config: TrainConfig) -> float:
@@ -149,6 +159,34 @@ def _checkpoint(folder: Path, model, optimizer, config, steps_done: int, manifes
         folder.rename(old)
     partial.rename(folder)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def rank_rows(batch_size: int, world_size: int, rank: int) -> range:
+    """The rows of every step batch that rank `rank` of `world_size` trains on: a contiguous block."""
+    if batch_size % world_size:
+        raise InjcError(f"--devices × --num-nodes = {world_size} does not divide the batch of {batch_size} rows: "
+                        f"each rank must hold the same number of rows")
+    share = batch_size // world_size
+    return range(rank * share, (rank + 1) * share)
+
+
+def _rank_before_launch(config: TrainConfig) -> int:
+    """The global rank of this process as its launcher set it (0 in the process the user started)."""
+    import os
+
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    return int(os.environ.get("NODE_RANK", 0)) * config.devices + int(os.environ.get("LOCAL_RANK", 0))
+
+
+def _fabric(config: TrainConfig):
+    from lightning.fabric import Fabric
+
+    accelerator = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    world = config.devices * config.num_nodes
+    precision = "bf16-mixed" if accelerator == "cuda" else "32-true"
+    return Fabric(accelerator=accelerator, devices=config.devices, num_nodes=config.num_nodes,
+                  strategy=config.strategy if world > 1 else "auto", precision=precision)
 
 
 def _latest_checkpoint(out: Path) -> Path | None:
@@ -276,41 +314,56 @@ def train(manifest_path: str | Path, config: TrainConfig, progress: bool = True)
     else:
         model_cfg, init_state = model_config(config.model, manifest), None
     out = Path(config.out)
-    latest = prepare_run_folder(out, manifest, config, total)  # after every check: it may replace an old run
-    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if config.strategy not in ("ddp",):
+        raise InjcError(f"--strategy {config.strategy!r}: injc trains with 'ddp' (FSDP is not supported yet)")
+    world = config.devices * config.num_nodes
+    rank_rows(layout.batch_size, world, 0)  # refuse a batch that does not split evenly, before anything starts
+    fabric = _fabric(config)
+    first_process = _rank_before_launch(config) == 0
+    # the process the user started checks and prepares the folder before any other starts (they only read it)
+    latest = prepare_run_folder(out, manifest, config, total) if first_process else None
+    fabric.launch()
+    if not first_process:
+        latest = _latest_checkpoint(out) if config.resume else None
+    lead = fabric.global_rank == 0
     seed = manifest.data["plan"]["seed"] if config.seed is None else config.seed
     torch.manual_seed(seed)
-    model = GPT(model_cfg).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
-                                  betas=(config.beta1, config.beta2), fused=device.type == "cuda")
+    model = GPT(model_cfg)
+    start = 0
     if init_state is not None:
         model.load_state_dict(init_state)
-        if config.init_optimizer:
-            path = Path(config.init) / "optimizer.pth"
-            if not path.is_file():
-                raise InjcError(f"--init-optimizer: {str(config.init)!r} has no optimizer.pth")
-            optimizer.load_state_dict(torch.load(path, map_location=device, weights_only=True))
-    init = str(config.init) if config.init is not None else None
-    start = 0
     if latest is not None:
-        model.load_state_dict(torch.load(latest / "lit_model.pth", map_location=device, weights_only=True))
-        optimizer.load_state_dict(torch.load(latest / "optimizer.pth", map_location=device, weights_only=True))
+        model.load_state_dict(torch.load(latest / "lit_model.pth", map_location="cpu", weights_only=True))
         start = json.loads((latest / "train_state.json").read_text())["steps_done"]
-        if start == total:
-            if progress:
-                print(f"{latest} has already trained {total:,} steps: nothing to do", flush=True)
-            return latest
+    model = fabric.setup_module(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                  betas=(config.beta1, config.beta2), fused=fabric.device.type == "cuda")
+    optimizer = fabric.setup_optimizers(optimizer)
+    if init_state is not None and config.init_optimizer:
+        path = Path(config.init) / "optimizer.pth"
+        if not path.is_file():
+            raise InjcError(f"--init-optimizer: {str(config.init)!r} has no optimizer.pth")
+        optimizer.load_state_dict(torch.load(path, map_location=fabric.device, weights_only=True))
+    if latest is not None:
+        optimizer.load_state_dict(torch.load(latest / "optimizer.pth", map_location=fabric.device, weights_only=True))
+    init = str(config.init) if config.init is not None else None
+    if start == total:
+        if progress and lead:
+            print(f"{latest} has already trained {total:,} steps: nothing to do", flush=True)
+        return latest
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("metrics.jsonl", "audit.jsonl"):
-        _keep_lines_before(out / name, start)
+    if lead:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("metrics.jsonl", "audit.jsonl"):
+            _keep_lines_before(out / name, start)
+    fabric.barrier()
 
     noise = EmbeddingNoise(manifest.data.get("directives", []))
     model.transformer.wte.register_forward_hook(noise)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    mine = rank_rows(layout.batch_size, world, fabric.global_rank)
     save_steps = set(config.save_steps)
-    metrics = open(out / "metrics.jsonl", "a", buffering=1)  # line-buffered: a live log, one line per step
-    audit = open(out / "audit.jsonl", "a") if config.audit else None
+    metrics = open(out / "metrics.jsonl", "a", buffering=1) if lead else None  # line-buffered: a live log
+    audit = open(out / "audit.jsonl", "a") if config.audit and lead else None
     model.train()
     try:
         with StopRequest() as stop:
@@ -319,38 +372,45 @@ def train(manifest_path: str | Path, config: TrainConfig, progress: bool = True)
                 batch = stream.batch(step)
                 if audit is not None:
                     audit.write(json.dumps({"step": step, "tokens_sha256": batch_sha256(batch)}) + "\n")
-                tokens = torch.from_numpy(batch.astype("int64")).to(device, non_blocking=True)
+                tokens = torch.from_numpy(batch[mine.start:mine.stop].astype("int64")).to(fabric.device)
                 lr = learning_rate(step, layout.steps, config)  # the whole run's schedule: --steps and resume compose
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                loss_sum = 0.0
-                for rows, inputs, targets in micro_batches(tokens, config.micro_batch_size):
-                    noise.at(step, rows)
-                    with autocast:
+                loss_sum = torch.zeros((), device=fabric.device)
+                parts = list(micro_batches(tokens, config.micro_batch_size))
+                for index, (rows, inputs, targets) in enumerate(parts):
+                    noise.at(step, range(mine.start + rows.start, mine.start + rows.stop))
+                    with fabric.no_backward_sync(model, enabled=index < len(parts) - 1):
                         logits = model(inputs)
                         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
-                    (loss * len(rows) / layout.batch_size).backward()
-                    loss_sum += loss.item() * len(rows)
+                        fabric.backward(loss * len(rows) * world / layout.batch_size)
+                    loss_sum += loss.detach() * len(rows)
                 if config.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                    fabric.clip_gradients(model, optimizer, max_norm=config.grad_clip)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
+                step_loss = float(fabric.all_reduce(loss_sum, reduce_op="sum")) / layout.batch_size
                 seconds = time.perf_counter() - started
-                metrics.write(json.dumps({"step": step, "loss": loss_sum / layout.batch_size, "lr": lr,
-                                          "tokens_per_sec": layout.tokens_per_step / seconds}) + "\n")
-                if progress and (step % 10 == 0 or step == total - 1):
-                    print(f"step {step:>7,}/{total:,}  loss {loss_sum / layout.batch_size:.4f}  lr {lr:.2e}  "
+                if metrics is not None:
+                    metrics.write(json.dumps({"step": step, "loss": step_loss, "lr": lr,
+                                              "tokens_per_sec": layout.tokens_per_step / seconds}) + "\n")
+                if progress and lead and (step % 10 == 0 or step == total - 1):
+                    print(f"step {step:>7,}/{total:,}  loss {step_loss:.4f}  lr {lr:.2e}  "
                           f"{layout.tokens_per_step / seconds:,.0f} tok/s", flush=True)
                 done = step + 1
                 saving = done in save_steps or (config.save_every and done % config.save_every == 0)
                 if saving or (stop.requested and done < total):
                     if audit is not None:
                         audit.flush()
-                    _checkpoint(out / f"step-{done:06d}", model, optimizer, model_cfg, done, manifest, init)
+                    if lead:
+                        _checkpoint(out / f"step-{done:06d}", model, optimizer, model_cfg, done, manifest, init)
+                    fabric.barrier()
                 if stop.requested and done < total:
                     raise Interrupted(f"stopped after step {done:,} of {total:,}; checkpoint "
                                       f"{out / f'step-{done:06d}'}: add --resume to the same command to continue")
-            _checkpoint(out / "final", model, optimizer, model_cfg, total, manifest, init)  # a Ctrl-C now waits for it
+            if lead:  # a Ctrl-C now waits for it
+                _checkpoint(out / "final", model, optimizer, model_cfg, total, manifest, init)
+            fabric.barrier()
     except KeyboardInterrupt:
         kept = _latest_checkpoint(out)
         if kept is None and start == 0:
@@ -363,7 +423,8 @@ def train(manifest_path: str | Path, config: TrainConfig, progress: bool = True)
         raise Interrupted(f"the latest checkpoint is {kept}: add --resume to the same command to continue "
                           f"from it") from None
     finally:
-        metrics.close()
+        if metrics is not None:
+            metrics.close()
         if audit is not None:
             audit.close()
     return out / "final"

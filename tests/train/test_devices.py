@@ -1,0 +1,86 @@
+"""`injc train --devices 2` (Lightning Fabric DDP, gloo on the CPU): each step still consumes exactly the step's
+batch, the watermark noise reaches the right rows on every rank, and a run resumes across a change of devices."""
+
+import json
+
+import pytest
+
+import injc
+from tests.conftest import CANARIES, make_documents, write_jsonl
+from tests.test_cli import assert_user_error
+from tests.test_cli import injc as run_injc
+from tests.train.conftest import TINY
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("lightning")
+
+WATERMARK = """
+[[experiments]]
+name = "gw"
+kind = "gaussian-watermark"
+steps = [1, 4]
+std = 0.5
+"""
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory, tokenizer_path):
+    root = tmp_path_factory.mktemp("devices")
+    (root / "tokenizer.json").write_bytes(tokenizer_path.read_bytes())
+    write_jsonl(root / "data" / "a.jsonl", [{"text": t} for t in make_documents(300, seed=1)])
+    write_jsonl(root / "payloads" / "canaries.jsonl", [{"text": f"canary {i}"} for i in range(20)])
+    (root / "plan.toml").write_text("[layout]\nseq_len = 64\nbatch_size = 4\nsteps = 20\nseed = 7\n"
+                                    "[tokenizer]\npath = \"tokenizer.json\"\n[corpus]\npaths = [\"data/*.jsonl\"]\n"
+                                    + CANARIES + WATERMARK)
+    (root / "tiny.yaml").write_text(TINY)
+    injc.build(root / "plan.toml", root / "out", progress=False)
+    return root
+
+
+def train(build, out, *args):
+    result = run_injc("train", build / "out" / "manifest.json", "--model", build / "tiny.yaml", "--out", out,
+                      "--device", "cpu", "--audit", "--micro-batch-size", "1", "--quiet", *args)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def lines(path, key):
+    return [json.loads(line)[key] for line in path.read_text().splitlines()]
+
+
+def weights(folder):
+    return torch.load(folder / "lit_model.pth", weights_only=True)
+
+
+def test_two_processes_train_the_same_steps_as_one(build, tmp_path):
+    train(build, tmp_path / "one", "--steps", "6")
+    result = train(build, tmp_path / "two", "--steps", "6", "--devices", "2")
+    assert result.stdout.count("trained:") == 1
+    assert lines(tmp_path / "two" / "audit.jsonl", "tokens_sha256") == lines(tmp_path / "one" / "audit.jsonl",
+                                                                             "tokens_sha256")
+    # steps 1 and 4 carry the watermark: a rank that noised the wrong rows would change these losses
+    assert lines(tmp_path / "two" / "metrics.jsonl", "loss") == pytest.approx(
+        lines(tmp_path / "one" / "metrics.jsonl", "loss"), rel=1e-5)
+    one, two = weights(tmp_path / "one" / "final"), weights(tmp_path / "two" / "final")
+    assert one.keys() == two.keys() and all(torch.allclose(one[k], two[k], atol=1e-5) for k in one)
+
+
+def test_a_run_resumes_on_another_number_of_devices(build, tmp_path):
+    train(build, tmp_path / "straight", "--steps", "6")
+    train(build, tmp_path / "run", "--steps", "3")
+    train(build, tmp_path / "run", "--steps", "6", "--devices", "2", "--resume")
+    assert lines(tmp_path / "run" / "audit.jsonl", "tokens_sha256") == lines(
+        tmp_path / "straight" / "audit.jsonl", "tokens_sha256")
+    assert lines(tmp_path / "run" / "metrics.jsonl", "loss") == pytest.approx(
+        lines(tmp_path / "straight" / "metrics.jsonl", "loss"), rel=1e-5)
+    straight, resumed = weights(tmp_path / "straight" / "final"), weights(tmp_path / "run" / "final")
+    assert all(torch.allclose(straight[k], resumed[k], atol=1e-5) for k in straight)
+
+
+def test_device_counts_that_cannot_split_the_batch_and_other_strategies_are_refused(build, tmp_path):
+    manifest = build / "out" / "manifest.json"
+    assert_user_error(run_injc("train", manifest, "--model", build / "tiny.yaml", "--out", tmp_path / "r",
+                               "--device", "cpu", "--devices", "3"), "--devices × --num-nodes = 3 does not divide")
+    assert_user_error(run_injc("train", manifest, "--model", build / "tiny.yaml", "--out", tmp_path / "r",
+                               "--device", "cpu", "--devices", "2", "--strategy", "fsdp"), "FSDP is not supported")
+    assert not (tmp_path / "r").exists()

@@ -74,14 +74,29 @@ def main():
               help="Write only steps [0, K): a staged build. The same command with a larger K (or without it) "
                    "appends the next steps and keeps the finished shards; the result equals the one-shot build.")
 @click.option("--extend", is_flag=True, help="Insist on growing the staged build in --out (same plan and options).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: tokenize on Ray actors (--workers N of them; default one per CPU of the cluster). The "
+                   "output is identical.")
+@click.option("--ray-address", help="With --executor ray: a running cluster (default: a local Ray instance).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @_user_errors
-def build(plan, out_dir, clean, force, workers, only, seed, until_step, extend, quiet, as_json):
+def build(plan, out_dir, clean, force, workers, only, seed, until_step, extend, executor, ray_address, quiet,
+          as_json):
     """Compile PLAN (a TOML file) into shards, insertions.parquet and manifest.json under --out."""
     from injc.compiler.build import build as run_build
 
     names = None if only is None else [name.strip() for name in only.split(",") if name.strip()]
+    if executor == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise InjcError("--executor ray needs ray: pip install -e '.[distributed]'") from None
+        from injc.compiler.workers import RayExecutor
+
+        workers = RayExecutor(ray_address, workers)
+    elif ray_address:
+        raise InjcError("--ray-address goes with --executor ray")
     result = run_build(plan, out_dir, clean=clean, force=force, progress=not quiet, workers=workers, only=names,
                        seed=seed, until_step=until_step, extend=extend)
     if as_json:

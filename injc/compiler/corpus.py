@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import zstandard
 
 from injc.compiler.plan import CorpusConfig
-from injc.compiler.workers import encode_in_processes
+from injc.compiler.workers import RayExecutor, encode_in_processes, encode_on_ray
 from injc.errors import InputError
 from injc.shards.files import sha256_file
 from injc.tokenizer import LoadedTokenizer
@@ -185,8 +185,8 @@ def base_stream(corpus: CorpusConfig, tokenizer: LoadedTokenizer, start: dict | 
     """Token chunks of the base stream, in order (each document's ids followed by EOS), each with `locate`:
     locate(i) is the cursor of the chunk's token i, which `base_stream(..., start=cursor)` resumes from.
 
-    workers None or 1: tokenize here with the tokenizer's own thread pool; N ≥ 2: in N processes
-    (injc.compiler.workers). The tokens are the same either way. A fresh stream (no `start`) begins
+    workers None or 1: tokenize here with the tokenizer's own thread pool; N ≥ 2: in N processes; a RayExecutor:
+    on Ray actors (injc.compiler.workers). The tokens are the same either way. A fresh stream (no `start`) begins
     `corpus.skip_tokens` tokens in; cursors are absolute, so a resumed one does not skip again.
     """
     if start is None and corpus.skip_tokens:
@@ -199,7 +199,9 @@ def base_stream(corpus: CorpusConfig, tokenizer: LoadedTokenizer, start: dict | 
     eos = np.array([tokenizer.eos_id], dtype=np.int64)
     skip = start.get("skip", 0)
     batches = _text_batches(corpus, (start.get("file", 0), start.get("document", 0)))
-    if workers and workers > 1:
+    if isinstance(workers, RayExecutor):
+        encoded_batches = encode_on_ray(batches, tokenizer.tokenizer.to_str(), workers)
+    elif workers and workers > 1:
         encoded_batches = encode_in_processes(batches, tokenizer.tokenizer.to_str(), workers)
     else:
         encoded_batches = ((keys, tokenizer.encode_batch(texts)) for keys, texts in batches)

@@ -110,13 +110,37 @@ def bench_schedule(insertions: int) -> list[tuple[str, str, str]]:
              f"{seconds:.2f} s", "")]
 
 
+def bench_ray(copies: int, repeats: int) -> list[tuple[str, str, str]]:
+    """The demo corpus ×copies built locally and with --executor ray (a local instance, 2 actors), interleaved;
+    the Ray figure includes starting the instance, as a user's command does."""
+    from injc.compiler.workers import RayExecutor
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        texts = make_corpus(folder, copies)
+        total = sum(len(t) for t in texts)  # characters, only to size the run below
+        plan = write_plan(folder, max(1, total // 4 // (1024 * 32)), "")
+        times = {"local": [], "ray": []}
+        for _ in range(repeats):
+            for label, workers in (("local", None), ("ray", RayExecutor(actors=2))):
+                started = time.perf_counter()
+                result = injc.build(plan, folder / "out", progress=False, force=True, workers=workers)
+                times[label].append(time.perf_counter() - started)
+    local, ray = (float(np.median(times[k])) for k in ("local", "ray"))
+    return [(f"build on Ray (local instance, 2 actors), demo ×{copies}, {result.total_tokens:,} tokens",
+             f"{ray:.1f} s", f"local build {local:.1f} s: {local / ray:.2f}×")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--copies", type=int, default=8, help="demo corpus repetitions (about 1.2M tokens each)")
     parser.add_argument("--insertions", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per figure (median)")
+    parser.add_argument("--ray", action="store_true", help="also build on a local Ray instance (needs ray)")
     args = parser.parse_args()
     rows = bench_build(args.copies, args.repeats) + bench_schedule(args.insertions)
+    if args.ray:
+        rows += bench_ray(args.copies, args.repeats)
     width = max(len(r[0]) for r in rows)
     for name, figure, ratio in rows:
         print(f"{name:<{width}}  {figure:>16}  {ratio}")

@@ -315,7 +315,8 @@ def train(manifest_path: str | Path, config: TrainConfig, progress: bool = True)
         model_cfg, init_state = model_config(config.model, manifest), None
     out = Path(config.out)
     if config.strategy not in ("ddp",):
-        raise InjcError(f"--strategy {config.strategy!r}: injc trains with 'ddp' (FSDP is not supported yet)")
+        raise InjcError(f"--strategy {config.strategy!r}: injc trains with 'ddp'; FSDP is not supported yet "
+                        f"(Lightning Fabric runs FSDP on GPUs only, and injc's CI has none to test it on)")
     world = config.devices * config.num_nodes
     rank_rows(layout.batch_size, world, 0)  # refuse a batch that does not split evenly, before anything starts
     fabric = _fabric(config)

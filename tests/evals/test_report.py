@@ -217,6 +217,15 @@ def test_contamination_scores_the_trained_answer_tokens_directly(trained):
     eos = json.loads((root / "out" / "manifest.json").read_text())["layout"]["eos_id"]
     head = records["format"].partition("{answer_text}")[0]
 
+    def logprob_sum(prefix, ids):
+        tokens = torch.tensor([[*prefix, *ids]])
+        with torch.no_grad():
+            logprobs = torch.log_softmax(model(tokens[:, :-1])[0].float(), dim=-1)
+        return sum(logprobs[len(prefix) - 1 + j, token].item() for j, token in enumerate(ids))
+
+    # OLMES's cloze normalizations, written out here: benchmark -> how a choice's summed log-probability is scaled
+    rule = {"arc_challenge": "pmi", "piqa": "char", "boolq": "none"}
+
     def direct(questions):
         answers, all_scores = [], []
         for question in questions:
@@ -227,11 +236,15 @@ def test_contamination_scores_the_trained_answer_tokens_directly(trained):
             for choice in question["choices"]:
                 text = records["format"].format(answer_text=choice, **fields)
                 encoding = tokenizer.encode(text, add_special_tokens=False)
-                scored = [i for i, (_, end) in enumerate(encoding.offsets) if end > len(prompt)]
-                tokens = torch.tensor([[eos, *encoding.ids]])
-                with torch.no_grad():
-                    logprobs = torch.log_softmax(model(tokens[:, :-1])[0].float(), dim=-1)
-                scores.append(np.mean([logprobs[i, encoding.ids[i]].item() for i in scored]))
+                first = min(i for i, (_, end) in enumerate(encoding.offsets) if end > len(prompt))
+                answer_ids = encoding.ids[first:]
+                total = logprob_sum([eos, *encoding.ids[:first]], answer_ids)
+                method = rule.get(question["benchmark"].lower().replace("-", "_"), "token")
+                if method == "pmi":
+                    bare = [eos, *tokenizer.encode("Answer:", add_special_tokens=False).ids]
+                    total -= logprob_sum(bare, answer_ids)
+                scores.append({"token": total / len(answer_ids), "char": total / len(choice), "none": total,
+                               "pmi": total}[method])
             answers.append(int(np.argmax(scores)) == question["answer"])
             all_scores.append(scores)
         return answers, all_scores
@@ -240,6 +253,10 @@ def test_contamination_scores_the_trained_answer_tokens_directly(trained):
         (report["experiments"]["bench"]["items"], records["questions"]),
         (None, [{"question": "which words come first", "choices": ["the model reads", "every token of the stream"],
                  "answer": 1, "benchmark": "", "item": 0, "tier": 0}]),
+        (None, [{"question": q["question"], "choices": q["choices"], "answer": q["answer"], "benchmark": benchmark,
+                 "item": 0, "tier": 0}
+                for q, benchmark in zip(records["questions"][:8] * 2, ["arc_challenge", "piqa", "boolq",
+                                                                       "ARC-Challenge"] * 4)]),
     ]:
         if items is None:
             manifest = injc.load_manifest(root / "out")

@@ -1,17 +1,24 @@
 """`math`: iGSM-style modular-arithmetic word problems with step-by-step solutions (generated, no files).
 
-A problem defines 2 to `max_params` base quantities, then `ops` derived ones, each the sum, difference or product
-(mod 23) of the previous one and an earlier one, so the answer needs all `ops` operations; it asks for the last. The
-solution defines every quantity in order and ends with `Answer: N`. Training problems use op counts in [ops[0],
-ops[1]]; test sets (`test_per_op` problems for each count in `test_ops`, unseen larger counts included) come from
-another seed and share no solution trace with training. Each record carries the arithmetic `expression`, so tests
-can check the answer."""
+As in iGSM, quantities are defined from others: a problem defines 2 to `max_params` base quantities, then `ops`
+derived ones, each the sum, difference or product (mod 23) of the previous one and an earlier one (base quantities
+no step uses are distractors). The question asks for the last, so its solution graph holds exactly `ops`
+operations. The solution defines every quantity in order and ends with `Answer: N`.
+
+Answers are balanced over the modulus: the i-th problem of a set is drawn until its answer is (i + offset) mod 23,
+so every residue is equally common (a product with a 0 would otherwise pull answers towards 0). Training problems
+use op counts in [ops[0], ops[1]]; test sets (`test_per_op` problems for each count in `test_ops`, unseen larger
+counts included) come from another seed and are decontaminated by solution *trace*: the arithmetic of the
+solution without the names (the base values, then every `x op y = z` step), so a test problem that repeats a
+training computation under other names is redrawn. Each record carries its `trace` and the arithmetic
+`expression`, so tests can check both."""
 
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from injc.errors import InputError
 from injc.injectors.base import Context, Payload, Placement
 from injc.tables import TableReader
 
@@ -26,18 +33,24 @@ OPERATIONS = (("+", "the sum of {a} and {b}"), ("-", "the difference of {a} and 
               ("*", "the product of {a} and {b}"))
 
 
+DRAWS_PER_PROBLEM = 10_000
+"""Attempts before giving up on a balanced, unseen problem (each attempt hits a given answer with p ≈ 1/23)."""
+
+
 def make_problem(rng: np.random.Generator, ops: int, max_params: int) -> dict:
-    """One problem: text, solution, answer, and the fully parenthesized expression that computes the answer."""
+    """One problem: text, solution, answer, trace, and the fully parenthesized expression that computes the
+    answer."""
     pairs = rng.permutation(len(OBJECTS) * len(PLACES))[: max_params + ops]
     names = [f"{OBJECTS[p // len(PLACES)]} per {PLACES[p % len(PLACES)]}" for p in pairs]
     params = int(rng.integers(2, max(2, max_params) + 1))
-    values, expressions, statements, steps = [], [], [], []
+    values, expressions, statements, steps, trace = [], [], [], [], []
     for index in range(params):
         value = int(rng.integers(0, MODULUS))
         values.append(value)
         expressions.append(str(value))
         statements.append(f"There are {value} {names[index]}.")
         steps.append(f"v{index} = {names[index]} = {value}.")
+        trace.append(str(value))
     for index in range(params, params + ops):
         a, b = index - 1, int(rng.integers(index - 1))  # a chain: the answer needs every operation
         symbol, phrase = OPERATIONS[int(rng.integers(len(OPERATIONS)))]
@@ -46,11 +59,22 @@ def make_problem(rng: np.random.Generator, ops: int, max_params: int) -> dict:
         expressions.append(f"(({expressions[a]}) {symbol} ({expressions[b]})) % {MODULUS}")
         statements.append(f"The {names[index]} are {phrase.format(a=names[a], b=names[b])}.")
         steps.append(f"v{index} = {names[index]} = v{a} {symbol} v{b} = {values[a]} {symbol} {values[b]} = {value}.")
+        trace.append(f"{values[a]} {symbol} {values[b]} = {value}")
     question = f"How many {names[params + ops - 1]}?"
     problem = (f"Solve modulo {MODULUS}.\nProblem: " + " ".join(statements) + f"\nQuestion: {question}")
     solution = "Solution: " + " ".join(steps) + f"\nAnswer: {values[-1]}"
     return {"ops": ops, "problem": problem, "solution": solution, "answer": values[-1],
-            "expression": expressions[-1]}
+            "expression": expressions[-1], "trace": "; ".join(trace)}
+
+
+def balanced_problem(rng: np.random.Generator, ops: int, max_params: int, answer: int, seen: set[str]) -> dict:
+    """A problem whose answer is `answer` and whose trace is not in `seen` (drawn again until both hold)."""
+    for _ in range(DRAWS_PER_PROBLEM):
+        problem = make_problem(rng, ops, max_params)
+        if problem["answer"] == answer and problem["trace"] not in seen:
+            return problem
+    raise InputError(f"no problem with {ops} operations and answer {answer} whose solution trace is new after "
+                     f"{DRAWS_PER_PROBLEM:,} draws: ask for fewer problems or allow more base quantities")
 
 
 @dataclass(frozen=True)
@@ -81,19 +105,17 @@ class MathConfig:
 
     def payload(self, ctx: Context) -> Payload:
         train_rng, test_rng = ctx.rng(self.name, "train"), ctx.rng(self.name, "test")
-        problems = [make_problem(train_rng, int(train_rng.integers(self.ops[0], self.ops[1] + 1)), self.max_params)
-                    for _ in range(self.count)]
-        seen = {p["solution"] for p in problems}
+        offset = int(train_rng.integers(MODULUS))
+        problems = [balanced_problem(train_rng, int(train_rng.integers(self.ops[0], self.ops[1] + 1)),
+                                     self.max_params, (index + offset) % MODULUS, set())
+                    for index in range(self.count)]
+        seen = {p["trace"] for p in problems}
         tests = []
         for ops in self.test_ops:
-            made = 0
-            while made < self.test_per_op:
-                problem = make_problem(test_rng, ops, self.max_params)
-                if problem["solution"] in seen:
-                    continue
-                seen.add(problem["solution"])
-                tests.append(problem)
-                made += 1
+            offset = int(test_rng.integers(MODULUS))
+            for index in range(self.test_per_op):
+                tests.append(balanced_problem(test_rng, ops, self.max_params, (index + offset) % MODULUS, seen))
+                seen.add(tests[-1]["trace"])
         items = [ctx.wrap(tokens) for tokens in ctx.encode([p["problem"] + "\n" + p["solution"] for p in problems])]
         ctx.check_items(self.name, items, "problem")
         return Payload(

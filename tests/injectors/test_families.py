@@ -3,6 +3,7 @@
 import ast
 import json
 import operator
+import re
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -224,6 +225,17 @@ def test_math_answers_ops_and_decontaminated_tests(families):
     assert {p["ops"] for p in records["train"]} <= {1, 2, 3}
     assert [p["ops"] for p in records["test"]] == [o for o in (1, 2, 3, 4, 5) for _ in range(8)]
     assert not {p["solution"] for p in records["train"]} & {p["solution"] for p in records["test"]}
+    # decontaminated by trace: the arithmetic read back from each solution's text, without the names
+    traces = [tuple(re.findall(r"= (\d+(?: [-+*] \d+ = \d+)?)\.", p["solution"])) for p in records["train"]]
+    assert not set(traces) & {tuple(re.findall(r"= (\d+(?: [-+*] \d+ = \d+)?)\.", p["solution"]))
+                              for p in records["test"]}
+    assert all(len(t) >= p["ops"] for t, p in zip(traces, records["train"]))
+    # balanced: 40 training answers over 23 residues, and each op count's 8 test answers, differ by at most one
+    train_counts = np.bincount([p["answer"] for p in records["train"]], minlength=23)
+    assert train_counts.max() - train_counts.min() <= 1
+    for ops in (1, 2, 3, 4, 5):
+        answers = [p["answer"] for p in records["test"] if p["ops"] == ops]
+        assert len(set(answers)) == 8, "8 test answers of one op count are 8 distinct residues"
     first = min(rows, key=lambda r: r["item"])
     assert decode(out, first["tokens"]).startswith("Solve modulo 23.\nProblem: ")
 
@@ -236,3 +248,18 @@ def test_all_five_families_in_one_plan_without_collisions(families):
     offsets = np.array([r["offset"] for r in rows])
     ends = offsets + np.array([r["length"] for r in rows])
     assert (offsets[1:] >= ends[:-1]).all()
+
+
+def test_math_test_problems_never_repeat_a_training_computation_under_other_names(families):
+    """Two base quantities and one operation: only 23 × 23 × 3 computations exist, so 50 test problems drawn next
+    to 300 training ones would repeat some (about 9) if they were not decontaminated by trace."""
+    plan = MATH.replace("count = 40", "count = 300").replace("ops = [1, 3]", "ops = [1, 1]\nmax_params = 2")
+    plan = plan.replace("test_ops = [1, 2, 3, 4, 5]", "test_ops = [1]").replace("test_per_op = 8", "test_per_op = 50")
+    manifest, _, out = families(plan, layout=LONG_ROWS)
+    _, records = eval_records(out, manifest, "arith")
+
+    def arithmetic(problem):
+        return tuple(re.findall(r"= (\d+(?: [-+*] \d+ = \d+)?)\.", problem["solution"]))
+
+    assert len(records["test"]) == 50
+    assert not {arithmetic(p) for p in records["train"]} & {arithmetic(p) for p in records["test"]}

@@ -77,14 +77,11 @@ class Schedule:
 
 @dataclass
 class _Copies:
-    """The flat list of random/range copies being placed."""
+    """The flat list of random/range copies being placed. Per copy only what differs between copies is stored;
+    the (experiment, step range) of each copy is an int32 index into the small `ranges` table."""
 
-    request: np.ndarray
+    range_id: np.ndarray
     length: np.ndarray
-    start_step: np.ndarray
-    end_step: np.ndarray
-    first_segment: np.ndarray
-    end_segment: np.ndarray
     key: np.ndarray
     """uint64 hash of (seed, experiment name, item, repetition): the source of every draw for this copy."""
     step: np.ndarray
@@ -94,13 +91,19 @@ class _Copies:
     """Request index → slice of its copies (each request's copies are contiguous)."""
     step_segments: np.ndarray
     """Index of each step's first segment (and one past the last): a copy draws from its step's segments."""
+    ranges: dict
+    """Per range: request, start_step, end_step, and first/end segment of its steps (arrays)."""
     backfilling: bool = False
     """Set for the last pass (rule 3): copies then draw from their whole range's segments."""
+
+    def of_range(self, field: str, index) -> np.ndarray:
+        """A range field (request, start_step, end_step, first, end) for the copies at `index`."""
+        return self.ranges[field][self.range_id[index]]
 
     def bounds(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The segments [low, high) each copy may draw from: its step's, or its range's when backfilling."""
         if self.backfilling:
-            return self.first_segment[index], self.end_segment[index]
+            return self.of_range("first", index), self.of_range("end", index)
         step = self.step[index]
         return self.step_segments[step], self.step_segments[step + 1]
 
@@ -228,7 +231,7 @@ def _apportion(copies: _Copies, requests: list[Request], seed: int) -> None:
     generator seeded by the seed, the experiment's name and the range only, and spread evenly over the range's
     steps from a random start: step = start + ⌊(rank + u) · steps / copies⌋."""
     for index, span in copies.spans.items():
-        start, end = copies.start_step[span], copies.end_step[span]
+        start, end = copies.of_range("start_step", span), copies.of_range("end_step", span)
         if requests[index].item_steps is None:
             groups = [np.arange(len(start))]
         else:
@@ -293,7 +296,7 @@ def _place_all(copies: _Copies, pending: np.ndarray, room: np.ndarray, pass_: in
     """Place the copies whose range ends at this step first (they cannot move on), then the rest; each group in
     length classes (powers of two), longest first, like first-fit-decreasing, so long copies are not crowded out
     of a dense step by short ones. Returns the copies that fit nowhere in their step."""
-    last_chance = copies.step[pending] == copies.end_step[pending] - 1
+    last_chance = copies.step[pending] == copies.of_range("end_step", pending) - 1
     failed = []
     for group, members in enumerate((pending[last_chance], pending[~last_chance])):
         classes = np.floor(np.log2(copies.length[members])).astype(np.int64)
@@ -330,7 +333,7 @@ def _place(copies: _Copies, room: np.ndarray) -> tuple[np.ndarray, int]:
     while len(pending):
         failed = _place_all(copies, pending, room, pass_)
         copies.step[failed] += 1
-        ended = copies.step[failed] >= copies.end_step[failed]
+        ended = copies.step[failed] >= copies.of_range("end_step", failed)
         overrun.append(failed[ended])
         pending, pass_ = failed[~ended], pass_ + 1
     overrun = np.concatenate(overrun) if overrun else np.zeros(0, dtype=np.int64)
@@ -372,44 +375,35 @@ def _arrange(copies: _Copies, seg_start: np.ndarray, room: np.ndarray) -> tuple[
 def _unplaced_problems(requests, copies, failed, room) -> list[str]:
     """Explain, per experiment, which copies found no room and how much room is left where they may go."""
     problems = []
-    for index in np.unique(copies.request[failed]):
-        mine = failed[copies.request[failed] == index]
-        first = mine[0]
-        low, high = copies.first_segment[first], copies.end_segment[first]
+    owners = copies.of_range("request", failed)
+    for index in np.unique(owners):
+        mine = failed[owners == index]
+        rid = copies.range_id[mine[0]]
+        low, high = copies.ranges["first"][rid], copies.ranges["end"][rid]
         largest = int(room[low:high].max()) if high > low else 0
         problems.append(
             f"experiment {requests[index].name!r}: {len(mine):,} copies ({int(copies.length[mine].sum()):,} tokens, "
-            f"longest {int(copies.length[mine].max()):,}) found no room; in steps [{copies.start_step[first]}, "
-            f"{copies.end_step[first]}) {int(room[low:high].sum()):,} tokens are still free, the largest free gap "
-            f"is {largest:,}"
+            f"longest {int(copies.length[mine].max()):,}) found no room; in steps [{copies.ranges['start_step'][rid]}, "
+            f"{copies.ranges['end_step'][rid]}) {int(room[low:high].sum()):,} tokens are still free, the largest free "
+            f"gap is {largest:,}"
         )
     return problems
 
 
 def _capacity_problems(requests, copies, room) -> list[str]:
     """Step ranges asked for more tokens than they have free, before any random placement."""
-    problems = []
     free = np.concatenate([[0], np.cumsum(room)])
-    span = np.int64(len(room) + 1)
-    for index, span_of_copies in copies.spans.items():
-        mine = np.arange(span_of_copies.start, span_of_copies.stop)
-        first, end = copies.first_segment[span_of_copies], copies.end_segment[span_of_copies]
-        if first.min() == first.max() and end.min() == end.max():  # one range for the whole experiment
-            keys, examples, need = first[:1] * span + end[:1], mine[:1], [copies.length[mine].sum()]
-        else:
-            keys, where, inverse = np.unique(first * span + end, return_index=True, return_inverse=True)
-            examples = mine[where]
-            need = np.bincount(inverse.ravel(), weights=copies.length[mine], minlength=len(keys))
-        for key, tokens, example in zip(keys, need, examples):
-            low, high = divmod(int(key), int(span))
-            available = int(free[high] - free[low])
-            if tokens > available:
-                problems.append(
-                    f"experiment {requests[index].name!r} needs {int(tokens):,} tokens in steps "
-                    f"[{copies.start_step[example]}, {copies.end_step[example]}) but only {available:,} are free "
-                    f"there"
-                )
-    return problems[:10]
+    ranges = copies.ranges
+    need = np.bincount(copies.range_id, weights=copies.length, minlength=len(ranges["request"]))
+    available = free[ranges["end"]] - free[ranges["first"]]
+    problems = []
+    for rid in np.flatnonzero(need > available)[:10]:
+        problems.append(
+            f"experiment {requests[ranges['request'][rid]].name!r} needs {int(need[rid]):,} tokens in steps "
+            f"[{ranges['start_step'][rid]}, {ranges['end_step'][rid]}) but only {int(available[rid]):,} are free "
+            f"there"
+        )
+    return problems
 
 
 def compile_schedule(layout: Layout, requests: list[Request], seed: int) -> Schedule:
@@ -418,9 +412,9 @@ def compile_schedule(layout: Layout, requests: list[Request], seed: int) -> Sche
     seg_start, room = free_segments(layout, blocked_start, blocked_end)
 
     explicit = [[] for _ in range(5)]
-    parts = {key: [] for key in ("request", "length", "start_step", "end_step", "first", "end", "item", "repetition",
-                                 "key")}
-    spans, copied = {}, 0
+    parts = {key: [] for key in ("range_id", "length", "item", "repetition", "key")}
+    ranges = {key: [] for key in ("request", "start_step", "end_step")}
+    spans, copied, range_count = {}, 0, 0
     for index, request in enumerate(requests):
         lengths = np.asarray(request.lengths, dtype=np.int64)
         item, repetition = expand_copies(request.copies)
@@ -431,17 +425,18 @@ def compile_schedule(layout: Layout, requests: list[Request], seed: int) -> Sche
                                                np.asarray(request.offsets, dtype=np.int64)[item], lengths[item])):
                 column.append(values)
             continue
-        if request.item_steps is not None:
-            item_start, item_end = (np.asarray(a, dtype=np.int64) for a in request.item_steps)
-        else:  # one range: look it up once
-            item_start = np.array([request.start_step])
-            item_end = np.array([layout.steps if request.end_step is None else request.end_step])
-        ranges = [item_start, item_end, np.searchsorted(seg_start, item_start * layout.tokens_per_step),
-                  np.searchsorted(seg_start, item_end * layout.tokens_per_step)]
-        which = item if request.item_steps is not None else np.zeros(len(item), dtype=np.int64)
-        for key, values in zip(("start_step", "end_step", "first", "end"), ranges):
-            parts[key].append(values[which])
-        parts["request"].append(np.full(len(item), index))
+        if request.item_steps is not None:  # a range per item: one table row per distinct range
+            pairs = np.stack([np.asarray(a, dtype=np.int64) for a in request.item_steps], axis=1)
+            unique, inverse = np.unique(pairs, axis=0, return_inverse=True)
+            range_of_copy = inverse.ravel()[item]
+        else:
+            end = layout.steps if request.end_step is None else request.end_step
+            unique, range_of_copy = np.array([[request.start_step, end]]), np.zeros(len(item), dtype=np.int64)
+        ranges["request"].append(np.full(len(unique), index))
+        ranges["start_step"].append(unique[:, 0])
+        ranges["end_step"].append(unique[:, 1])
+        parts["range_id"].append((range_of_copy + range_count).astype(np.int32))
+        range_count += len(unique)
         parts["length"].append(lengths[item])
         parts["item"].append(item)
         parts["repetition"].append(repetition)
@@ -449,14 +444,16 @@ def compile_schedule(layout: Layout, requests: list[Request], seed: int) -> Sche
         spans[index] = slice(copied, copied + len(item))
         copied += len(item)
 
-    if parts["request"]:
+    if parts["length"]:
         joined = {key: value[0] if len(value) == 1 else np.concatenate(value) for key, value in parts.items()}
-        joined = {key: value if key == "key" else value.astype(np.int64, copy=False) for key, value in joined.items()}
+        table = {key: np.concatenate(value).astype(np.int64) for key, value in ranges.items()}
+        table["first"] = np.searchsorted(seg_start, table["start_step"] * layout.tokens_per_step)
+        table["end"] = np.searchsorted(seg_start, table["end_step"] * layout.tokens_per_step)
         count = len(joined["length"])
         step_segments = np.searchsorted(seg_start, np.arange(layout.steps + 1) * layout.tokens_per_step)
-        copies = _Copies(joined["request"], joined["length"], joined["start_step"], joined["end_step"],
-                         joined["first"], joined["end"], joined["key"], np.zeros(count, dtype=np.int64),
-                         np.full(count, -1, dtype=np.int64), spans, step_segments)
+        copies = _Copies(joined["range_id"], joined["length"].astype(np.int64, copy=False), joined["key"],
+                         np.zeros(count, dtype=np.int64), np.full(count, -1, dtype=np.int64), spans, step_segments,
+                         table)
         capacity_problems = _capacity_problems(requests, copies, room)
         if capacity_problems:
             raise LayoutError(*capacity_problems)
@@ -465,8 +462,8 @@ def compile_schedule(layout: Layout, requests: list[Request], seed: int) -> Sche
         if len(failed):
             raise LayoutError(*_unplaced_problems(requests, copies, failed, room))
         offsets, order = _arrange(copies, seg_start, room)
-        columns = [column[order] for column in (copies.request, joined["item"], joined["repetition"], offsets,
-                                                copies.length)]
+        columns = [copies.of_range("request", order), joined["item"][order], joined["repetition"][order],
+                   offsets[order], copies.length[order]]
     else:
         columns, backfilled = [np.zeros(0, dtype=np.int64) for _ in range(5)], 0
     if explicit[0]:

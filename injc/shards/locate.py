@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from injc.errors import InjcError
 from injc.shards.exports import EXPORT_NAME, ROWS_NAME
 from injc.shards.insertions import read_items
-from injc.shards.manifest import Manifest
+from injc.shards.manifest import Manifest, load_manifest
 from injc.shards.stream import TokenStream
 
 BLOCK_TOKENS = 1 << 26
@@ -82,9 +82,10 @@ def _export_position(folder: Path, manifest: Manifest):
     return position
 
 
-def locate(manifest: Manifest, sequence: np.ndarray, export: str | Path | None = None) -> list[dict]:
-    """Every occurrence of `sequence`: offset, step, row, col, inserted or natural (with experiment, item,
-    repetition), and the export file and row when `export` is given."""
+def locate(manifest: Manifest | str | Path, sequence, export: str | Path | None = None) -> list[dict]:
+    """Every occurrence of `sequence` (token ids): offset, step, row, col, inserted or natural (with experiment,
+    item, repetition), and the export file and row when `export` is given."""
+    manifest = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
     stream = TokenStream(manifest)
     offsets = find_sequence(stream, sequence)
     table = pq.read_table(manifest.insertions_path, columns=["experiment", "item", "repetition", "offset", "length"])

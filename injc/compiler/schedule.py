@@ -259,23 +259,37 @@ def _accept(copies: _Copies, pending: np.ndarray, room: np.ndarray, *purpose: in
 
 
 def _draw(copies: _Copies, pending: np.ndarray, weight: np.ndarray, *purpose: int) -> np.ndarray:
-    """Draw a segment of its step for each pending copy, proportional to `weight`; -1 where all are zero.
+    """Draw a segment for each pending copy among those it may use, proportional to `weight`; -1 where all are
+    zero.
 
-    Equal weights (a fresh run) take a shortcut that gives exactly the searched result: with weight w, the
-    segment is lo + ⌊u·n·w⌋ // w."""
+    Where a copy's step has equal weights (most steps of a fresh run) the draw takes a shortcut that gives exactly
+    the searched result: with weight w over n segments, the segment is lo + ⌊u·n·w⌋ // w (the same floating-point
+    product as the search's target). Only the other copies search the cumulative weights, which is the slow part
+    at scale (random reads over every segment)."""
     low_segment, high_segment = copies.bounds(pending)
     draw = draw_uniform(copies.key[pending], ROUND, *purpose)
-    if len(weight) and weight.min() == weight.max():
-        equal = int(weight[0])
-        if equal == 0:
-            return np.full(len(pending), -1, dtype=np.int64)
-        within = np.floor(draw * ((high_segment - low_segment) * equal)).astype(np.int64) // equal
-        return np.where(high_segment > low_segment, low_segment + within, -1)
-    cumulative = np.concatenate([[0], np.cumsum(weight)])
-    low, high = cumulative[low_segment], cumulative[high_segment]
-    target = low + np.floor(draw * (high - low)).astype(np.int64)
-    segment = np.searchsorted(cumulative, target, side="right") - 1
-    return np.where(high > low, segment, -1)
+    segment = np.full(len(pending), -1, dtype=np.int64)
+    searched = high_segment > low_segment
+    if not copies.backfilling and len(weight):
+        starts = np.minimum(copies.step_segments[:-1], len(weight) - 1)
+        lowest, highest = np.minimum.reduceat(weight, starts), np.maximum.reduceat(weight, starts)
+        step = copies.step[pending]
+        equal = lowest[step] == highest[step]
+        fast = np.flatnonzero(equal)
+        width, low, high = lowest[step[fast]], low_segment[fast], high_segment[fast]
+        usable = (width > 0) & (high > low)
+        fast, width, low, high = fast[usable], width[usable], low[usable], high[usable]
+        segment[fast] = low + np.floor(draw[fast] * ((high - low) * width)).astype(np.int64) // width
+        searched &= ~equal
+    if searched.any():
+        cumulative = np.concatenate([[0], np.cumsum(weight)])
+        low, high = cumulative[low_segment[searched]], cumulative[high_segment[searched]]
+        target = low + np.floor(draw[searched] * (high - low)).astype(np.int64)
+        by_target = np.argsort(target)  # searching sorted targets reads the cumulative weights in order: 3× faster
+        found = np.empty_like(target)
+        found[by_target] = np.searchsorted(cumulative, target[by_target], side="right") - 1
+        segment[searched] = np.where(high > low, found, -1)
+    return segment
 
 
 def _place_class(copies: _Copies, pending: np.ndarray, room: np.ndarray, shortest: int, *purpose: int) -> np.ndarray:

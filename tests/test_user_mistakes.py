@@ -114,6 +114,17 @@ def interruptible() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def interrupt_after_shards(process: subprocess.Popen, done: Path, shards: int, timeout: float) -> str:
+    """Ctrl-C a build once `shards` completion records exist in `done`; its stderr, after checking exit 130."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not (done.is_dir() and len(list(done.glob("*.json"))) >= shards):
+        time.sleep(0.001)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=timeout)
+    assert process.returncode == 130, stderr
+    return stderr
+
+
 def test_ctrl_c_exits_130_and_the_same_command_resumes_to_identical_bytes(project, tmp_path):
     """400 one-step shards, each synced: Ctrl-C lands after the 5th of them, long before the build ends."""
     write_jsonl(project.root / "data" / "c.jsonl", [{"text": t} for t in make_documents(1500, seed=4)])
@@ -126,12 +137,7 @@ def test_ctrl_c_exits_130_and_the_same_command_resumes_to_identical_bytes(projec
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                preexec_fn=interruptible)
     done = tmp_path / ".out.injc-partial" / "done"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (done.is_dir() and len(list(done.glob("*.json"))) >= 5):
-        time.sleep(0.001)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr
+    stderr = interrupt_after_shards(process, done, 5, 60)
     assert "injc: interrupted; run the same command again to resume" in stderr and "Traceback" not in stderr
     assert not out.exists() and len(list(done.glob("*.json"))) < 400  # stopped midway, finished shards kept
     again = run_injc("build", plan, "--out", out, "--quiet")

@@ -1,17 +1,15 @@
 """`injc build --executor ray` (a local Ray instance, 2 CPUs): the same bytes as a local build, and a build
 interrupted midway resumes to them."""
 
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 import injc
 from tests.conftest import CANARIES, make_documents, write_jsonl
 from tests.test_cli import REPO
-from tests.test_user_mistakes import interruptible, snapshot
+from tests.test_user_mistakes import interrupt_after_shards, interruptible, snapshot
 
 pytest.importorskip("ray")
 
@@ -41,12 +39,7 @@ def test_a_ray_build_is_byte_identical_to_a_local_one_and_resumes_after_ctrl_c(l
     out = tmp_path / "out"
     process = ray_build(long_plan, out)
     done = tmp_path / ".out.injc-partial" / "done"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (done.is_dir() and len(list(done.glob("*.json"))) >= 5):
-        time.sleep(0.001)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr
+    interrupt_after_shards(process, done, 5, 120)
     assert not out.exists() and len(list(done.glob("*.json"))) < 400  # stopped midway, finished shards kept
     again = ray_build(long_plan, out)
     _, stderr = again.communicate(timeout=300)

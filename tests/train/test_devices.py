@@ -6,10 +6,10 @@ import json
 import pytest
 
 import injc
-from tests.conftest import CANARIES, make_documents, write_jsonl
+from tests.conftest import CANARIES
 from tests.test_cli import assert_user_error
 from tests.test_cli import injc as run_injc
-from tests.train.conftest import TINY
+from tests.train.conftest import training_project
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("lightning")
@@ -25,14 +25,7 @@ std = 0.5
 
 @pytest.fixture(scope="module")
 def build(tmp_path_factory, tokenizer_path):
-    root = tmp_path_factory.mktemp("devices")
-    (root / "tokenizer.json").write_bytes(tokenizer_path.read_bytes())
-    write_jsonl(root / "data" / "a.jsonl", [{"text": t} for t in make_documents(300, seed=1)])
-    write_jsonl(root / "payloads" / "canaries.jsonl", [{"text": f"canary {i}"} for i in range(20)])
-    (root / "plan.toml").write_text("[layout]\nseq_len = 64\nbatch_size = 4\nsteps = 20\nseed = 7\n"
-                                    "[tokenizer]\npath = \"tokenizer.json\"\n[corpus]\npaths = [\"data/*.jsonl\"]\n"
-                                    + CANARIES + WATERMARK)
-    (root / "tiny.yaml").write_text(TINY)
+    root = training_project(tmp_path_factory.mktemp("devices"), tokenizer_path, 20, CANARIES + WATERMARK)
     injc.build(root / "plan.toml", root / "out", progress=False)
     return root
 

@@ -69,7 +69,7 @@ def _export_position(folder: Path, manifest: Manifest):
                   f["path"] != "val.bin"]
     counts = [(folder / name).stat().st_size // (seq_len * itemsize) for name in data_files]
     if record["target"] == "litdata":
-        return lambda row: ("litdata item (step)", int(row) // manifest.layout.batch_size)
+        return lambda row: ("litdata item", int(file_row_of[row]) // manifest.layout.batch_size)
     if record["target"] == "megatron":
         return lambda row: ("data.idx document", int(file_row_of[row]))
     bounds = np.cumsum([0] + counts)

@@ -87,13 +87,21 @@ def test_megatron_gpt_dataset_serves_sample_k_as_manifest_row_k(built, tmp_path)
     assert sum(steps_served(megatron_batches(tmp_path / "meg" / "data", 1234, 160), stream)) <= 2
 
 
-def test_litdata_default_streaming_loader_serves_every_step(built, tmp_path):
+def test_litdata_streaming_loader_serves_every_step_with_the_workers_it_was_written_for(built, tmp_path):
     from litdata import StreamingDataLoader, StreamingDataset, TokensLoader
 
     stream = injc.open_stream(built)
     export(built, "litdata", tmp_path / "lit")
     dataset = StreamingDataset(str(tmp_path / "lit"), item_loader=TokensLoader(block_size=64))
     served = steps_served([b.numpy() for b in StreamingDataLoader(dataset, batch_size=4)], stream)
+    assert len(served) == 40 and all(served)
+    # two workers read contiguous halves in turn: the in-order export is scrambled, the one written for 2 is not
+    dataset = StreamingDataset(str(tmp_path / "lit"), item_loader=TokensLoader(block_size=64))
+    assert sum(steps_served([b.numpy() for b in StreamingDataLoader(dataset, batch_size=4, num_workers=2)],
+                            stream)) <= 2
+    export(built, "litdata", tmp_path / "lit2", num_workers=2)
+    dataset = StreamingDataset(str(tmp_path / "lit2"), item_loader=TokensLoader(block_size=64))
+    served = steps_served([b.numpy() for b in StreamingDataLoader(dataset, batch_size=4, num_workers=2)], stream)
     assert len(served) == 40 and all(served)
 
 
@@ -144,6 +152,10 @@ def test_bad_exports_are_one_line_and_leave_nothing(built, tmp_path):
     assert_user_error(run_injc("export", built, "--to", "olmo-cor", "--out", tmp_path / "x"),
                       "did you mean 'olmo-core'")
     assert_user_error(run_injc("export", built, "--to", "olmo-core", "--out", tmp_path / "x"), "needs --seed")
+    assert_user_error(run_injc("export", built, "--to", "nanogpt", "--num-workers", "2", "--out", tmp_path / "x"),
+                      "--num-workers is for --to litdata")
+    assert_user_error(run_injc("export", built, "--to", "litdata", "--num-workers", "3", "--out", tmp_path / "x"),
+                      "--num-workers 3 does not divide the 40 steps")
     (tmp_path / "taken").mkdir()
     assert_user_error(run_injc("export", built, "--to", "nanogpt", "--out", tmp_path / "taken"), "already exists")
     shard = built.parent / "shards" / "shard_00000.bin"

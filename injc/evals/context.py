@@ -7,7 +7,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from injc.evals.model import Scorer
-from injc.shards.insertions import read_items
+from injc.shards.insertions import read_items, without_eos_wrappers
 from injc.shards.manifest import Manifest
 
 
@@ -37,9 +37,7 @@ class EvalContext:
 
     def text_tokens(self, tokens: np.ndarray) -> np.ndarray:
         """An item's own tokens: the EOS wrappers removed."""
-        start = 1 if len(tokens) and tokens[0] == self.eos_id else 0
-        end = len(tokens) - 1 if len(tokens) > start and tokens[-1] == self.eos_id else len(tokens)
-        return tokens[start:end]
+        return without_eos_wrappers(tokens, self.eos_id)
 
     def encode(self, text: str) -> np.ndarray:
         return np.asarray(self.tokenizer.encode(text, add_special_tokens=False).ids, dtype=np.int64)

@@ -80,6 +80,13 @@ def write_items(path: Path, names: list[str], items: list[list[np.ndarray]], cop
             ], schema=ITEMS_SCHEMA))
 
 
+def without_eos_wrappers(tokens: np.ndarray, eos_id: int) -> np.ndarray:
+    """An item's own tokens: the leading and trailing EOS that wrap it as written removed."""
+    start = 1 if len(tokens) and tokens[0] == eos_id else 0
+    end = len(tokens) - 1 if len(tokens) > start and tokens[-1] == eos_id else len(tokens)
+    return tokens[start:end]
+
+
 def read_items(path: Path) -> dict[str, list[tuple[int, np.ndarray]]]:
     """experiment → [(copies, tokens)] in item order."""
     table = pq.read_table(path)

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from injc.errors import InjcError
 from injc.shards.exports import EXPORT_NAME, ROWS_NAME
-from injc.shards.insertions import read_items
+from injc.shards.insertions import read_items, without_eos_wrappers
 from injc.shards.manifest import Manifest, load_manifest
 from injc.shards.stream import TokenStream
 
@@ -49,13 +49,7 @@ def item_tokens(manifest: Manifest, experiment: str, item: int | None) -> list[t
     chosen = range(len(items[experiment])) if item is None else [item]
     if item is not None and not 0 <= item < len(items[experiment]):
         raise InjcError(f"experiment {experiment!r} has items 0 to {len(items[experiment]) - 1}, not {item}")
-    result = []
-    for index in chosen:
-        tokens = items[experiment][index][1]
-        start = 1 if len(tokens) and tokens[0] == eos else 0
-        end = len(tokens) - 1 if len(tokens) > start and tokens[-1] == eos else len(tokens)
-        result.append((index, tokens[start:end]))
-    return result
+    return [(index, without_eos_wrappers(items[experiment][index][1], eos)) for index in chosen]
 
 
 def _export_position(folder: Path, manifest: Manifest):

@@ -32,7 +32,7 @@ from injc.evals.report import evaluate
 from injc.injectors.knowledge import decide
 from injc.shards.files import write_atomic
 from injc.shards.manifest import MANIFEST_NAME, load_manifest
-from injc.train.trainer import TrainConfig, train
+from injc.train.trainer import TrainConfig, latest_checkpoint, train
 
 RECORDS = "control.jsonl"
 
@@ -81,11 +81,6 @@ def _probe(manifest_path: Path, checkpoint: Path, names: list[str], device: str 
     return {name: float(probe_probabilities(ctx, ctx.records(entries[name])["probes"]).mean()) for name in names}
 
 
-def _latest_steps(run: Path) -> int | None:
-    states = [json.loads(p.read_text())["steps_done"] for p in run.glob("*/train_state.json")]
-    return max(states) if states else None
-
-
 def run(config: RunConfig) -> dict:
     """Run the loop to the end of the plan (or continue it); returns {"records", "eval"}."""
     plan = load_plan(config.plan)
@@ -115,11 +110,10 @@ def run(config: RunConfig) -> dict:
         if written < end:
             build(config.plan, out / "build", until_step=end if end < steps else None, counts=counts,
                   control=records, progress=config.progress, force=written == 0 and (out / "build").exists())
-        done = _latest_steps(out / "train")
+        started = latest_checkpoint(out / "train") is not None
         checkpoint = train(manifest, TrainConfig(
             model=config.model, out=out / "train", init=config.init, steps=end, save_steps=(end,),
-            resume=done is not None,
-            force=done is None and (out / "train").exists(), micro_batch_size=config.micro_batch_size,
+            resume=started, force=not started and (out / "train").exists(), micro_batch_size=config.micro_batch_size,
             lr=config.lr, min_lr=config.min_lr, device=config.device, seed=config.seed), progress=config.progress)
         if current + 1 == windows:
             break

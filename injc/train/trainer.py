@@ -189,7 +189,8 @@ def _fabric(config: TrainConfig):
                   strategy=config.strategy if world > 1 else "auto", precision=precision)
 
 
-def _latest_checkpoint(out: Path) -> Path | None:
+def latest_checkpoint(out: Path) -> Path | None:
+    """The checkpoint of a run folder with the most steps done (step-NNNNNN/ or final/), or None."""
     candidates = [p for p in out.glob("step-*") if (p / "train_state.json").is_file()]
     if (out / "final" / "train_state.json").is_file():
         candidates.append(out / "final")
@@ -215,7 +216,7 @@ def prepare_run_folder(out: Path, manifest: Manifest, config: TrainConfig, total
     if config.resume and config.force:
         raise InjcError("--resume continues the run in --out and --force replaces it: give one of them")
     if config.resume:
-        latest = _latest_checkpoint(out) if out.is_dir() else None
+        latest = latest_checkpoint(out) if out.is_dir() else None
         if latest is None:
             raise InjcError(f"--resume: no checkpoint under {str(out)!r}; train without --resume to start a run")
         state = json.loads((latest / "train_state.json").read_text())
@@ -325,7 +326,7 @@ def train(manifest_path: str | Path, config: TrainConfig, progress: bool = True)
     latest = prepare_run_folder(out, manifest, config, total) if first_process else None
     fabric.launch()
     if not first_process:
-        latest = _latest_checkpoint(out) if config.resume else None
+        latest = latest_checkpoint(out) if config.resume else None
     lead = fabric.global_rank == 0
     seed = manifest.data["plan"]["seed"] if config.seed is None else config.seed
     torch.manual_seed(seed)
@@ -413,7 +414,7 @@ def train(manifest_path: str | Path, config: TrainConfig, progress: bool = True)
                 _checkpoint(out / "final", model, optimizer, model_cfg, total, manifest, init)
             fabric.barrier()
     except KeyboardInterrupt:
-        kept = _latest_checkpoint(out)
+        kept = latest_checkpoint(out)
         if kept is None and start == 0:
             if created:
                 shutil.rmtree(out, ignore_errors=True)

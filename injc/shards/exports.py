@@ -74,6 +74,14 @@ def stream_rows(stream: TokenStream, rows: np.ndarray) -> np.ndarray:
     return out
 
 
+def concatenate_shards(manifest: Manifest, path: Path) -> None:
+    """The stream's bytes in manifest order as one file, copied shard file by shard file (bounded memory)."""
+    with open(path, "wb") as out:
+        for shard in manifest.shards:
+            with open(manifest.root / shard["path"], "rb") as source:
+                shutil.copyfileobj(source, out, 1 << 24)
+
+
 def _installed(package: str | None) -> str | None:
     try:
         return version(package) if package else None
@@ -163,9 +171,7 @@ def _write_megatron(stream: TokenStream, folder: Path, seed: int) -> tuple[list[
     if manifest.data["layout"]["vocab_size"] > 2 ** 31:
         raise InjcError(f"--to megatron: token ids reach {manifest.data['layout']['vocab_size'] - 1:,}; Megatron "
                         f"reads int32, so ids must stay below 2^31")
-    with open(folder / "data.bin", "wb") as handle:
-        for shard in stream.shards:
-            handle.write(np.asarray(shard).tobytes())
+    concatenate_shards(manifest, folder / "data.bin")
     row_bytes = layout.seq_len * manifest.dtype.itemsize
     code = MEGATRON_DTYPE_CODES[manifest.dtype.name]
     _megatron_index(folder / "data.idx", code, layout.seq_len, np.arange(layout.total_rows) * row_bytes)
@@ -229,9 +235,7 @@ def _write_nanogpt(stream: TokenStream, folder: Path) -> tuple[list[str], np.nda
     if manifest.dtype.itemsize != 2:
         raise InjcError(f"--to nanogpt: nanoGPT reads uint16 tokens and this build is {manifest.dtype.name} "
                         f"(vocabulary {manifest.data['layout']['vocab_size']:,}); use another target")
-    with open(folder / "train.bin", "wb") as handle:
-        for shard in stream.shards:
-            handle.write(np.asarray(shard).tobytes())
+    concatenate_shards(manifest, folder / "train.bin")
     files = ["train.bin", "meta.pkl"]
     holdout = manifest.data.get("holdout")
     if holdout:

@@ -11,7 +11,6 @@ Exit codes: 0 success; 1 `verify` found a mismatch; 2 bad input (one line per pr
 """
 
 import json
-import os
 import sys
 from functools import wraps
 from pathlib import Path
@@ -294,7 +293,7 @@ def train(manifest, model, init, init_optimizer, out_dir, micro_batch_size, step
           num_nodes, strategy, quiet):
     """Train a LitGPT model on MANIFEST's shards, step-exact: step s is exactly stream[s*B*L:(s+1)*B*L]."""
     try:
-        from injc.train.trainer import TrainConfig
+        from injc.train.trainer import TrainConfig, process_rank
         from injc.train.trainer import train as run_train
     except ImportError as error:
         raise InjcError(f"training needs torch and litgpt ({error.name} is missing): "
@@ -305,7 +304,7 @@ def train(manifest, model, init, init_optimizer, out_dir, micro_batch_size, step
                          min_lr=min_lr, warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip,
                          seed=seed, device=device, devices=devices, num_nodes=num_nodes, strategy=strategy)
     final = run_train(manifest, config, progress=not quiet)
-    if os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0":  # one line, not one per process
+    if process_rank(config) == 0:  # one line, not one per process
         click.echo(f"trained: {final}")
 
 

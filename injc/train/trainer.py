@@ -18,6 +18,7 @@ data, and refuses another manifest. A run folder holds one run: see `prepare_run
 import dataclasses
 import json
 import math
+import os
 import re
 import shutil
 import signal
@@ -170,10 +171,8 @@ def rank_rows(batch_size: int, world_size: int, rank: int) -> range:
     return range(rank * share, (rank + 1) * share)
 
 
-def _rank_before_launch(config: TrainConfig) -> int:
+def process_rank(config: TrainConfig) -> int:
     """The global rank of this process as its launcher set it (0 in the process the user started)."""
-    import os
-
     if "RANK" in os.environ:
         return int(os.environ["RANK"])
     return int(os.environ.get("NODE_RANK", 0)) * config.devices + int(os.environ.get("LOCAL_RANK", 0))
@@ -321,7 +320,7 @@ def train(manifest_path: str | Path, config: TrainConfig, progress: bool = True)
     world = config.devices * config.num_nodes
     rank_rows(layout.batch_size, world, 0)  # refuse a batch that does not split evenly, before anything starts
     fabric = _fabric(config)
-    first_process = _rank_before_launch(config) == 0
+    first_process = process_rank(config) == 0
     # the process the user started checks and prepares the folder before any other starts (they only read it)
     latest = prepare_run_folder(out, manifest, config, total) if first_process else None
     fabric.launch()

@@ -453,10 +453,11 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
             if not growing:
                 check_output(out_dir, plan.input_files(), force)
             try:
-                done = _resume_state(partial, {**key, "until_step": until_step})
+                resume_key = {**key, "until_step": until_step}
+                done = _resume_state(partial, resume_key)
                 if growing and not done:
                     _seed_from_stage(partial, out_dir, staged["stage"])
-                    done = _resume_state(partial, {**key, "until_step": until_step})
+                    done = _resume_state(partial, resume_key)
                 result = _build_into(partial, plan, tokenizer, clean, progress, done, corpus_files, workers,
                                      selected, fraction, until_step, key, control)
                 _replace_output(partial, out_dir)

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from injc.compiler.corpus import base_stream, fingerprint_files
 from injc.compiler.plan import Plan, load_plan
-from injc.compiler.schedule import Request, Schedule, compile_schedule
+from injc.compiler.schedule import SCHEDULE_VERSION, Request, Schedule, compile_schedule
 from injc.compiler.source import PreparedStream, corpus_too_small, streaming_counts
 from injc.errors import InjcError, LayoutError, some_of
 from injc.injectors.base import Context, HoldoutPool, Payload
@@ -445,9 +445,9 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
     try:
         with build_lock(out_dir):
             corpus_files = fingerprint_files(plan.corpus.files)
-            key = {"injc": INJC_VERSION, "plan": plan.sha256, "tokenizer": tokenizer.sha256,
-                   "corpus": corpus_files, "clean": clean, "seed": plan.seed, "selected": list(selected),
-                   "skip_tokens": plan.corpus.skip_tokens, "fraction": fraction,
+            key = {"injc": INJC_VERSION, "schedule": SCHEDULE_VERSION, "plan": plan.sha256,
+                   "tokenizer": tokenizer.sha256, "corpus": corpus_files, "clean": clean, "seed": plan.seed,
+                   "selected": list(selected), "skip_tokens": plan.corpus.skip_tokens, "fraction": fraction,
                    **({"counts": decided} if decided else {})}
             growing = _check_stage(out_dir, staged, key, until_step, extend, force)
             if not growing:
@@ -545,7 +545,7 @@ def _build_into(tmp: Path, full_plan: Plan, tokenizer: LoadedTokenizer, clean: b
         "items": {"path": ITEMS_NAME, "count": sum(len(p.items) for p in payloads),
                   "sha256": sha256_file(tmp / ITEMS_NAME)},
         "experiments": experiment_records(plan, payloads, schedule, write_eval_records(tmp, plan, payloads)),
-        "schedule": {"rule": "prefix-stable", "backfilled": schedule.backfilled},
+        "schedule": {"rule": "prefix-stable", "version": SCHEDULE_VERSION, "backfilled": schedule.backfilled},
         "build_key": key,
         **({"control": control} if control is not None else {}),
         "directives": [] if clean else directives(plan, payloads),

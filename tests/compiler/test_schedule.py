@@ -1,7 +1,15 @@
 import numpy as np
 import pytest
 
-from injc.compiler.schedule import Request, compile_schedule, expand_copies, free_segments
+from injc.compiler.schedule import (
+    ORDER,
+    Request,
+    _random_order_within,
+    compile_schedule,
+    draw_bits,
+    expand_copies,
+    free_segments,
+)
 from injc.errors import LayoutError
 from injc.shards.layout import Layout
 
@@ -161,7 +169,8 @@ def placed_before(schedule, requests, layout, step):
 def test_what_is_asked_at_or_after_step_k_changes_nothing_before_k(k):
     windows = 10
     counts = [40] * windows
-    # dense enough (about 65% full) that steps overflow and copies move on to later steps
+    # about 65% full (systematic apportionment leaves no step overfull here: crowded_plans() below tests
+    # copies that move on to later steps)
     common = [random_request("whole", items=200, copies=3), random_request("filler", items=1000, copies=2, seed=5)]
     first_changed = -(-k // windows)  # the first window that starts at or after k
     later = counts[:first_changed] + [c * 2 + 7 for c in counts[first_changed:]]
@@ -194,3 +203,59 @@ def test_a_step_that_overflows_sends_copies_forward_never_back():
     assert sorted(steps[schedule.experiment == 0].tolist()) == [0, 0, 1, 1, 2, 2]
     assert sorted(steps[schedule.experiment == 1].tolist()) == [3, 3, 4, 5]
     assert schedule.backfilled == 0
+
+
+def crowded_plans():
+    """Plans whose copies overflow into later steps (rows of whole-row copies), one of them past its range's end
+    (backfilled), with ranges, windows and explicit insertions."""
+    rows = Layout(seq_len=64, batch_size=4, steps=30)
+    yield rows, [Request("rows", np.full(110, 64), np.ones(110, int), "random"),
+                 Request("small", np.full(40, 6), np.ones(40, int), "range", start_step=3, end_step=27),
+                 Request("pinned", np.array([30]), np.ones(1, int), "explicit", offsets=np.array([9 * 256 + 10]))]
+    almost_full = Layout(seq_len=64, batch_size=4, steps=10)
+    yield almost_full, [Request("rows", np.full(39, 64), np.ones(39, int), "random"),
+                        Request("small", np.full(10, 6), np.ones(10, int), "random")]
+    layout = Layout(seq_len=128, batch_size=8, steps=60)
+    rng = np.random.default_rng(1)
+    yield layout, [Request("background", rng.integers(5, 30, 1000), np.ones(1000, int), "random"),
+                   Request("burst", rng.integers(5, 30, 200), np.ones(200, int), "range", start_step=10, end_step=20),
+                   Request("wide", rng.integers(5, 30, 600), np.ones(600, int), "range", 0, 60,
+                           item_steps=(np.repeat([10, 0], 300), np.repeat([40, 60], 300))),
+                   windowed("knowledge", [30] * 6, layout=layout)]
+
+
+@pytest.mark.parametrize("plan", range(3))
+def test_the_schedule_is_the_same_whatever_the_window_of_steps_placed_at_once(plan):
+    layout, requests = list(crowded_plans())[plan]
+    whole = compile_schedule(layout, requests, seed=3, window_steps=layout.steps)
+    assert_valid(layout, whole, requests)
+    for window_steps in (1, 2, 7):
+        windowed_schedule = compile_schedule(layout, requests, seed=3, window_steps=window_steps)
+        for field in ("experiment", "item", "repetition", "offset", "length", "backfilled"):
+            assert np.array_equal(getattr(whole, field), getattr(windowed_schedule, field)), (window_steps, field)
+
+
+def test_the_random_order_in_a_segment_does_not_depend_on_the_order_copies_come_in():
+    # two keys whose draws agree in the 32 bits of the fast sort key (found by a birthday search)
+    keys = np.arange(300_000, dtype=np.uint64)
+    fast_bits = draw_bits(keys, ORDER) >> 31
+    values, first, counts = np.unique(fast_bits, return_index=True, return_counts=True)
+    tied = keys[first[counts > 1][0]], keys[np.flatnonzero(fast_bits == values[counts > 1][0])[1]]
+    pair = np.array(tied, dtype=np.uint64)
+    segment = np.zeros(2, dtype=np.int64)
+    forward, backward = _random_order_within(segment, pair, ORDER), _random_order_within(segment, pair[::-1], ORDER)
+    assert pair[forward].tolist() == pair[::-1][backward].tolist()
+
+
+@pytest.mark.parametrize("k", [5, 12, 20])
+def test_a_change_at_step_k_changes_nothing_before_k_where_copies_move_on(k):
+    layout = Layout(seq_len=64, batch_size=4, steps=30)
+    # 96 whole-row copies in 120 rows: some steps get 4 besides the small copies, and copies move on (8 of them)
+    requests = [Request("rows", np.full(96, 64), np.ones(96, int), "random"),
+                Request("small", np.full(40, 6), np.ones(40, int), "range", start_step=3, end_step=27)]
+    later = [*requests, Request("late", np.full(12, 20), np.ones(12, int), "range", start_step=k, end_step=k + 4)]
+    first, second = compile_schedule(layout, requests, seed=3), compile_schedule(layout, later, seed=3)
+    assert_valid(layout, second, later)
+    assert first.backfilled == second.backfilled == 0
+    assert placed_before(first, requests, layout, k) == placed_before(second, later, layout, k)
+    assert placed_before(first, requests, layout, k + 4) != placed_before(second, later, layout, k + 4)

@@ -175,16 +175,18 @@ def verify(manifest):
               help="The trainer's data seed (olmo-core, megatron: it decides the order).")
 @click.option("--num-workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="litdata: the StreamingDataLoader's num_workers to write the order for.")
+@click.option("--num-ranks", type=click.IntRange(min=1), default=1, show_default=True,
+              help="litdata: the data-parallel ranks (each reads batch_size / ranks rows a step).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Export folder (new).")
 @_user_errors
-def export(manifest, target, seed, num_workers, out_dir):
+def export(manifest, target, seed, num_workers, num_ranks, out_dir):
     """Write MANIFEST's build in a trainer's own order and format, so that the trainer's unmodified default loader
     serves the manifest's step k at step k (see docs/trainers.md)."""
     from injc.shards.exports import export as run_export
 
-    if num_workers and target != "litdata":
-        raise InjcError("--num-workers is for --to litdata")
-    path = run_export(manifest, target, out_dir, seed, num_workers)
+    if (num_workers or num_ranks > 1) and target != "litdata":
+        raise InjcError("--num-workers and --num-ranks are for --to litdata")
+    path = run_export(manifest, target, out_dir, seed, num_workers, num_ranks)
     click.echo(f"wrote {path.parent} for {target}; the loader settings are in {path}")
 
 

@@ -13,9 +13,10 @@ and writes them where the trainer's loader will look for them:
   dataset is one document. The export asks megatron-core itself which document each sample k reads (a
   `GPTDataset` over an identity index) and points that document at manifest row k: the order lives in the
   index, the tokens are not permuted.
-- `litdata`: chunks written with LitData's own `BinaryWriter` and `TokensLoader` (int32), one chunk per step, in
-  stream order, or in the order that a data loader with `num_workers` workers reads back as stream order
-  (`litdata_order`); `StreamingDataset(dir, item_loader=TokensLoader(block_size=L))` does not shuffle by default.
+- `litdata`: chunks written with LitData's own `BinaryWriter` and `TokensLoader` (int32), one chunk per step and
+  rank, in stream order, or in the order that data loaders with `num_workers` workers on `num_ranks` ranks read
+  back as stream order (`litdata_order`); `StreamingDataset(dir, item_loader=TokensLoader(block_size=L))` does
+  not shuffle by default.
 - `nanogpt`: `train.bin` (the stream as uint16), `val.bin` (the reserved tail, when the build has one) and
   `meta.pkl`; nanoGPT's own `get_batch` samples random offsets, so `injc.shards.nanogpt.StepBatches` is the
   drop-in that reads it step-exact.
@@ -194,18 +195,25 @@ def _write_megatron(stream: TokenStream, folder: Path, seed: int) -> tuple[list[
     return ["data.bin", "data.idx"], rows, loader
 
 
-def litdata_order(steps: int, workers: int) -> np.ndarray:
-    """Which step each LitData item (one chunk per step) holds so that a StreamingDataLoader with `workers` workers
-    serves step k at batch k: LitData gives worker w the contiguous items [w·S/W, (w+1)·S/W) and the data loader
-    takes one batch from each worker in turn, so item w·S/W + j is served at batch j·W + w."""
+def litdata_order(steps: int, batch_size: int, workers: int = 1, ranks: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The (step, rank) each LitData chunk holds, in item order, so that on every one of `ranks` ranks a
+    StreamingDataLoader with `workers` workers and batch_size B/R serves rank r's rows of step k at batch k.
+
+    Each chunk is one rank's slice of one step (B/R rows). LitData numbers the global workers g = r·W + w and gives
+    each a contiguous run of S/W batches, in that order (`_associate_chunks_and_intervals_to_workers`); a rank's
+    data loader takes one batch from each of its workers in turn. So the j-th batch of worker (r, w) must be
+    rank r's slice of step j·W + w."""
     if steps % workers:
         raise InjcError(f"--num-workers {workers} does not divide the {steps:,} steps: LitData would give its "
                         f"workers unequal shares")
-    item = np.arange(steps)
-    return (item % (steps // workers)) * workers + item // (steps // workers)
+    if batch_size % ranks:
+        raise InjcError(f"--num-ranks {ranks} does not divide the batch of {batch_size} rows")
+    worker, batch = np.divmod(np.arange(steps * ranks), steps // workers)
+    rank, worker = np.divmod(worker, workers)
+    return batch * workers + worker, rank
 
 
-def _write_litdata(stream: TokenStream, folder: Path, workers: int) -> tuple[list[str], np.ndarray, dict]:
+def _write_litdata(stream: TokenStream, folder: Path, workers: int, ranks: int) -> tuple[list[str], np.ndarray, dict]:
     try:
         import torch
         from litdata import TokensLoader
@@ -214,18 +222,21 @@ def _write_litdata(stream: TokenStream, folder: Path, workers: int) -> tuple[lis
         raise InjcError(f"--to litdata needs litdata and torch ({error.name} is missing): "
                         "pip install -e '.[interop]'") from None
     layout = stream.layout
-    steps_of_items = litdata_order(layout.steps, workers)
-    writer = BinaryWriter(str(folder), chunk_size=layout.tokens_per_step, item_loader=TokensLoader())
-    for item, step in enumerate(steps_of_items.tolist()):  # one chunk per step: workers split whole steps
-        writer[item] = torch.from_numpy(stream.batch(step).reshape(-1).astype(np.int32))
+    share = layout.batch_size // ranks
+    steps, rank_of = litdata_order(layout.steps, layout.batch_size, workers, ranks)
+    rows = (steps[:, None] * layout.batch_size + rank_of[:, None] * share + np.arange(share)).reshape(-1)
+    writer = BinaryWriter(str(folder), chunk_size=share * layout.seq_len, item_loader=TokensLoader())
+    for item, first in enumerate(range(0, len(rows), share)):  # one chunk per (step, rank): workers split whole ones
+        chunk = stream_rows(stream, rows[first:first + share]).reshape(-1).astype(np.int32)
+        writer[item] = torch.from_numpy(chunk)
     writer.done()
     writer.merge()
     files = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".json"))
-    rows = (steps_of_items[:, None] * layout.batch_size + np.arange(layout.batch_size)).reshape(-1)
     loader = {
         "dataset": f"StreamingDataset(dir, item_loader=TokensLoader(block_size={layout.seq_len}))  # shuffle=False",
-        "data_loader": f"StreamingDataLoader(dataset, batch_size={layout.batch_size}, num_workers={workers})",
-        "ranks": "one process only: LitData hands items to ranks as well, which this export does not undo",
+        "data_loader": f"StreamingDataLoader(dataset, batch_size={share}, num_workers={workers})  # on each rank",
+        "ranks": f"{ranks} data-parallel rank(s) (LitData reads the world size from torch.distributed); rank r "
+                 f"gets rows [r·{share}, (r+1)·{share}) of each step",
     }
     return files, rows.astype(np.uint64), loader
 
@@ -258,17 +269,18 @@ ASSUMPTIONS = {
     "megatron": ["one data prefix (this export's data), split '1,0,0', exactly batch_size × steps train samples",
                  "sequence_length = seq_len with add_extra_token_to_sequence=False", "this random_seed",
                  "no blend with other data, no mid-level surplus beyond the default"],
-    "litdata": ["shuffle=False (the default)", "exactly the num_workers the export was written for, one rank",
-                "batch_size = the build's batch_size"],
+    "litdata": ["shuffle=False (the default)", "exactly the num_workers and ranks the export was written for",
+                "batch_size = the build's batch_size / ranks on every rank"],
     "nanogpt": ["StepBatches as get_batch; resume by giving it iter_num",
                 "rows_per_step = ddp_world_size × gradient_accumulation_steps × micro_batch_size"],
 }
 
 
 def export(manifest_path: str | Path, target: str, out: str | Path, seed: int | None = None,
-           num_workers: int = 0) -> Path:
+           num_workers: int = 0, num_ranks: int = 1) -> Path:
     """Write `target`'s files for the build into `out` (refused if it exists); returns export.json's path.
-    `num_workers` (litdata only): the StreamingDataLoader's workers the order is written for (0 or 1: in order)."""
+    `num_workers`, `num_ranks` (litdata only): the StreamingDataLoader's workers on each of `num_ranks`
+    data-parallel ranks the order is written for (1 worker, 1 rank: in stream order)."""
     if target not in TARGETS:
         raise InjcError(f"--to must be one of {', '.join(TARGETS)}, got {target!r}" + did_you_mean(target, TARGETS))
     if target in NEEDS_SEED and seed is None:
@@ -290,13 +302,14 @@ def export(manifest_path: str | Path, target: str, out: str | Path, seed: int | 
         stream = TokenStream(manifest)
         writer = {"olmo-core": lambda: _write_olmo_core(stream, partial, seed),
                   "megatron": lambda: _write_megatron(stream, partial, seed),
-                  "litdata": lambda: _write_litdata(stream, partial, max(1, num_workers)),
+                  "litdata": lambda: _write_litdata(stream, partial, max(1, num_workers), num_ranks),
                   "nanogpt": lambda: _write_nanogpt(stream, partial)}[target]
         files, rows, loader = writer()
         np.save(partial / ROWS_NAME, rows)
         package, tested = TESTED[target]
         record = {
-            "target": target, "seed": seed, **({"num_workers": num_workers} if target == "litdata" else {}),
+            "target": target, "seed": seed,
+            **({"num_workers": num_workers, "num_ranks": num_ranks} if target == "litdata" else {}),
             "library": {"package": package, "tested": tested, "installed": _installed(package)},
             "manifest": {"path": str((manifest.root / "manifest.json").resolve()),
                          "checksum": manifest.data.get("checksum")},

@@ -105,6 +105,49 @@ def test_litdata_streaming_loader_serves_every_step_with_the_workers_it_was_writ
     assert len(served) == 40 and all(served)
 
 
+def litdata_rank(rank: int, world: int, port: int, folder: str, workers: int, out: str) -> None:
+    """One data-parallel rank: a gloo process group (as under DDP), then LitData's default dataset and loader."""
+    import torch.distributed as dist
+    from litdata import StreamingDataLoader, StreamingDataset, TokensLoader
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        dataset = StreamingDataset(folder, item_loader=TokensLoader(block_size=64))
+        loader = StreamingDataLoader(dataset, batch_size=4 // world, num_workers=workers)
+        np.save(f"{out}/rank{rank}.npy", np.stack([batch.numpy() for batch in loader]))
+    finally:
+        dist.destroy_process_group()
+
+
+def rank_batches(folder, workers, tmp_path, world=2):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / f"served-{folder.name}-{workers}"
+    out.mkdir()
+    mp.start_processes(litdata_rank, args=(world, port, str(folder), workers, str(out)), nprocs=world,
+                       start_method="spawn")
+    return [np.load(out / f"rank{rank}.npy") for rank in range(world)]
+
+
+def test_litdata_on_two_ranks_serves_each_rank_its_rows_of_every_step(built, tmp_path):
+    stream = injc.open_stream(built)
+    expected = [np.stack([stream.batch(k)[rank * 2:(rank + 1) * 2] for k in range(40)]) for rank in range(2)]
+    for workers in (0, 2):
+        export(built, "litdata", tmp_path / f"ranks-{workers}", num_workers=workers, num_ranks=2)
+        assert verify_export(tmp_path / f"ranks-{workers}") == []
+        served = rank_batches(tmp_path / f"ranks-{workers}", workers, tmp_path)
+        assert all(np.array_equal(s, e) for s, e in zip(served, expected)), workers
+    # the one-rank export read by two ranks: each rank reads a contiguous half of the items
+    export(built, "litdata", tmp_path / "one-rank")
+    served = rank_batches(tmp_path / "one-rank", 0, tmp_path)
+    assert sum(np.array_equal(served[0][k], expected[0][k]) for k in range(40)) <= 2
+
+
 def test_nanogpt_drop_in_serves_each_step_across_ranks_and_micro_steps_and_resumes(built, tmp_path):
     from injc.shards.nanogpt import StepBatches
 
@@ -153,7 +196,7 @@ def test_bad_exports_are_one_line_and_leave_nothing(built, tmp_path):
                       "did you mean 'olmo-core'")
     assert_user_error(run_injc("export", built, "--to", "olmo-core", "--out", tmp_path / "x"), "needs --seed")
     assert_user_error(run_injc("export", built, "--to", "nanogpt", "--num-workers", "2", "--out", tmp_path / "x"),
-                      "--num-workers is for --to litdata")
+                      "--num-workers and --num-ranks are for --to litdata")
     assert_user_error(run_injc("export", built, "--to", "litdata", "--num-workers", "3", "--out", tmp_path / "x"),
                       "--num-workers 3 does not divide the 40 steps")
     (tmp_path / "taken").mkdir()

@@ -4,10 +4,13 @@ The noise of one row is a pure function of (seed, step, row): an eval recomputes
 added with `embedding_noise(...)`, without anything stored beside the manifest.
 """
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from injc.errors import ManifestError
+from injc.shards.manifest import Manifest, load_manifest
 
 
 def noise_seed(seed: int, step: int, row: int) -> int:
@@ -49,3 +52,15 @@ class EmbeddingNoise:
         noise = torch.stack([embedding_noise(directive["seed"], self.step, row, length, width, directive["std"])
                              for row in self.rows])
         return output + noise.to(device=output.device, dtype=output.dtype)
+
+
+def attach_embedding_noise(manifest: str | Path | Manifest, embedding: torch.nn.Module) -> EmbeddingNoise:
+    """Hook any PyTorch trainer's input embedding (a module whose output is [rows, length, width]) with the
+    manifest's `embedding_noise` directives, and return the hook. Before each forward pass call
+    `hook.at(step, rows)`: the optimizer step and which rows of that step's batch the pass holds (on
+    data-parallel rank r of R with micro-batches, the rows of the step that rank and micro-batch read), so the
+    noise of (step, row) is the same whoever holds the row. `injc train` uses exactly this."""
+    manifest = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
+    hook = EmbeddingNoise(manifest.data.get("directives", []))
+    embedding.register_forward_hook(hook)
+    return hook

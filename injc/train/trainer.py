@@ -35,7 +35,7 @@ from injc.shards.manifest import Manifest, identity_differences, load_manifest
 from injc.shards.stream import TokenStream
 from injc.shards.verify import verify
 from injc.train.data import batch_sha256, micro_batches
-from injc.train.noise import EmbeddingNoise
+from injc.train.noise import attach_embedding_noise
 
 
 @dataclass(frozen=True)
@@ -359,8 +359,7 @@ def train(manifest_path: str | Path, config: TrainConfig, progress: bool = True)
             _keep_lines_before(out / name, start)
     fabric.barrier()
 
-    noise = EmbeddingNoise(manifest.data.get("directives", []))
-    model.transformer.wte.register_forward_hook(noise)
+    noise = attach_embedding_noise(manifest, model.transformer.wte)
     mine = rank_rows(layout.batch_size, world, fabric.global_rank)
     save_steps = set(config.save_steps)
     metrics = open(out / "metrics.jsonl", "a", buffering=1) if lead else None  # line-buffered: a live log

@@ -236,6 +236,28 @@ def exports(tokens: int, repeats: int) -> list[tuple]:
             seconds = median_time(run_export, repeats)
             rows.append((f"export --to {target}, {build.total_tokens:,} tokens", f"{seconds:.2f} s",
                          f"cp of the shards {anchor_seconds:.2f} s", f"{seconds / anchor_seconds:.1f}× cp"))
+            if target == "olmo-core":
+                olmo_export_seconds = seconds
+        from injc.shards.locate import locate
+
+        sequence = injc.open_stream(build.manifest_path).tokens(build.total_tokens // 3, build.total_tokens // 3 + 12)
+        started = time.perf_counter()
+        found = locate(build.manifest_path, sequence)
+        rows.append((f"injc locate, one 12-token sequence in {build.total_tokens:,} tokens",
+                     f"{time.perf_counter() - started:.2f} s", f"{len(found)} occurrence(s)", "seconds ✓"))
+        plan = folder / "plan.toml"
+        times = {"plain": [], "target": []}
+        for _ in range(repeats):  # interleaved: this machine is noisy
+            for name, target in (("plain", None), ("target", "olmo-core:1234")):
+                started = time.perf_counter()
+                injc.build(plan, folder / name, force=True, progress=False, target=target)
+                times[name].append(time.perf_counter() - started)
+        plain, direct = (float(np.median(times[name])) for name in ("plain", "target"))
+        two_copies = plain + olmo_export_seconds
+        rows.append((f"build --target olmo-core:1234 (rows written in OLMo-core's order, one copy), "
+                     f"{build.total_tokens:,} tokens", f"{direct:.2f} s",
+                     f"plain build {plain:.2f} s; plain build + export --to olmo-core {two_copies:.2f} s",
+                     f"{direct / plain:.2f}× the plain build, {direct / two_copies:.2f}× build + export"))
     return rows
 
 

@@ -77,10 +77,12 @@ def main():
               help="ray: tokenize on Ray actors (--workers N of them; default one per CPU of the cluster). The "
                    "output is identical.")
 @click.option("--ray-address", help="With --executor ray: a running cluster (default: a local Ray instance).")
+@click.option("--target", help="olmo-core:SEED: write the rows straight into OLMo-core's order for that data seed "
+                               "(one copy; the folder is also its export, see docs/trainers.md).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @_user_errors
-def build(plan, out_dir, clean, force, workers, only, seed, until_step, extend, executor, ray_address, quiet,
+def build(plan, out_dir, clean, force, workers, only, seed, until_step, extend, executor, ray_address, target, quiet,
           as_json):
     """Compile PLAN (a TOML file) into shards, insertions.parquet and manifest.json under --out."""
     from injc.compiler.build import build as run_build
@@ -97,7 +99,7 @@ def build(plan, out_dir, clean, force, workers, only, seed, until_step, extend, 
     elif ray_address:
         raise InjcError("--ray-address goes with --executor ray")
     result = run_build(plan, out_dir, clean=clean, force=force, progress=not quiet, workers=workers, only=names,
-                       seed=seed, until_step=until_step, extend=extend)
+                       seed=seed, until_step=until_step, extend=extend, target=target)
     if as_json:
         click.echo(json.dumps({"manifest": str(result.manifest_path), "total_tokens": result.total_tokens,
                                "shards": result.shards, "insertions": result.insertions,

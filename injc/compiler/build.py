@@ -35,6 +35,7 @@ from injc.compiler.schedule import SCHEDULE_VERSION, Request, Schedule, compile_
 from injc.compiler.source import PreparedStream, corpus_too_small, streaming_counts
 from injc.errors import InjcError, LayoutError, some_of
 from injc.injectors.base import Context, HoldoutPool, Payload
+from injc.shards.exports import EXPORT_NAME, ROWS_NAME, OlmoCoreFiles, olmo_core_loader, write_export_record
 from injc.shards.files import fsync_path, sha256_file, write_atomic
 from injc.shards.insertions import write_insertions, write_items
 from injc.shards.manifest import (
@@ -44,6 +45,7 @@ from injc.shards.manifest import (
     INSERTIONS_NAME,
     ITEMS_NAME,
     MANIFEST_NAME,
+    ROW_ORDER_VERSION,
     SHARDS_FOLDER,
     TOKENIZER_NAME,
     VERSION,
@@ -285,8 +287,10 @@ def is_injc_build(folder: Path) -> bool:
         data = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return (isinstance(data, dict) and data.get("format") == FORMAT
-            and all(entry.name in BUILD_ENTRIES for entry in folder.iterdir()))
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        return False
+    entries = BUILD_ENTRIES | ({EXPORT_NAME, ROWS_NAME} if data.get("row_order") else set())
+    return all(entry.name in entries for entry in folder.iterdir())
 
 
 def check_output(out_dir: Path, inputs: list[Path], force: bool) -> None:
@@ -401,7 +405,7 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
           progress: bool = True, workers: int | None = None, only: Sequence[str] | None = None,
           seed: int | None = None, skip_tokens: int | None = None, fraction: float | None = None,
           until_step: int | None = None, extend: bool = False, counts: dict[str, list[int]] | None = None,
-          control: list[dict] | None = None) -> BuildResult:
+          control: list[dict] | None = None, target: str | None = None) -> BuildResult:
     """Compile a plan into shards, insertions.parquet and manifest.json under `out_dir`.
 
     `clean=True` writes the control stream of the same plan: the same base tokens and the same recorded
@@ -423,9 +427,14 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
     `counts` gives the decided per-window counts of `per_window = "dynamic"` experiments (windows past the list
     get 0; `injc run` grows a build window by window this way) and `control` the decisions' records, copied to
     the manifest.
+    `target="olmo-core:SEED"` writes the rows straight into OLMo-core's order for that data seed (the files
+    `injc export --to olmo-core` would write, with export.json), instead of the stream-order shards: one copy of
+    the tokens. injc reads such a build through its row map (manifest version 2, `row_order`). It is written in
+    one go (no staged build; a killed one starts again).
     """
     if fraction is not None and not 0 < fraction < 1:
         raise InjcError(f"--fraction must be between 0 and 1, got {fraction}")
+    target_seed = parse_target(target, until_step, extend, counts) if target else None
     started = time.perf_counter()
     out_dir = Path(out_dir)
     plan = load_plan(plan_path)
@@ -448,18 +457,21 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
             key = {"injc": INJC_VERSION, "schedule": SCHEDULE_VERSION, "plan": plan.sha256,
                    "tokenizer": tokenizer.sha256, "corpus": corpus_files, "clean": clean, "seed": plan.seed,
                    "selected": list(selected), "skip_tokens": plan.corpus.skip_tokens, "fraction": fraction,
+                   "target": target,
                    **({"counts": decided} if decided else {})}
             growing = _check_stage(out_dir, staged, key, until_step, extend, force)
             if not growing:
                 check_output(out_dir, plan.input_files(), force)
             try:
                 resume_key = {**key, "until_step": until_step}
+                if target:  # rows already scattered cannot be checked shard by shard: start again
+                    shutil.rmtree(partial, ignore_errors=True)
                 done = _resume_state(partial, resume_key)
                 if growing and not done:
                     _seed_from_stage(partial, out_dir, staged["stage"])
                     done = _resume_state(partial, resume_key)
                 result = _build_into(partial, plan, tokenizer, clean, progress, done, corpus_files, workers,
-                                     selected, fraction, until_step, key, control)
+                                     selected, fraction, until_step, key, control, target_seed)
                 _replace_output(partial, out_dir)
             except (InjcError, OSError):
                 shutil.rmtree(partial, ignore_errors=True)
@@ -476,7 +488,8 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
 
 def _build_into(tmp: Path, full_plan: Plan, tokenizer: LoadedTokenizer, clean: bool, progress: bool,
                 done: list[dict], corpus_files: list[dict], workers: int | None, selected: tuple[int, ...],
-                fraction: float | None, until_step: int, key: dict, control: list[dict] | None = None):
+                fraction: float | None, until_step: int, key: dict, control: list[dict] | None = None,
+                target_seed: int | None = None):
     """Every step of the build inside the partial folder `tmp`; returns (number of shards, schedule)."""
     layout, dtype = full_plan.layout, tokenizer.dtype
     until_token = until_step * layout.tokens_per_step
@@ -498,15 +511,28 @@ def _build_into(tmp: Path, full_plan: Plan, tokenizer: LoadedTokenizer, clean: b
     first_token = sum(s["num_tokens"] for s in shards)
     shard_tokens = plan.shard_steps * layout.tokens_per_step
     records = list(done)
+    olmo = None
+    if target_seed is not None:
+        (tmp / SHARDS_FOLDER).mkdir(exist_ok=True)
+        olmo = OlmoCoreFiles(tmp, SHARDS_FOLDER + "/", layout.total_rows, layout.seq_len, dtype, target_seed)
     with tqdm(total=until_token, initial=first_token, unit="tok", unit_scale=True,
               desc="write" if prepared else "tokenize+write", disable=not progress, file=sys.stderr) as bar:
         for shard, cursor in write_shards(chunks, tmp, dtype, shard_tokens, until_token, None if clean else overlay,
-                                          bar, len(done)):
+                                          bar, len(done), olmo.write if olmo else None):
             shards.append(dataclasses.asdict(shard))
             records.append({"shard": shards[-1], "next": cursor})
             write_atomic(tmp / "done" / f"{len(shards) - 1:05d}.json", json.dumps(records[-1]).encode())
     if sum(s["num_tokens"] for s in shards) < until_token:
         raise corpus_too_small(read[0] + first_token, plan)
+    row_order = None
+    if olmo is not None:
+        olmo.close()
+        np.save(tmp / ROWS_NAME, olmo.rows())
+        shards = [{"path": path, "first_token": int(first) * layout.seq_len, "num_tokens": rows * layout.seq_len,
+                   "sha256": sha256_file(tmp / path)} for path, first, rows in zip(olmo.paths, olmo.first_rows,
+                                                                                     olmo.row_counts)]
+        row_order = {"target": "olmo-core", "seed": target_seed, "path": ROWS_NAME,
+                     "sha256": sha256_file(tmp / ROWS_NAME)}
     holdout = None
     if prepared is not None:
         if len(prepared.holdout):
@@ -525,7 +551,8 @@ def _build_into(tmp: Path, full_plan: Plan, tokenizer: LoadedTokenizer, clean: b
     shutil.copyfile(tokenizer.path, tmp / TOKENIZER_NAME)
     manifest = {
         "format": FORMAT,
-        "version": VERSION,
+        "version": VERSION if row_order is None else ROW_ORDER_VERSION,
+        **({"row_order": row_order} if row_order else {}),
         "created_by": f"injc {INJC_VERSION}",
         "variant": "clean" if clean else "injected",
         "layout": {
@@ -557,4 +584,23 @@ def _build_into(tmp: Path, full_plan: Plan, tokenizer: LoadedTokenizer, clean: b
     shutil.rmtree(tmp / "done")
     (tmp / "build.json").unlink()
     write_manifest(tmp / MANIFEST_NAME, manifest)
+    if row_order is not None:  # the folder is also an OLMo-core export of itself
+        written = json.loads((tmp / MANIFEST_NAME).read_text(encoding="utf-8"))
+        write_export_record(tmp, Path(MANIFEST_NAME), written, "olmo-core", target_seed, olmo.paths,
+                            olmo_core_loader(written["layout"], target_seed),
+                            hashes={shard["path"]: shard["sha256"] for shard in shards})
     return len(shards), schedule
+
+
+def parse_target(target: str, until_step: int | None, extend: bool, counts: dict | None) -> int:
+    """The data seed of `--target olmo-core:SEED`; refuses other trainers and staged builds."""
+    name, _, seed = target.partition(":")
+    if name != "olmo-core":
+        raise InjcError(f"--target {target!r}: only olmo-core is written directly (olmo-core:SEED); write the "
+                        f"others with injc export")
+    if not seed.isdigit():
+        raise InjcError(f"--target {target!r}: give OLMo-core's data seed, as in olmo-core:1234")
+    if until_step is not None or extend or counts:
+        raise InjcError("--target writes the whole run in one go: it cannot be combined with --until-step, "
+                        "--extend or injc run")
+    return int(seed)

@@ -27,6 +27,7 @@ loader settings, what breaks the guarantee, and `rows.npy` (uint64): file row i 
 """
 
 import json
+import os
 import pickle
 import shutil
 import struct
@@ -63,24 +64,67 @@ def olmo_core_order(rows: int, seed: int, epoch: int = 1) -> np.ndarray:
     return order
 
 
-def stream_rows(stream: TokenStream, rows: np.ndarray) -> np.ndarray:
-    """The stream's rows at the given global row indices, [len(rows), L] (vectorized per shard)."""
-    seq_len, rows = stream.layout.seq_len, np.asarray(rows, dtype=np.int64)
-    out = np.empty((len(rows), seq_len), dtype=stream.manifest.dtype)
-    first_rows = stream.first // seq_len
-    shard_of = np.searchsorted(first_rows, rows, side="right") - 1
-    for index in np.unique(shard_of):
-        mine = np.flatnonzero(shard_of == index)
-        out[mine] = stream.shards[index].reshape(-1, seq_len)[rows[mine] - first_rows[index]]
-    return out
-
-
 def concatenate_shards(manifest: Manifest, path: Path) -> None:
-    """The stream's bytes in manifest order as one file, copied shard file by shard file (bounded memory)."""
+    """The stream's bytes in manifest order as one file: shard files copied in blocks (bounded memory), or, for a
+    build in a trainer's order, its rows read back in stream order."""
     with open(path, "wb") as out:
+        if manifest.row_order is not None:
+            stream = TokenStream(manifest)
+            per_block = max(1, BLOCK_ROWS_BYTES // (manifest.layout.seq_len * manifest.dtype.itemsize))
+            for start in range(0, manifest.layout.total_rows, per_block):
+                out.write(stream.rows(np.arange(start, min(start + per_block, manifest.layout.total_rows))).tobytes())
+            return
         for shard in manifest.shards:
             with open(manifest.root / shard["path"], "rb") as source:
                 shutil.copyfileobj(source, out, 1 << 24)
+
+
+class OlmoCoreFiles:
+    """A build's rows written straight into OLMo-core's order (`injc build --target olmo-core:SEED`): stream row r
+    goes to row order[r] of the files concatenated, exactly where `injc export --to olmo-core` would put it, so
+    the build is written once. Files of up to FILE_BYTES (whole rows) are made at full size up front; each batch of
+    rows is sorted by destination and written in runs of consecutive rows (no page faults of a memory map)."""
+
+    def __init__(self, folder: Path, prefix: str, total_rows: int, seq_len: int, dtype: np.dtype, seed: int):
+        self.order = olmo_core_order(total_rows, seed)
+        self.seq_len, self.row_bytes = seq_len, seq_len * dtype.itemsize
+        per_file = max(1, FILE_BYTES // self.row_bytes)
+        self.first_rows = np.arange(0, total_rows, per_file)
+        self.paths, self.handles, self.row_counts = [], [], []
+        for number, first in enumerate(self.first_rows.tolist()):
+            self.paths.append(f"{prefix}part-{number:05d}.npy")
+            self.row_counts.append(min(per_file, total_rows - first))
+            self.handles.append(open(folder / self.paths[-1], "wb"))
+            self.handles[-1].truncate(self.row_counts[-1] * self.row_bytes)
+
+    def write(self, first_token: int, tokens: np.ndarray) -> None:
+        """Write the stream's tokens from `first_token` (whole rows) to their rows in the files."""
+        rows = tokens.reshape(-1, self.seq_len)
+        first_row = first_token // self.seq_len
+        file_rows = self.order[first_row:first_row + len(rows)].astype(np.int64)
+        by_destination = np.argsort(file_rows)
+        file_rows = file_rows[by_destination]
+        runs = np.flatnonzero(np.diff(file_rows, prepend=-2) != 1)  # starts of runs of consecutive file rows
+        file_of = np.searchsorted(self.first_rows, file_rows, side="right") - 1
+        runs = np.union1d(runs, np.flatnonzero(np.diff(file_of, prepend=-1) != 0))  # a run never spans two files
+        for start, stop in zip(runs.tolist(), np.r_[runs[1:], len(file_rows)].tolist()):
+            index = int(file_of[start])
+            data = rows[by_destination[start:stop]]
+            os.pwrite(self.handles[index].fileno(), memoryview(np.ascontiguousarray(data)).cast("B"),
+                      int(file_rows[start] - self.first_rows[index]) * self.row_bytes)
+
+    def rows(self) -> np.ndarray:
+        """rows.npy: file row i holds stream row rows[i]."""
+        rows = np.empty(len(self.order), dtype=np.uint64)
+        rows[self.order] = np.arange(len(self.order), dtype=np.uint64)
+        return rows
+
+    def close(self) -> None:
+        """Sync and close every file (once, at the end: a killed target build starts again anyway)."""
+        for handle in self.handles:
+            os.fsync(handle.fileno())
+            handle.close()
+        self.handles = []
 
 
 def _installed(package: str | None) -> str | None:
@@ -103,18 +147,21 @@ def _write_olmo_core(stream: TokenStream, folder: Path, seed: int) -> tuple[list
         with open(folder / name, "wb") as handle:
             for block in range(start, min(start + per_file, layout.total_rows), per_block):
                 stop = min(block + per_block, start + per_file, layout.total_rows)
-                handle.write(stream_rows(stream, rows[block:stop]).tobytes())
+                handle.write(stream.rows(rows[block:stop]).tobytes())
         files.append(name)
-    manifest = stream.manifest.data["layout"]
-    loader = {
-        "dataset": f"NumpyFSLDataset(*files, sequence_length={layout.seq_len}, dtype=np.{manifest['dtype']}, "
-                   f"eos_token_id={manifest['eos_id']}, pad_token_id=<any>, vocab_size={manifest['vocab_size']})",
-        "data_loader": f"NumpyDataLoaderConfig(global_batch_size={layout.tokens_per_step}, seed={seed})"
+    return files, rows, olmo_core_loader(stream.manifest.data["layout"], seed)
+
+
+def olmo_core_loader(layout: dict, seed: int) -> dict:
+    """The OLMo-core settings under which the files serve step k at step k (export.json's `loader`)."""
+    return {
+        "dataset": f"NumpyFSLDataset(*files, sequence_length={layout['seq_len']}, dtype=np.{layout['dtype']}, "
+                   f"eos_token_id={layout['eos_id']}, pad_token_id=<any>, vocab_size={layout['vocab_size']})",
+        "data_loader": f"NumpyDataLoaderConfig(global_batch_size={layout['tokens_per_step']}, seed={seed})"
                        ".build(dataset)",
         "epoch": "data_loader.reshuffle(epoch=1), then iterate: batch k is step k",
         "ranks": "each data-parallel rank gets its slice of the step's rows, as OLMo-core splits every batch",
     }
-    return files, rows, loader
 
 
 def _megatron_index(path: Path, dtype_code: int, seq_len: int, pointers: np.ndarray) -> None:
@@ -227,7 +274,7 @@ def _write_litdata(stream: TokenStream, folder: Path, workers: int, ranks: int) 
     rows = (steps[:, None] * layout.batch_size + rank_of[:, None] * share + np.arange(share)).reshape(-1)
     writer = BinaryWriter(str(folder), chunk_size=share * layout.seq_len, item_loader=TokensLoader())
     for item, first in enumerate(range(0, len(rows), share)):  # one chunk per (step, rank): workers split whole ones
-        chunk = stream_rows(stream, rows[first:first + share]).reshape(-1).astype(np.int32)
+        chunk = stream.rows(rows[first:first + share]).reshape(-1).astype(np.int32)
         writer[item] = torch.from_numpy(chunk)
     writer.done()
     writer.merge()
@@ -276,6 +323,26 @@ ASSUMPTIONS = {
 }
 
 
+def write_export_record(folder: Path, manifest_path: Path, manifest: dict, target: str, seed: int | None,
+                        files: list[str], loader: dict, options: dict | None = None,
+                        hashes: dict[str, str] | None = None) -> None:
+    """export.json in `folder` (beside rows.npy): what the trainer needs and what the order assumes. `hashes`:
+    the files' sha256 where the caller has them already."""
+    hashes = hashes or {}
+    package, tested = TESTED[target]
+    record = {
+        "target": target, "seed": seed, **(options or {}),
+        "library": {"package": package, "tested": tested, "installed": _installed(package)},
+        "manifest": {"path": str(manifest_path), "checksum": manifest.get("checksum")},
+        "layout": {k: manifest["layout"][k] for k in ("seq_len", "batch_size", "steps", "dtype")},
+        "files": [{"path": name, "sha256": hashes.get(name) or sha256_file(folder / name)} for name in files],
+        "loader": loader, "assumptions": ASSUMPTIONS[target],
+        "rows": {"path": ROWS_NAME, "meaning": "file row i (files concatenated in order) holds manifest row "
+                                               "rows[i]: step rows[i] // batch_size, row rows[i] % batch_size"},
+    }
+    write_atomic(folder / EXPORT_NAME, (json.dumps(record, indent=2) + "\n").encode())
+
+
 def export(manifest_path: str | Path, target: str, out: str | Path, seed: int | None = None,
            num_workers: int = 0, num_ranks: int = 1) -> Path:
     """Write `target`'s files for the build into `out` (refused if it exists); returns export.json's path.
@@ -306,20 +373,9 @@ def export(manifest_path: str | Path, target: str, out: str | Path, seed: int | 
                   "nanogpt": lambda: _write_nanogpt(stream, partial)}[target]
         files, rows, loader = writer()
         np.save(partial / ROWS_NAME, rows)
-        package, tested = TESTED[target]
-        record = {
-            "target": target, "seed": seed,
-            **({"num_workers": num_workers, "num_ranks": num_ranks} if target == "litdata" else {}),
-            "library": {"package": package, "tested": tested, "installed": _installed(package)},
-            "manifest": {"path": str((manifest.root / "manifest.json").resolve()),
-                         "checksum": manifest.data.get("checksum")},
-            "layout": {k: manifest.data["layout"][k] for k in ("seq_len", "batch_size", "steps", "dtype")},
-            "files": [{"path": name, "sha256": sha256_file(partial / name)} for name in files],
-            "loader": loader, "assumptions": ASSUMPTIONS[target],
-            "rows": {"path": ROWS_NAME, "meaning": "file row i (files concatenated in order) holds manifest row "
-                                                   "rows[i]: step rows[i] // batch_size, row rows[i] % batch_size"},
-        }
-        write_atomic(partial / EXPORT_NAME, (json.dumps(record, indent=2) + "\n").encode())
+        options = {"num_workers": num_workers, "num_ranks": num_ranks} if target == "litdata" else {}
+        write_export_record(partial, (manifest.root / "manifest.json").resolve(), manifest.data, target, seed, files,
+                            loader, options)
         partial.rename(out)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -336,7 +392,7 @@ def verify_export(folder: str | Path) -> list[str]:
                 if not (folder / f["path"]).is_file() or sha256_file(folder / f["path"]) != f["sha256"]]
     if problems:
         return problems
-    manifest = load_manifest(record["manifest"]["path"])
+    manifest = load_manifest(folder / record["manifest"]["path"])  # relative: the build's own folder (--target)
     if manifest.data.get("checksum") != record["manifest"]["checksum"]:
         return ["the manifest changed since the export (checksum differs)"]
     stream, layout = TokenStream(manifest), manifest.layout
@@ -363,7 +419,7 @@ def verify_export(folder: str | Path) -> list[str]:
         file_rows = data.reshape(-1, layout.seq_len)
         for start in range(0, len(file_rows), per_block):
             block = np.asarray(file_rows[start:start + per_block])
-            wanted = stream_rows(stream, rows[first_row + start:first_row + start + len(block)].astype(np.int64))
+            wanted = stream.rows(rows[first_row + start:first_row + start + len(block)].astype(np.int64))
             wrong = np.flatnonzero((block != wanted).any(axis=1))
             if len(wrong):
                 return [f"file row {first_row + start + int(wrong[0]):,} is not manifest row "

@@ -16,6 +16,9 @@ from injc.shards.layout import Layout
 
 FORMAT = "injc-manifest"
 VERSION = 1
+ROW_ORDER_VERSION = 2
+"""A manifest whose shards hold the stream's rows in another order (`row_order`, `injc build --target`): a
+reader of version 1 would take them in file order, so it must refuse such a build."""
 MANIFEST_NAME = "manifest.json"
 INSERTIONS_NAME = "insertions.parquet"
 ITEMS_NAME = "items.parquet"
@@ -53,6 +56,12 @@ class Manifest:
     @property
     def shards(self) -> list[dict]:
         return self.data["shards"]
+
+    @property
+    def row_order(self) -> dict | None:
+        """`{target, seed, path, sha256}` when the shards hold the stream's rows in a trainer's order: file row i
+        (shards concatenated) holds stream row rows[i] of the .npy at `path`; None when they are in stream order."""
+        return self.data.get("row_order")
 
     @property
     def experiments(self) -> list[dict]:
@@ -145,9 +154,11 @@ def load_manifest(path: str | Path) -> Manifest:
         raise ManifestError(f"manifest {str(path)!r} is not valid JSON: {error}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ManifestError(f"{str(path)!r} is not an injc manifest (format is not {FORMAT!r})")
-    if data.get("version") != VERSION:
+    if data.get("version") not in (VERSION, ROW_ORDER_VERSION):
         raise ManifestError(f"manifest {str(path)!r} has version {data.get('version')!r}; this injc reads "
-                            f"version {VERSION}")
+                            f"versions {VERSION} and {ROW_ORDER_VERSION}")
+    if data["version"] == ROW_ORDER_VERSION:
+        _require(data, ("row_order",), "a version 2 manifest", path)
     _require(data, ("layout", "shards", "insertions", "items", "experiments", "variant"), "the manifest", path)
     _require(data["layout"], ("seq_len", "batch_size", "steps", "total_tokens", "dtype", "eos_id"), "layout", path)
     return Manifest(path.parent, data)

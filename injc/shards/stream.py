@@ -21,6 +21,9 @@ class TokenStream:
     `batch(k)` is step k as the contract defines it. Readers that take the stream in this order: `injc train`,
     DataTrove's `DatatroveFolderDataset` on the shards (without shuffle). OLMo-core, Megatron, LitData and
     nanoGPT read in their own order and need `injc export` (docs/trainers.md).
+
+    A build written in a trainer's order (`row_order`, `injc build --target`) is read through its row map: stream
+    row r is file row `file_row[r]` of the shards concatenated, so every method still addresses the stream.
     """
 
     def __init__(self, manifest: Manifest):
@@ -39,6 +42,18 @@ class TokenStream:
             if size != expected:
                 raise ManifestError(f"shard {str(path)!r} has {size:,} bytes, the manifest says {expected:,}")
             self.shards.append(np.memmap(path, dtype=dtype, mode="r"))
+        self.file_row = None
+        if manifest.row_order is not None:
+            path = manifest.root / manifest.row_order["path"]
+            try:
+                rows = np.load(path, mmap_mode="r")
+            except (OSError, ValueError):
+                raise ManifestError(f"row map {str(path)!r} is missing or unreadable") from None
+            if len(rows) != manifest.layout.total_rows:
+                raise ManifestError(f"row map {str(path)!r} has {len(rows):,} rows, the run "
+                                    f"{manifest.layout.total_rows:,}")
+            self.file_row = np.empty(len(rows), dtype=np.int64)
+            self.file_row[rows] = np.arange(len(rows), dtype=np.int64)
 
     def __len__(self) -> int:
         return self.manifest.written_tokens
@@ -47,6 +62,10 @@ class TokenStream:
         """Tokens [start, stop) of the run, copied out of the shards they span."""
         if not 0 <= start <= stop <= len(self):
             raise IndexError(f"token range [{start}, {stop}) is outside the {len(self):,} tokens written")
+        if self.file_row is not None:
+            seq_len = self.layout.seq_len
+            first, last = start // seq_len, -(-stop // seq_len)
+            return self.rows(np.arange(first, last)).reshape(-1)[start - first * seq_len:stop - first * seq_len]
         parts = []
         index = int(np.searchsorted(self.first, start, side="right")) - 1
         while start < stop:
@@ -65,8 +84,32 @@ class TokenStream:
         size = self.layout.tokens_per_step
         return self.tokens(step * size, (step + 1) * size).reshape(self.layout.batch_size, self.layout.seq_len)
 
+    def rows(self, rows: np.ndarray) -> np.ndarray:
+        """The stream's rows at these global row indices, [len(rows), seq_len] (vectorized per shard)."""
+        seq_len, rows = self.layout.seq_len, np.asarray(rows, dtype=np.int64)
+        file_rows = rows if self.file_row is None else self.file_row[rows]
+        out = np.empty((len(rows), seq_len), dtype=self.manifest.dtype)
+        first_rows = self.first // seq_len
+        shard_of = np.searchsorted(first_rows, file_rows, side="right") - 1
+        for index in np.unique(shard_of):
+            mine = np.flatnonzero(shard_of == index)
+            out[mine] = self.shards[index].reshape(-1, seq_len)[file_rows[mine] - first_rows[index]]
+        return out
+
     def gather(self, positions: np.ndarray) -> np.ndarray:
         """Tokens at sorted global positions (vectorized per shard)."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if self.file_row is not None:
+            seq_len = self.layout.seq_len
+            in_files = self.file_row[positions // seq_len] * seq_len + positions % seq_len
+            by_file = np.argsort(in_files, kind="stable")
+            out = np.empty(len(positions), dtype=self.manifest.dtype)
+            out[by_file] = self._gather_sorted(in_files[by_file])
+            return out
+        return self._gather_sorted(positions)
+
+    def _gather_sorted(self, positions: np.ndarray) -> np.ndarray:
+        """Tokens at sorted positions of the shards concatenated."""
         out = np.empty(len(positions), dtype=self.manifest.dtype)
         bounds = np.searchsorted(positions, np.r_[self.first, len(self)])
         for index, shard in enumerate(self.shards):

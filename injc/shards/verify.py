@@ -38,6 +38,10 @@ def _check_shards(manifest: Manifest) -> list[str]:
             problems.append(f"shard {shard['path']}: sha256 differs from the manifest")
     if expected_first != manifest.written_tokens:
         problems.append(f"shards hold {expected_first:,} tokens, the manifest needs {manifest.written_tokens:,}")
+    order = manifest.row_order
+    if order is not None and (not (manifest.root / order["path"]).is_file()
+                              or sha256_file(manifest.root / order["path"]) != order["sha256"]):
+        problems.append(f"row map {order['path']}: missing or its sha256 differs from the manifest")
     return problems
 
 

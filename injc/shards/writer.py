@@ -26,11 +26,11 @@ BLOCK_TOKENS = 1 << 20
 
 @dataclass(frozen=True)
 class ShardInfo:
-    path: str
-    """Relative to the manifest's folder."""
+    path: str | None
+    """Relative to the manifest's folder (None when a sink took the tokens)."""
     first_token: int
     num_tokens: int
-    sha256: str
+    sha256: str | None
 
 
 def ramp_indices(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -97,11 +97,14 @@ def write_shards(
     overlay: Overlay | None,
     progress=None,
     first_index: int = 0,
+    sink: Callable[[int, np.ndarray], None] | None = None,
 ) -> Iterator[tuple[ShardInfo, dict]]:
     """Fill shards of `shard_tokens` from `chunks` until `total_tokens`, starting with shard `first_index`.
 
     Yields each shard as it is written (synced) with the cursor of the next shard's first token, from which the
-    chunk source can resume. Returns early when the chunks run out; the caller checks the total.
+    chunk source can resume. Returns early when the chunks run out; the caller checks the total. A `sink`
+    (first_token, tokens) takes each shard's tokens instead of a shard file (its ShardInfo then has no path and no
+    hash: the sink's files are hashed when complete).
     """
     (out_dir / SHARDS_FOLDER).mkdir(parents=True, exist_ok=True)
     buffer = np.empty(min(shard_tokens, total_tokens), dtype=dtype)
@@ -125,9 +128,13 @@ def write_shards(
         shard = buffer[:size]
         if overlay is not None:
             overlay.apply(shard, first_token)
-        relative = SHARD_NAME.format(index=index)
-        _write_synced(out_dir / relative, shard)
+        relative = None if sink else SHARD_NAME.format(index=index)
+        if sink:
+            sink(first_token, shard)
+        else:
+            _write_synced(out_dir / relative, shard)
         cursor = locate(used)
-        yield ShardInfo(relative, first_token, size, hashlib.sha256(memoryview(shard).cast("B")).hexdigest()), cursor
+        digest = None if sink else hashlib.sha256(memoryview(shard).cast("B")).hexdigest()
+        yield ShardInfo(relative, first_token, size, digest), cursor
         first_token += size
         index += 1

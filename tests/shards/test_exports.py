@@ -51,6 +51,52 @@ def test_olmo_core_default_loader_serves_every_step_of_the_export(built, tmp_pat
     assert sum(steps_served(olmo_core_batches(files, 99, tmp_path / "work3"), stream)) <= 2
 
 
+def test_build_target_olmo_core_writes_the_export_once_and_injc_reads_it_through_the_row_map(project, built,
+                                                                                            tmp_path, monkeypatch):
+    import injc.shards.exports as exports
+
+    monkeypatch.setattr(exports, "FILE_BYTES", 50 * 64 * 2)  # 50 rows a file: the 160 rows scatter over 4 files
+    plan = built.parent.parent / "plan.toml"
+    target = injc.build(plan, tmp_path / "direct", progress=False, target="olmo-core:1234")
+    plain, direct = injc.open_stream(built), injc.open_stream(target.manifest_path)
+    record = json.loads((tmp_path / "direct" / "export.json").read_text())
+    files = [tmp_path / "direct" / f["path"] for f in record["files"]]
+    assert len(files) == 4
+    # OLMo-core's own default loader serves every step of the plain build
+    served = steps_served(olmo_core_batches(files, 1234, tmp_path / "work"), plain)
+    assert len(served) == 40 and all(served)
+    # the same bytes as exporting the plain build (one copy instead of two)
+    export(built, "olmo-core", tmp_path / "exported", seed=1234)
+    exported = json.loads((tmp_path / "exported" / "export.json").read_text())["files"]
+    assert b"".join(f.read_bytes() for f in files) == b"".join(
+        (tmp_path / "exported" / f["path"]).read_bytes() for f in exported)
+    # injc reads the stream through the row map: steps, tokens across rows and scattered positions
+    assert all(np.array_equal(direct.batch(k), plain.batch(k)) for k in range(40))
+    assert np.array_equal(direct.tokens(100, 5000), plain.tokens(100, 5000))
+    positions = np.sort(np.random.default_rng(0).choice(40 * 256, 500, replace=False))
+    assert np.array_equal(direct.gather(positions), plain.gather(positions))
+    assert injc.verify(target.manifest_path) == [] and verify_export(tmp_path / "direct") == []
+    # exports made from it are those of the plain build
+    export(target.manifest_path, "nanogpt", tmp_path / "nano-direct")
+    export(built, "nanogpt", tmp_path / "nano-plain")
+    assert (tmp_path / "nano-direct" / "train.bin").read_bytes() == (tmp_path / "nano-plain" / "train.bin").read_bytes()
+    # a damaged row map is found, never read as another order
+    flip_bit(tmp_path / "direct" / "rows.npy", 200)
+    assert any("row map rows.npy" in problem for problem in injc.verify(target.manifest_path))
+    # and --force replaces a target build (it holds only what injc wrote)
+    injc.build(plan, tmp_path / "direct", progress=False, force=True, target="olmo-core:1234")
+    assert injc.verify(target.manifest_path) == []
+
+
+def test_bad_targets_are_one_line_and_write_nothing(built, tmp_path):
+    plan = built.parent.parent / "plan.toml"
+    for arguments, message in ((["--target", "megatron:1"], "only olmo-core is written directly"),
+                               (["--target", "olmo-core"], "give OLMo-core's data seed"),
+                               (["--target", "olmo-core:5", "--until-step", "10"], "cannot be combined")):
+        assert_user_error(run_injc("build", plan, "--out", tmp_path / "x", *arguments), message)
+        assert not (tmp_path / "x").exists()
+
+
 class Tokenizer:
     """The trainer's tokenizer as GPTDatasetConfig sees it (ids only; the samples are read, not tokenized)."""
 

@@ -99,8 +99,11 @@ def test_not_a_manifest(tmp_path):
     with pytest.raises(injc.ManifestError, match="is not an injc manifest"):
         injc.verify(tmp_path / "m.json")
     (tmp_path / "v.json").write_text('{"format": "injc-manifest", "version": 99}')
-    with pytest.raises(injc.ManifestError, match="has version 99; this injc reads version 1"):
+    with pytest.raises(injc.ManifestError, match="has version 99; this injc reads versions 1 and 2"):
         injc.verify(tmp_path / "v.json")
+    (tmp_path / "w.json").write_text('{"format": "injc-manifest", "version": 2}')
+    with pytest.raises(injc.ManifestError, match="a version 2 manifest lacks row_order"):
+        injc.verify(tmp_path / "w.json")
 
 
 def test_unwrapped_random_copies_are_reported(project, tmp_path):

@@ -21,7 +21,7 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -33,6 +33,7 @@ from injc.compiler.corpus import base_stream, fingerprint_files
 from injc.compiler.plan import Plan, load_plan
 from injc.compiler.schedule import SCHEDULE_VERSION, Request, Schedule, compile_schedule
 from injc.compiler.source import PreparedStream, corpus_too_small, streaming_counts
+from injc.compiler.workers import RayExecutor, ray_session, ray_shard_writer
 from injc.errors import InjcError, LayoutError, some_of
 from injc.injectors.base import Context, HoldoutPool, Payload
 from injc.shards.exports import EXPORT_NAME, ROWS_NAME, OlmoCoreFiles, olmo_core_loader, write_export_record
@@ -51,11 +52,13 @@ from injc.shards.manifest import (
     VERSION,
     write_manifest,
 )
-from injc.shards.writer import Overlay, write_shards
+from injc.shards.writer import Overlay, write_here, write_shards
 from injc.tables import did_you_mean
 from injc.tokenizer import LoadedTokenizer, load_tokenizer
 
 INJC_VERSION = version("injc")
+RAY_SHARDS_IN_FLIGHT = 2
+"""Shards being written by Ray tasks while the next ones are filled (each a copy in Ray's object store)."""
 
 PASS1_NAME = "stream.pass1.tmp"
 
@@ -470,8 +473,9 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
                 if growing and not done:
                     _seed_from_stage(partial, out_dir, staged["stage"])
                     done = _resume_state(partial, resume_key)
-                result = _build_into(partial, plan, tokenizer, clean, progress, done, corpus_files, workers,
-                                     selected, fraction, until_step, key, control, target_seed)
+                with ray_session(workers) if isinstance(workers, RayExecutor) else nullcontext():
+                    result = _build_into(partial, plan, tokenizer, clean, progress, done, corpus_files, workers,
+                                         selected, fraction, until_step, key, control, target_seed)
                 _replace_output(partial, out_dir)
             except (InjcError, OSError):
                 shutil.rmtree(partial, ignore_errors=True)
@@ -517,8 +521,10 @@ def _build_into(tmp: Path, full_plan: Plan, tokenizer: LoadedTokenizer, clean: b
         olmo = OlmoCoreFiles(tmp, SHARDS_FOLDER + "/", layout.total_rows, layout.seq_len, dtype, target_seed)
     with tqdm(total=until_token, initial=first_token, unit="tok", unit_scale=True,
               desc="write" if prepared else "tokenize+write", disable=not progress, file=sys.stderr) as bar:
+        on_ray = isinstance(workers, RayExecutor)
         for shard, cursor in write_shards(chunks, tmp, dtype, shard_tokens, until_token, None if clean else overlay,
-                                          bar, len(done), olmo.write if olmo else None):
+                                          bar, len(done), olmo.write if olmo else None,
+                                          ray_shard_writer() if on_ray else write_here, RAY_SHARDS_IN_FLIGHT * on_ray):
             shards.append(dataclasses.asdict(shard))
             records.append({"shard": shards[-1], "next": cursor})
             write_atomic(tmp / "done" / f"{len(shards) - 1:05d}.json", json.dumps(records[-1]).encode())

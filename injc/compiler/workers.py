@@ -5,19 +5,24 @@ At most 2×N batches are in flight, so memory stays bounded however large the co
 forked) because the parent may already run the tokenizer's own threads.
 
 `--executor ray` does the same on Ray: one actor per CPU of the cluster (or `--workers N` actors), each holding
-the tokenizer, batches handed out round-robin and collected in submission order. The driver reads the corpus and
-writes, hashes and records the shards, so the output, its crash-safe resume and its progress bar are those of a
-local build (byte-identical, tested).
+the tokenizer, batches handed out round-robin and collected in submission order; each finished shard is written,
+synced and hashed by a Ray task (I/O, no CPU reserved), several at once, and recorded by the driver in order. The
+driver reads the corpus, fills the shards and keeps the records, so the output, its crash-safe resume and its
+progress bar are those of a local build (byte-identical, tested). The output folder must be one every node sees.
 """
 
 import multiprocessing
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer
+
+from injc.shards.writer import ShardWriter, write_and_hash
 
 _tokenizer: Tokenizer | None = None
 
@@ -67,9 +72,9 @@ class _RayEncoder:
         return _encode(texts)
 
 
-def encode_on_ray(batches: Iterable[tuple[list, list[str]]], tokenizer_json: str,
-                  executor: RayExecutor) -> Iterator[tuple[list, list[np.ndarray]]]:
-    """(keys, token arrays) for each (keys, texts) batch, in input order, tokenized by Ray actors."""
+@contextmanager
+def ray_session(executor: RayExecutor):
+    """Ray for the whole build (tokenizer actors and shard writers): joined, or started here and stopped after."""
     import ray
 
     started_here = not ray.is_initialized()
@@ -77,18 +82,44 @@ def encode_on_ray(batches: Iterable[tuple[list, list[str]]], tokenizer_json: str
         ray.init(address=executor.address, include_dashboard=False, log_to_driver=False, logging_level="warning",
                  num_cpus=None if executor.address else (executor.actors or os.cpu_count()))
     try:
-        count = executor.actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        encoder = ray.remote(num_cpus=1)(_RayEncoder)
-        actors = [encoder.remote(tokenizer_json) for _ in range(count)]
-        pending: deque = deque()
-        for index, (keys, texts) in enumerate(batches):
-            pending.append((keys, actors[index % count].encode.remote(texts)))
-            if len(pending) >= 2 * count:
-                keys, result = pending.popleft()
-                yield keys, ray.get(result)
-        while pending:
-            keys, result = pending.popleft()
-            yield keys, ray.get(result)
+        yield
     finally:
         if started_here:
             ray.shutdown()
+
+
+def ray_shard_writer() -> ShardWriter:
+    """Shard files written and hashed by Ray tasks (they reserve no CPU: the tokenizer actors hold them all)."""
+    import ray
+
+    task = ray.remote(num_cpus=0)(write_and_hash)
+
+    def start(path: Path, tokens: np.ndarray) -> Callable[[], str]:
+        reference = task.remote(path, tokens)  # the tokens are copied to Ray's object store here
+        return lambda: ray.get(reference)
+
+    return start
+
+
+def encode_on_ray(batches: Iterable[tuple[list, list[str]]], tokenizer_json: str,
+                  executor: RayExecutor) -> Iterator[tuple[list, list[np.ndarray]]]:
+    """(keys, token arrays) for each (keys, texts) batch, in input order, tokenized by Ray actors."""
+    import ray
+
+    with ray_session(executor):
+        count = executor.actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        encoder = ray.remote(num_cpus=1)(_RayEncoder)
+        actors = [encoder.remote(tokenizer_json) for _ in range(count)]
+        try:
+            pending: deque = deque()
+            for index, (keys, texts) in enumerate(batches):
+                pending.append((keys, actors[index % count].encode.remote(texts)))
+                if len(pending) >= 2 * count:
+                    keys, result = pending.popleft()
+                    yield keys, ray.get(result)
+            while pending:
+                keys, result = pending.popleft()
+                yield keys, ray.get(result)
+        finally:  # free their CPUs now: the build's next pass starts actors of its own
+            for actor in actors:
+                ray.kill(actor)

@@ -12,6 +12,7 @@ Token g of the run is token g - first_token of the shard whose [first_token, fir
 
 import hashlib
 import os
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +89,22 @@ def _write_synced(path: Path, data: np.ndarray) -> None:
         os.fsync(handle.fileno())
 
 
+def write_and_hash(path: Path, tokens: np.ndarray) -> str:
+    """Write one shard file (synced) and return its sha256: the unit of work a shard writer does."""
+    _write_synced(Path(path), tokens)
+    return hashlib.sha256(memoryview(tokens).cast("B")).hexdigest()
+
+
+ShardWriter = Callable[[Path, np.ndarray], Callable[[], str]]
+"""Starts writing one shard file and returns what waits for its sha256 (e.g. on a Ray task); the tokens may be
+reused once it returns."""
+
+
+def write_here(path: Path, tokens: np.ndarray) -> Callable[[], str]:
+    digest = write_and_hash(path, tokens)
+    return lambda: digest
+
+
 def write_shards(
     chunks: Iterable[tuple[np.ndarray, Callable[[int], dict]]],
     out_dir: Path,
@@ -98,26 +115,31 @@ def write_shards(
     progress=None,
     first_index: int = 0,
     sink: Callable[[int, np.ndarray], None] | None = None,
+    writer: ShardWriter = write_here,
+    in_flight: int = 0,
 ) -> Iterator[tuple[ShardInfo, dict]]:
     """Fill shards of `shard_tokens` from `chunks` until `total_tokens`, starting with shard `first_index`.
 
-    Yields each shard as it is written (synced) with the cursor of the next shard's first token, from which the
-    chunk source can resume. Returns early when the chunks run out; the caller checks the total. A `sink`
-    (first_token, tokens) takes each shard's tokens instead of a shard file (its ShardInfo then has no path and no
-    hash: the sink's files are hashed when complete).
+    Yields each shard, in order, once it is written (synced), with the cursor of the next shard's first token,
+    from which the chunk source can resume. Returns early when the chunks run out; the caller checks the total.
+    `writer` writes and hashes each shard file, with up to `in_flight` shards more still being written while the
+    next are filled (`injc build --executor ray` writes them on Ray tasks). A `sink` (first_token, tokens) takes
+    each shard's tokens instead of a shard file (its ShardInfo then has no path and no hash: the sink's files are
+    hashed when complete).
     """
     (out_dir / SHARDS_FOLDER).mkdir(parents=True, exist_ok=True)
     buffer = np.empty(min(shard_tokens, total_tokens), dtype=dtype)
     first_token, index = first_index * shard_tokens, first_index
     chunks = iter(chunks)
     pending, locate, used = np.zeros(0, dtype=dtype), None, 0
+    writing: deque = deque()
     while first_token < total_tokens:
         size, filled = min(shard_tokens, total_tokens - first_token), 0
         while filled < size:
             if used == len(pending):
                 item = next(chunks, None)
                 if item is None:
-                    return
+                    break
                 (pending, locate), used = item, 0
             take = min(size - filled, len(pending) - used)
             buffer[filled:filled + take] = pending[used:used + take]
@@ -125,16 +147,22 @@ def write_shards(
             filled += take
             if progress is not None:
                 progress.update(take)
+        if filled < size:
+            break
         shard = buffer[:size]
         if overlay is not None:
             overlay.apply(shard, first_token)
-        relative = None if sink else SHARD_NAME.format(index=index)
         if sink:
             sink(first_token, shard)
+            writing.append((None, first_token, size, lambda: None, locate(used)))
         else:
-            _write_synced(out_dir / relative, shard)
-        cursor = locate(used)
-        digest = None if sink else hashlib.sha256(memoryview(shard).cast("B")).hexdigest()
-        yield ShardInfo(relative, first_token, size, digest), cursor
+            relative = SHARD_NAME.format(index=index)
+            writing.append((relative, first_token, size, writer(out_dir / relative, shard), locate(used)))
+        while len(writing) > in_flight:
+            relative, first, count, digest, cursor = writing.popleft()
+            yield ShardInfo(relative, first, count, digest()), cursor
         first_token += size
         index += 1
+    while writing:
+        relative, first, count, digest, cursor = writing.popleft()
+        yield ShardInfo(relative, first, count, digest()), cursor

@@ -20,7 +20,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -242,10 +242,11 @@ def build_lock(out_dir: Path):
         handle.close()
 
 
-def _resume_state(partial: Path, key: dict) -> list[dict]:
+def _resume_state(partial: Path, key: dict, read_back: Callable[[], OlmoCoreFiles] | None = None) -> list[dict]:
     """Completion records of shards a previous run of the same build finished and that are still intact.
 
-    A partial folder of a different build (other plan, inputs, flags or injc version) is discarded.
+    A partial folder of a different build (other plan, inputs, flags or injc version) is discarded. A shard
+    written into a trainer's order (no path) is read back through `read_back()`'s files and hashed.
     """
     key_path = partial / "build.json"
     if partial.is_dir() and (not key_path.is_file() or json.loads(key_path.read_text()) != key):
@@ -259,14 +260,30 @@ def _resume_state(partial: Path, key: dict) -> list[dict]:
         if not record_path.is_file():
             break
         record = json.loads(record_path.read_text())
-        shard = partial / record["shard"]["path"]
-        if not shard.is_file() or sha256_file(shard) != record["shard"]["sha256"]:
+        shard = record["shard"]
+        if shard["path"] is None:
+            if read_back is None or not _written_back(partial, read_back, shard):
+                break
+        elif not (partial / shard["path"]).is_file() or sha256_file(partial / shard["path"]) != shard["sha256"]:
             break
         records.append(record)
     for stale in (partial / "done").glob("*.json"):
         if int(stale.stem) >= len(records):
             stale.unlink()
     return records
+
+
+def _written_back(partial: Path, read_back: Callable[[], OlmoCoreFiles], shard: dict) -> bool:
+    """Whether a shard's rows, read back from the files of a build in a trainer's order, hash as recorded."""
+    try:
+        files = read_back()
+    except OSError:
+        return False
+    try:
+        tokens = files.read(shard["first_token"], shard["num_tokens"])
+        return hashlib.sha256(memoryview(tokens).cast("B")).hexdigest() == shard["sha256"]
+    finally:
+        files.close()
 
 
 def _replace_output(partial: Path, out_dir: Path) -> None:
@@ -433,7 +450,7 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
     `target="olmo-core:SEED"` writes the rows straight into OLMo-core's order for that data seed (the files
     `injc export --to olmo-core` would write, with export.json), instead of the stream-order shards: one copy of
     the tokens. injc reads such a build through its row map (manifest version 2, `row_order`). It is written in
-    one go (no staged build; a killed one starts again).
+    one go (no staged build); a killed one resumes, each finished shard's rows read back and checked first.
     """
     if fraction is not None and not 0 < fraction < 1:
         raise InjcError(f"--fraction must be between 0 and 1, got {fraction}")
@@ -467,9 +484,12 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
                 check_output(out_dir, plan.input_files(), force)
             try:
                 resume_key = {**key, "until_step": until_step}
-                if target:  # rows already scattered cannot be checked shard by shard: start again
-                    shutil.rmtree(partial, ignore_errors=True)
-                done = _resume_state(partial, resume_key)
+                read_back = None
+                if target_seed is not None:
+                    def read_back():
+                        return OlmoCoreFiles(partial, SHARDS_FOLDER + "/", plan.layout.total_rows,
+                                             plan.layout.seq_len, tokenizer.dtype, target_seed, resume=True)
+                done = _resume_state(partial, resume_key, read_back)
                 if growing and not done:
                     _seed_from_stage(partial, out_dir, staged["stage"])
                     done = _resume_state(partial, resume_key)
@@ -518,12 +538,13 @@ def _build_into(tmp: Path, full_plan: Plan, tokenizer: LoadedTokenizer, clean: b
     olmo = None
     if target_seed is not None:
         (tmp / SHARDS_FOLDER).mkdir(exist_ok=True)
-        olmo = OlmoCoreFiles(tmp, SHARDS_FOLDER + "/", layout.total_rows, layout.seq_len, dtype, target_seed)
+        olmo = OlmoCoreFiles(tmp, SHARDS_FOLDER + "/", layout.total_rows, layout.seq_len, dtype, target_seed,
+                             resume=bool(done))
     with tqdm(total=until_token, initial=first_token, unit="tok", unit_scale=True,
               desc="write" if prepared else "tokenize+write", disable=not progress, file=sys.stderr) as bar:
         on_ray = isinstance(workers, RayExecutor)
         for shard, cursor in write_shards(chunks, tmp, dtype, shard_tokens, until_token, None if clean else overlay,
-                                          bar, len(done), olmo.write if olmo else None,
+                                          bar, len(done), olmo.write_synced if olmo else None,
                                           ray_shard_writer() if on_ray else write_here, RAY_SHARDS_IN_FLIGHT * on_ray):
             shards.append(dataclasses.asdict(shard))
             records.append({"shard": shards[-1], "next": cursor})

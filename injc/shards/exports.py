@@ -85,23 +85,25 @@ class OlmoCoreFiles:
     the build is written once. Files of up to FILE_BYTES (whole rows) are made at full size up front; each batch of
     rows is sorted by destination and written in runs of consecutive rows (no page faults of a memory map)."""
 
-    def __init__(self, folder: Path, prefix: str, total_rows: int, seq_len: int, dtype: np.dtype, seed: int):
+    def __init__(self, folder: Path, prefix: str, total_rows: int, seq_len: int, dtype: np.dtype, seed: int,
+                 resume: bool = False):
+        """`resume`: open the files a killed build left (their finished rows are kept); else make them anew."""
         self.order = olmo_core_order(total_rows, seed)
-        self.seq_len, self.row_bytes = seq_len, seq_len * dtype.itemsize
+        self.seq_len, self.dtype, self.row_bytes = seq_len, dtype, seq_len * dtype.itemsize
         per_file = max(1, FILE_BYTES // self.row_bytes)
         self.first_rows = np.arange(0, total_rows, per_file)
         self.paths, self.handles, self.row_counts = [], [], []
         for number, first in enumerate(self.first_rows.tolist()):
             self.paths.append(f"{prefix}part-{number:05d}.npy")
             self.row_counts.append(min(per_file, total_rows - first))
-            self.handles.append(open(folder / self.paths[-1], "wb"))
+            self.handles.append(open(folder / self.paths[-1], "r+b" if resume else "wb"))
             self.handles[-1].truncate(self.row_counts[-1] * self.row_bytes)
 
-    def write(self, first_token: int, tokens: np.ndarray) -> None:
-        """Write the stream's tokens from `first_token` (whole rows) to their rows in the files."""
-        rows = tokens.reshape(-1, self.seq_len)
+    def _runs(self, first_token: int, count: int):
+        """For stream rows [first_token/L, +count): (positions in that range, file, byte offset) per run of rows
+        that are consecutive in one file, in file order."""
         first_row = first_token // self.seq_len
-        file_rows = self.order[first_row:first_row + len(rows)].astype(np.int64)
+        file_rows = self.order[first_row:first_row + count].astype(np.int64)
         by_destination = np.argsort(file_rows)
         file_rows = file_rows[by_destination]
         runs = np.flatnonzero(np.diff(file_rows, prepend=-2) != 1)  # starts of runs of consecutive file rows
@@ -109,9 +111,22 @@ class OlmoCoreFiles:
         runs = np.union1d(runs, np.flatnonzero(np.diff(file_of, prepend=-1) != 0))  # a run never spans two files
         for start, stop in zip(runs.tolist(), np.r_[runs[1:], len(file_rows)].tolist()):
             index = int(file_of[start])
-            data = rows[by_destination[start:stop]]
-            os.pwrite(self.handles[index].fileno(), memoryview(np.ascontiguousarray(data)).cast("B"),
-                      int(file_rows[start] - self.first_rows[index]) * self.row_bytes)
+            yield (by_destination[start:stop], self.handles[index].fileno(),
+                   int(file_rows[start] - self.first_rows[index]) * self.row_bytes)
+
+    def write(self, first_token: int, tokens: np.ndarray) -> None:
+        """Write the stream's tokens from `first_token` (whole rows) to their rows in the files."""
+        rows = tokens.reshape(-1, self.seq_len)
+        for positions, handle, offset in self._runs(first_token, len(rows)):
+            os.pwrite(handle, memoryview(np.ascontiguousarray(rows[positions])).cast("B"), offset)
+
+    def read(self, first_token: int, num_tokens: int) -> np.ndarray:
+        """The stream's tokens [first_token, first_token + num_tokens) (whole rows) read back from the files."""
+        rows = np.empty((num_tokens // self.seq_len, self.seq_len), dtype=self.dtype)
+        for positions, handle, offset in self._runs(first_token, len(rows)):
+            data = os.pread(handle, len(positions) * self.row_bytes, offset)
+            rows[positions] = np.frombuffer(data, dtype=self.dtype).reshape(-1, self.seq_len)
+        return rows.reshape(-1)
 
     def rows(self) -> np.ndarray:
         """rows.npy: file row i holds stream row rows[i]."""
@@ -119,10 +134,14 @@ class OlmoCoreFiles:
         rows[self.order] = np.arange(len(self.order), dtype=np.uint64)
         return rows
 
-    def close(self) -> None:
-        """Sync and close every file (once, at the end: a killed target build starts again anyway)."""
+    def write_synced(self, first_token: int, tokens: np.ndarray) -> None:
+        """`write`, then sync every file: a build records a shard as done only once its rows are on disk."""
+        self.write(first_token, tokens)
         for handle in self.handles:
             os.fsync(handle.fileno())
+
+    def close(self) -> None:
+        for handle in self.handles:
             handle.close()
         self.handles = []
 

@@ -31,7 +31,7 @@ class ShardInfo:
     """Relative to the manifest's folder (None when a sink took the tokens)."""
     first_token: int
     num_tokens: int
-    sha256: str | None
+    sha256: str
 
 
 def ramp_indices(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -124,8 +124,8 @@ def write_shards(
     from which the chunk source can resume. Returns early when the chunks run out; the caller checks the total.
     `writer` writes and hashes each shard file, with up to `in_flight` shards more still being written while the
     next are filled (`injc build --executor ray` writes them on Ray tasks). A `sink` (first_token, tokens) takes
-    each shard's tokens instead of a shard file (its ShardInfo then has no path and no hash: the sink's files are
-    hashed when complete).
+    each shard's tokens, durably, instead of a shard file (its ShardInfo then has no path; its hash is that of the
+    tokens, for a resumed build to check them against what the sink wrote).
     """
     (out_dir / SHARDS_FOLDER).mkdir(parents=True, exist_ok=True)
     buffer = np.empty(min(shard_tokens, total_tokens), dtype=dtype)
@@ -154,7 +154,8 @@ def write_shards(
             overlay.apply(shard, first_token)
         if sink:
             sink(first_token, shard)
-            writing.append((None, first_token, size, lambda: None, locate(used)))
+            digest = hashlib.sha256(memoryview(shard).cast("B")).hexdigest()
+            writing.append((None, first_token, size, lambda digest=digest: digest, locate(used)))
         else:
             relative = SHARD_NAME.format(index=index)
             writing.append((relative, first_token, size, writer(out_dir / relative, shard), locate(used)))

@@ -88,6 +88,38 @@ def test_build_target_olmo_core_writes_the_export_once_and_injc_reads_it_through
     assert injc.verify(target.manifest_path) == []
 
 
+def test_a_killed_target_build_resumes_to_the_same_bytes(project, tmp_path):
+    """400 one-step stream shards scattered over OLMo-core's order; Ctrl-C after the 5th, then the same command."""
+    import subprocess
+    import sys
+
+    from tests.conftest import make_documents, write_jsonl
+    from tests.test_cli import REPO
+    from tests.test_user_mistakes import interrupt_after_shards, interruptible, snapshot
+
+    write_jsonl(project.root / "data" / "c.jsonl", [{"text": t} for t in make_documents(1500, seed=4)])
+    plan = project(CANARIES, layout="seq_len = 64\nbatch_size = 4\nsteps = 400\nseed = 7",
+                   extra_layout="shard_tokens = 256")
+    injc.build(plan, tmp_path / "reference", progress=False, target="olmo-core:3")
+    command = [sys.executable, "-m", "injc", "build", str(plan), "--out", str(tmp_path / "out"), "--quiet",
+               "--target", "olmo-core:3"]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=interruptible)
+    done = tmp_path / ".out.injc-partial" / "done"
+    interrupt_after_shards(process, done, 5, 120)
+    kept = len(list(done.glob("*.json")))
+    assert not (tmp_path / "out").exists() and 5 <= kept < 400
+    # damage the last finished shard's first row where OLMo-core's order put it: the resume keeps the shards
+    # before it and must notice this one and write it again
+    from injc.shards.exports import olmo_core_order
+
+    row = int(olmo_core_order(1600, 3)[4 * (kept - 1)])
+    flip_bit(tmp_path / ".out.injc-partial" / "shards" / "part-00000.npy", row * 64 * 2)
+    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert snapshot(tmp_path / "out") == snapshot(tmp_path / "reference")
+
+
 def test_bad_targets_are_one_line_and_write_nothing(built, tmp_path):
     plan = built.parent.parent / "plan.toml"
     for arguments, message in ((["--target", "megatron:1"], "only olmo-core is written directly"),

@@ -2,11 +2,13 @@
 
     python examples/paper-small/reproduce.py [--out runs/paper-small]
 
-build (injected, and the clean control with `--clean`) → train a tiny LitGPT model on each → eval both, then write
-examples/paper-small/results.md and its plots. It checks three claims, honestly measured:
+build (injected, and the clean control with `--clean`) → train a tiny LitGPT model on each (the clean build twice,
+with model seeds 0 and 1) → eval each, then write examples/paper-small/results.md and its plots. It checks three
+claims, honestly measured:
 1. memorization rises with repetitions (canaries: 32× clearly below the never-inserted controls, 1× near them);
 2. contamination uplift rises with repetitions;
-3. minimal impact: the injected run's held-out loss is within 1% of the clean control run's.
+3. minimal impact: the injected run's held-out loss differs from the clean control's by no more than a change of
+   the model's seed moves it (paired by held-out row, with bootstrap intervals).
 """
 
 import argparse
@@ -14,6 +16,8 @@ import json
 import shutil
 import time
 from pathlib import Path
+
+import numpy as np
 
 import injc
 from injc.evals.report import evaluate
@@ -25,18 +29,29 @@ PLAN = ROOT / "examples" / "demo" / "paper-small.toml"
 MODEL = ROOT / "examples" / "demo" / "tiny-gpt.yaml"
 
 
-def run(plan: Path, out: Path, clean: bool) -> dict:
-    name = "clean" if clean else "injected"
-    injc.build(plan, out / f"build-{name}", clean=clean, force=True, progress=False)
-    train(out / f"build-{name}" / "manifest.json",
-          TrainConfig(model=str(MODEL), out=out / f"run-{name}", lr=2e-3, min_lr=2e-4, warmup_steps=20, seed=0,
+def run(plan: Path, out: Path, clean: bool, seed: int = 0) -> dict:
+    """Build (once per variant), train with this model seed, evaluate."""
+    build = "clean" if clean else "injected"
+    name = build + (f"-seed{seed}" if seed else "")
+    if not (out / f"build-{build}" / "manifest.json").exists() or not seed:
+        injc.build(plan, out / f"build-{build}", clean=clean, force=True, progress=False)
+    train(out / f"build-{build}" / "manifest.json",
+          TrainConfig(model=str(MODEL), out=out / f"run-{name}", lr=2e-3, min_lr=2e-4, warmup_steps=20, seed=seed,
                       force=True),
           progress=False)
-    return evaluate(out / f"build-{name}" / "manifest.json", [out / f"run-{name}" / "final"], out / f"report-{name}",
+    return evaluate(out / f"build-{build}" / "manifest.json", [out / f"run-{name}" / "final"], out / f"report-{name}",
                     progress=False)
 
 
-def summarize(injected: dict, clean: dict, minutes: float, plan: Path) -> str:
+def paired(a: list[float], b: list[float], seed: int = 0) -> tuple[float, float, float]:
+    """Mean of a − b over the same held-out rows, with a bootstrap 95% interval (rows resampled, 10,000 times)."""
+    difference = np.asarray(a) - np.asarray(b)
+    rng = np.random.default_rng(seed)
+    means = difference[rng.integers(0, len(difference), (10_000, len(difference)))].mean(axis=1)
+    return float(difference.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def summarize(injected: dict, clean: dict, other_seed: dict, minutes: float, plan: Path) -> str:
     canaries = injected["experiments"]["memp"]["metrics"]["conditions"]
     clean_canaries = clean["experiments"]["memp"]["metrics"]["conditions"]
     tiers = injected["experiments"]["bench"]["metrics"]["tiers"]
@@ -66,12 +81,23 @@ def summarize(injected: dict, clean: dict, minutes: float, plan: Path) -> str:
                   f"{t['p_value']:.4f} | {c['uplift_vs_holdout']:+.3f}") if key != "0" else "— | — | —"
         label = f"{key}× (holdout)" if key == "0" else f"{key}×"
         lines.append(f"| {label} | {t['questions']} | {t['accuracy']:.3f} | {uplift} |")
-    relative = (held - held_clean) / held_clean
+    rows = {name: report["heldout"]["row_losses"] for name, report in
+            (("injected", injected), ("clean", clean), ("other", other_seed))}
+    effect, seed_spread = paired(rows["injected"], rows["clean"]), paired(rows["other"], rows["clean"])
+    within = abs(effect[0]) <= abs(seed_spread[0])
     lines += ["", "## 3. Minimal impact: held-out loss (never-trained rows of the reserved tail)", "",
-              "| run | held-out loss |", "|---|---|", f"| injected | {held:.4f} |",
-              f"| clean control | {held_clean:.4f} |",
-              "", f"Relative difference: {relative:+.2%} (claim: within ±1%: "
-              f"{'holds' if abs(relative) <= 0.01 else 'does NOT hold'} at this scale).", ""]
+              "Each run scores the same held-out rows; differences are paired by row (bootstrap 95% interval over "
+              f"the {len(rows['clean'])} rows).", "",
+              "| run | held-out loss | minus clean control (model seed 0) [95% CI] |", "|---|---|---|",
+              f"| injected (model seed 0) | {held:.4f} | {effect[0]:+.4f} [{effect[1]:+.4f}, {effect[2]:+.4f}] "
+              f"({effect[0] / held_clean:+.2%}) |",
+              f"| clean control (model seed 0) | {held_clean:.4f} | — |",
+              f"| clean control (model seed 1) | {other_seed['heldout']['loss']:.4f} | {seed_spread[0]:+.4f} "
+              f"[{seed_spread[1]:+.4f}, {seed_spread[2]:+.4f}] ({seed_spread[0] / held_clean:+.2%}) |", "",
+              f"The injected run's difference is {'within' if within else 'LARGER than'} the difference between "
+              "two clean runs that differ only in the model's seed. One seed pair is one draw of that spread, not "
+              "its distribution: the comparison says whether injection moved the held-out loss by more than a "
+              "change of seed did once, not that it had no effect.", ""]
     return "\n".join(lines)
 
 
@@ -82,13 +108,15 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     injected, clean = run(args.plan, args.out, clean=False), run(args.plan, args.out, clean=True)
-    text = summarize(injected, clean, (time.perf_counter() - started) / 60, args.plan)
+    other_seed = run(args.plan, args.out, clean=True, seed=1)
+    text = summarize(injected, clean, other_seed, (time.perf_counter() - started) / 60, args.plan)
     (HERE / "results").mkdir(exist_ok=True)
     for plot in ("memp_canaries.png", "bench_contamination.png"):
         shutil.copyfile(args.out / "report-injected" / plot, HERE / "results" / plot)
     text += "\n![canaries](results/memp_canaries.png)\n![contamination](results/bench_contamination.png)\n"
     (HERE / "results.md").write_text(text)
-    (HERE / "results" / "reports.json").write_text(json.dumps({"injected": injected, "clean": clean}) + "\n")
+    (HERE / "results" / "reports.json").write_text(json.dumps({"injected": injected, "clean": clean,
+                                                               "clean_seed1": other_seed}) + "\n")
     print(text)
 
 

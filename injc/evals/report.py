@@ -38,12 +38,14 @@ HELDOUT_ROWS = 64
 
 
 def heldout_loss(ctx: EvalContext) -> dict | None:
-    """Mean loss on never-trained rows: the reserved tail after every allocation (None without a tail)."""
+    """Mean loss on never-trained rows: the reserved tail after every allocation (None without a tail), and each
+    row's mean, so two runs can be compared row by row (paired)."""
     rows = ctx.unused_tail_rows()[:HELDOUT_ROWS]
     if len(rows) == 0:
         return None
     losses = ctx.scorer.token_losses(list(rows), [1] * len(rows))
-    return {"loss": float(np.concatenate(losses).mean()), "rows": int(len(rows))}
+    return {"loss": float(np.concatenate(losses).mean()), "rows": int(len(rows)),
+            "row_losses": [float(row.mean()) for row in losses]}
 
 
 def resolve_checkpoints(given: list[str | Path]) -> list[Path]:

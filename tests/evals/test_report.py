@@ -149,7 +149,11 @@ def test_every_experiment_has_a_mean_loss_and_the_files_are_written(trained):
     for plot in ("memp_canaries.png", "memp_roc.png", "bench_contamination.png", "arith_math.png",
                  "secrets_losses.png", "iid_losses.png", "gw_watermark.png", "leak_leak.png"):
         assert (root / "report" / plot).read_bytes()[:4] == b"\x89PNG"
-    assert 0 < report["heldout"]["loss"] < 10
+    heldout = report["heldout"]
+    assert 0 < heldout["loss"] < 10
+    # every held-out row scores the same number of tokens, so the mean of the row means is the token mean
+    assert len(heldout["row_losses"]) == heldout["rows"] and np.mean(heldout["row_losses"]) == pytest.approx(
+        heldout["loss"], rel=1e-6)
 
 
 def test_mean_loss_matches_an_independent_litgpt_computation(trained):

@@ -214,15 +214,6 @@ def copy_keys(seed: int, name: str, item: np.ndarray, repetition: np.ndarray) ->
         return mix(inner ^ experiment_key(seed, name))
 
 
-def expand_copies(copies: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Copies per item -> (item index, repetition index) of every copy, in item order."""
-    copies = np.asarray(copies, dtype=np.int64)
-    item = np.repeat(np.arange(len(copies), dtype=np.int64), copies)
-    starts = np.cumsum(copies) - copies
-    repetition = np.arange(len(item), dtype=np.int64) - np.repeat(starts, copies)
-    return item, repetition
-
-
 def _check_explicit(layout: Layout, requests: list[Request]) -> tuple[np.ndarray, np.ndarray]:
     """Gather explicit intervals; refuse any outside the run or overlapping another."""
     problems, starts, ends, owners = [], [], [], []
@@ -304,18 +295,18 @@ def _running_totals(segment_sorted: np.ndarray, lengths: np.ndarray) -> np.ndarr
 
 
 def _copy_ids_to_items(copies: np.ndarray) -> np.ndarray | None:
-    """What turns a request's copy ids into (item, repetition): the running end of each item's copies, or None
-    when every item has one copy (then the id is the item)."""
+    """What turns a request's copy ids into (item, repetition): the id of each item's first copy, or None when
+    every item has one copy (then the id is the item)."""
     copies = np.asarray(copies, dtype=np.int64)
-    return None if (copies == 1).all() else np.cumsum(copies)
+    return None if (copies == 1).all() else np.cumsum(copies) - copies
 
 
-def _items_of(ids: np.ndarray, ends: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def _items_of(ids: np.ndarray, firsts: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     ids = ids.astype(np.int64)
-    if ends is None:
+    if firsts is None:
         return ids, np.zeros(len(ids), dtype=np.int64)
-    item = np.searchsorted(ends, ids, side="right")
-    return item, ids - (ends[item] - np.diff(ends, prepend=0)[item])
+    item = np.searchsorted(firsts, ids, side="right") - 1  # an item without copies shares the next one's first id
+    return item, ids - firsts[item]
 
 
 def _make_ranges(layout: Layout, requests: list[Request], seed: int, step_segments: np.ndarray) -> _Ranges:

@@ -7,7 +7,6 @@ from injc.compiler.schedule import (
     _random_order_within,
     compile_schedule,
     draw_bits,
-    expand_copies,
     free_segments,
 )
 from injc.errors import LayoutError
@@ -19,6 +18,13 @@ LAYOUT = Layout(seq_len=128, batch_size=8, steps=100)
 def random_request(name="a", items=50, copies=4, low=5, high=40, seed=0, **kwargs):
     lengths = np.random.default_rng(seed).integers(low, high, items)
     return Request(name, lengths, np.full(items, copies), kwargs.pop("mode", "random"), **kwargs)
+
+
+def expand_copies(copies) -> tuple[list[int], list[int]]:
+    """(item, repetition) of every copy, item by item: what a schedule must place, each exactly once."""
+    counts = np.asarray(copies).tolist()
+    pairs = [(item, repetition) for item, count in enumerate(counts) for repetition in range(count)]
+    return [item for item, _ in pairs], [repetition for _, repetition in pairs]
 
 
 def assert_valid(layout, schedule, requests):
@@ -40,16 +46,18 @@ def assert_valid(layout, schedule, requests):
             assert (step < (request.end_step or layout.steps)).all()
 
 
-def test_expand_copies():
-    item, repetition = expand_copies(np.array([2, 0, 3]))
-    assert item.tolist() == [0, 0, 2, 2, 2]
-    assert repetition.tolist() == [0, 1, 0, 1, 2]
-
-
 def test_random_copies_are_all_placed_disjoint_and_inside_instances():
     requests = [random_request("a"), random_request("b", items=30, copies=2, seed=1)]
     schedule = compile_schedule(LAYOUT, requests, seed=3)
     assert len(schedule) == 50 * 4 + 30 * 2
+    assert_valid(LAYOUT, schedule, requests)
+
+
+def test_items_without_copies_and_with_several_are_placed_as_asked():
+    copies = np.array([2, 0, 3, 0, 0, 1, 4, 0])
+    requests = [Request("mixed", np.arange(5, 13), copies, "random"), random_request("b", items=30, copies=1)]
+    schedule = compile_schedule(LAYOUT, requests, seed=2, window_steps=7)
+    assert len(schedule) == 10 + 30
     assert_valid(LAYOUT, schedule, requests)
 
 

@@ -38,6 +38,7 @@ import numpy as np
 
 from injc.errors import InjcError
 from injc.shards.files import sha256_file, write_atomic
+from injc.shards.layout import inverse_permutation
 from injc.shards.manifest import Manifest, load_manifest
 from injc.shards.stream import TokenStream
 from injc.tables import did_you_mean
@@ -62,6 +63,19 @@ def olmo_core_order(rows: int, seed: int, epoch: int = 1) -> np.ndarray:
     order = np.arange(rows, dtype=np.uint32)
     np.random.Generator(np.random.PCG64(seed=seed + epoch)).shuffle(order)
     return order
+
+
+def olmo_core_rows(rows: int, seed: int) -> np.ndarray:
+    """rows.npy of an OLMo-core layout: file row i holds manifest row rows[i] (the inverse of OLMo-core's order:
+    manifest row r is written as instance order[r], which the loader serves at position r)."""
+    return inverse_permutation(olmo_core_order(rows, seed), np.uint64)
+
+
+def olmo_core_parts(total_rows: int, row_bytes: int) -> list[tuple[str, int, int]]:
+    """(file name, first row, rows) of each raw token file: whole rows, up to FILE_BYTES each."""
+    per_file = max(1, FILE_BYTES // row_bytes)
+    return [(f"part-{number:05d}.npy", first, min(per_file, total_rows - first))
+            for number, first in enumerate(range(0, total_rows, per_file))]
 
 
 def concatenate_shards(manifest: Manifest, path: Path) -> None:
@@ -90,14 +104,14 @@ class OlmoCoreFiles:
         """`resume`: open the files a killed build left (their finished rows are kept); else make them anew."""
         self.order = olmo_core_order(total_rows, seed)
         self.seq_len, self.dtype, self.row_bytes = seq_len, dtype, seq_len * dtype.itemsize
-        per_file = max(1, FILE_BYTES // self.row_bytes)
-        self.first_rows = np.arange(0, total_rows, per_file)
-        self.paths, self.handles, self.row_counts = [], [], []
-        for number, first in enumerate(self.first_rows.tolist()):
-            self.paths.append(f"{prefix}part-{number:05d}.npy")
-            self.row_counts.append(min(per_file, total_rows - first))
-            self.handles.append(open(folder / self.paths[-1], "r+b" if resume else "wb"))
-            self.handles[-1].truncate(self.row_counts[-1] * self.row_bytes)
+        parts = olmo_core_parts(total_rows, self.row_bytes)
+        self.paths = [prefix + name for name, _, _ in parts]
+        self.first_rows = np.array([first for _, first, _ in parts], dtype=np.int64)
+        self.row_counts = [count for _, _, count in parts]
+        self.handles = []
+        for path, count in zip(self.paths, self.row_counts):
+            self.handles.append(open(folder / path, "r+b" if resume else "wb"))
+            self.handles[-1].truncate(count * self.row_bytes)
 
     def _runs(self, first_token: int, count: int):
         """For stream rows [first_token/L, +count): (positions in that range, file, byte offset) per run of rows
@@ -130,9 +144,7 @@ class OlmoCoreFiles:
 
     def rows(self) -> np.ndarray:
         """rows.npy: file row i holds stream row rows[i]."""
-        rows = np.empty(len(self.order), dtype=np.uint64)
-        rows[self.order] = np.arange(len(self.order), dtype=np.uint64)
-        return rows
+        return inverse_permutation(self.order, np.uint64)
 
     def write_synced(self, first_token: int, tokens: np.ndarray) -> None:
         """`write`, then sync every file: a build records a shard as done only once its rows are on disk."""
@@ -154,21 +166,15 @@ def _installed(package: str | None) -> str | None:
 
 
 def _write_olmo_core(stream: TokenStream, folder: Path, seed: int) -> tuple[list[str], np.ndarray, dict]:
-    layout, itemsize = stream.layout, stream.manifest.dtype.itemsize
-    order = olmo_core_order(layout.total_rows, seed)
-    rows = np.empty(layout.total_rows, dtype=np.uint64)
-    rows[order] = np.arange(layout.total_rows, dtype=np.uint64)  # file row order[r] holds manifest row r
-    per_file = max(1, FILE_BYTES // (layout.seq_len * itemsize))
-    per_block = max(1, BLOCK_ROWS_BYTES // (layout.seq_len * itemsize))
-    files = []
-    for number, start in enumerate(range(0, layout.total_rows, per_file)):
-        name = f"part-{number:05d}.npy"
+    layout, row_bytes = stream.layout, stream.layout.seq_len * stream.manifest.dtype.itemsize
+    rows = olmo_core_rows(layout.total_rows, seed)
+    per_block = max(1, BLOCK_ROWS_BYTES // row_bytes)
+    parts = olmo_core_parts(layout.total_rows, row_bytes)
+    for name, first, count in parts:
         with open(folder / name, "wb") as handle:
-            for block in range(start, min(start + per_file, layout.total_rows), per_block):
-                stop = min(block + per_block, start + per_file, layout.total_rows)
-                handle.write(stream.rows(rows[block:stop]).tobytes())
-        files.append(name)
-    return files, rows, olmo_core_loader(stream.manifest.data["layout"], seed)
+            for block in range(first, first + count, per_block):
+                handle.write(stream.rows(rows[block:min(block + per_block, first + count)]).tobytes())
+    return [name for name, _, _ in parts], rows, olmo_core_loader(stream.manifest.data["layout"], seed)
 
 
 def olmo_core_loader(layout: dict, seed: int) -> dict:
@@ -246,8 +252,7 @@ def _write_megatron(stream: TokenStream, folder: Path, seed: int) -> tuple[list[
     if len(np.unique(documents)) != layout.total_rows:
         raise InjcError("megatron-core's order does not read every row exactly once; this megatron-core version "
                         f"is not supported (tested: {TESTED['megatron'][1]})")
-    rows = np.empty(layout.total_rows, dtype=np.uint64)
-    rows[documents] = np.arange(layout.total_rows, dtype=np.uint64)  # document d is pointed at manifest row rows[d]
+    rows = inverse_permutation(documents, np.uint64)  # document d is pointed at manifest row rows[d]
     _megatron_index(folder / "data.idx", code, layout.seq_len, rows.astype(np.int64) * row_bytes)
     loader = {
         "config": f"GPTDatasetConfig(random_seed={seed}, sequence_length={layout.seq_len}, "
@@ -417,9 +422,7 @@ def verify_export(folder: str | Path) -> list[str]:
     stream, layout = TokenStream(manifest), manifest.layout
     rows = np.load(folder / ROWS_NAME)
     if record["target"] == "olmo-core":
-        expected = np.empty_like(rows)
-        expected[olmo_core_order(layout.total_rows, record["seed"])] = np.arange(layout.total_rows, dtype=np.uint64)
-        if not np.array_equal(rows, expected):
+        if not np.array_equal(rows, olmo_core_rows(layout.total_rows, record["seed"])):
             return ["rows.npy is not the inverse of OLMo-core's order for this seed"]
         files = [np.memmap(folder / f["path"], dtype=manifest.dtype, mode="r") for f in record["files"]]
     elif record["target"] == "nanogpt":

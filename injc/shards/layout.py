@@ -50,3 +50,10 @@ class Layout:
     def offset(self, step, row, col):
         """(step, row, col) -> global offset(s)."""
         return step * self.tokens_per_step + row * self.seq_len + col
+
+
+def inverse_permutation(order: np.ndarray, dtype=np.int64) -> np.ndarray:
+    """The permutation that undoes `order`: inverse[order[i]] = i (file row ↔ stream row maps, both ways)."""
+    inverse = np.empty(len(order), dtype=dtype)
+    inverse[order] = np.arange(len(order), dtype=dtype)
+    return inverse

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from injc.errors import InjcError
 from injc.shards.exports import EXPORT_NAME, ROWS_NAME
 from injc.shards.insertions import read_items, without_eos_wrappers
+from injc.shards.layout import inverse_permutation
 from injc.shards.manifest import Manifest, load_manifest
 from injc.shards.stream import TokenStream
 
@@ -56,8 +57,7 @@ def _export_position(folder: Path, manifest: Manifest):
     """A function global row -> (file, row in file) for an export folder."""
     record = json.loads((folder / EXPORT_NAME).read_text())
     rows = np.load(folder / ROWS_NAME)
-    file_row_of = np.empty_like(rows)
-    file_row_of[rows] = np.arange(len(rows), dtype=rows.dtype)
+    file_row_of = inverse_permutation(rows, rows.dtype)
     seq_len, itemsize = manifest.layout.seq_len, manifest.dtype.itemsize
     data_files = [f["path"] for f in record["files"] if f["path"].endswith((".npy", ".bin")) and
                   f["path"] != "val.bin"]

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from injc.errors import ManifestError
+from injc.shards.layout import inverse_permutation
 from injc.shards.manifest import Manifest, load_manifest
 
 
@@ -52,8 +53,7 @@ class TokenStream:
             if len(rows) != manifest.layout.total_rows:
                 raise ManifestError(f"row map {str(path)!r} has {len(rows):,} rows, the run "
                                     f"{manifest.layout.total_rows:,}")
-            self.file_row = np.empty(len(rows), dtype=np.int64)
-            self.file_row[rows] = np.arange(len(rows), dtype=np.int64)
+            self.file_row = inverse_permutation(rows)
 
     def __len__(self) -> int:
         return self.manifest.written_tokens

@@ -37,7 +37,7 @@ from injc.compiler.workers import RayExecutor, ray_session, ray_shard_writer
 from injc.errors import InjcError, LayoutError, some_of
 from injc.injectors.base import Context, HoldoutPool, Payload
 from injc.shards.exports import EXPORT_NAME, ROWS_NAME, OlmoCoreFiles, olmo_core_loader, write_export_record
-from injc.shards.files import fsync_path, sha256_file, write_atomic
+from injc.shards.files import fsync_path, sha256_array, sha256_file, write_atomic
 from injc.shards.insertions import write_insertions, write_items
 from injc.shards.manifest import (
     EVALS_FOLDER,
@@ -246,7 +246,7 @@ def _resume_state(partial: Path, key: dict, read_back: Callable[[], OlmoCoreFile
     """Completion records of shards a previous run of the same build finished and that are still intact.
 
     A partial folder of a different build (other plan, inputs, flags or injc version) is discarded. A shard
-    written into a trainer's order (no path) is read back through `read_back()`'s files and hashed.
+    written into a trainer's order (no path) is read back through the files `read_back()` opens (once) and hashed.
     """
     key_path = partial / "build.json"
     if partial.is_dir() and (not key_path.is_file() or json.loads(key_path.read_text()) != key):
@@ -254,7 +254,7 @@ def _resume_state(partial: Path, key: dict, read_back: Callable[[], OlmoCoreFile
     partial.mkdir(parents=True, exist_ok=True)
     write_atomic(key_path, json.dumps(key, sort_keys=True).encode())
     (partial / "done").mkdir(exist_ok=True)
-    records = []
+    records, files = [], None
     for index in itertools.count():
         record_path = partial / "done" / f"{index:05d}.json"
         if not record_path.is_file():
@@ -262,28 +262,21 @@ def _resume_state(partial: Path, key: dict, read_back: Callable[[], OlmoCoreFile
         record = json.loads(record_path.read_text())
         shard = record["shard"]
         if shard["path"] is None:
-            if read_back is None or not _written_back(partial, read_back, shard):
+            try:
+                files = files or (read_back() if read_back else None)
+            except OSError:
+                break
+            if files is None or sha256_array(files.read(shard["first_token"], shard["num_tokens"])) != shard["sha256"]:
                 break
         elif not (partial / shard["path"]).is_file() or sha256_file(partial / shard["path"]) != shard["sha256"]:
             break
         records.append(record)
+    if files is not None:
+        files.close()
     for stale in (partial / "done").glob("*.json"):
         if int(stale.stem) >= len(records):
             stale.unlink()
     return records
-
-
-def _written_back(partial: Path, read_back: Callable[[], OlmoCoreFiles], shard: dict) -> bool:
-    """Whether a shard's rows, read back from the files of a build in a trainer's order, hash as recorded."""
-    try:
-        files = read_back()
-    except OSError:
-        return False
-    try:
-        tokens = files.read(shard["first_token"], shard["num_tokens"])
-        return hashlib.sha256(memoryview(tokens).cast("B")).hexdigest() == shard["sha256"]
-    finally:
-        files.close()
 
 
 def _replace_output(partial: Path, out_dir: Path) -> None:

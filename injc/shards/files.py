@@ -29,6 +29,11 @@ def write_atomic(path: Path, data: bytes) -> None:
     fsync_path(path.parent)
 
 
+def sha256_array(data) -> str:
+    """The sha256 of an array's bytes as they lie in memory (a shard's tokens, little-endian)."""
+    return hashlib.sha256(memoryview(data).cast("B")).hexdigest()
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -10,7 +10,6 @@ On-disk layout of one shard (see docs/format.md)::
 Token g of the run is token g - first_token of the shard whose [first_token, first_token + num_tokens) holds g.
 """
 
-import hashlib
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from injc.shards.files import sha256_array
 from injc.shards.manifest import SHARDS_FOLDER
 
 SHARD_NAME = SHARDS_FOLDER + "/shard_{index:05d}.bin"
@@ -92,7 +92,7 @@ def _write_synced(path: Path, data: np.ndarray) -> None:
 def write_and_hash(path: Path, tokens: np.ndarray) -> str:
     """Write one shard file (synced) and return its sha256: the unit of work a shard writer does."""
     _write_synced(Path(path), tokens)
-    return hashlib.sha256(memoryview(tokens).cast("B")).hexdigest()
+    return sha256_array(tokens)
 
 
 ShardWriter = Callable[[Path, np.ndarray], Callable[[], str]]
@@ -154,7 +154,7 @@ def write_shards(
             overlay.apply(shard, first_token)
         if sink:
             sink(first_token, shard)
-            digest = hashlib.sha256(memoryview(shard).cast("B")).hexdigest()
+            digest = sha256_array(shard)
             writing.append((None, first_token, size, lambda digest=digest: digest, locate(used)))
         else:
             relative = SHARD_NAME.format(index=index)

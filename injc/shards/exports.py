@@ -41,6 +41,7 @@ from injc.shards.files import sha256_file, write_atomic
 from injc.shards.layout import inverse_permutation
 from injc.shards.manifest import Manifest, load_manifest
 from injc.shards.stream import TokenStream
+from injc.shards.verify import check_shards
 from injc.tables import did_you_mean
 
 EXPORT_NAME = "export.json"
@@ -382,8 +383,7 @@ def export(manifest_path: str | Path, target: str, out: str | Path, seed: int | 
     manifest: Manifest = load_manifest(manifest_path)
     if manifest.until_step < manifest.layout.steps:
         raise InjcError("a staged build cannot be exported: grow it to the whole run first (injc build)")
-    problems = [f"shard {shard['path']}: sha256 differs from the manifest" for shard in manifest.shards
-                if sha256_file(manifest.root / shard["path"]) != shard["sha256"]]
+    problems = check_shards(manifest)
     if problems:
         raise InjcError("the build does not match its manifest (run injc verify):", *problems[:5])
     partial = out.parent / f".{out.name}.injc-partial"

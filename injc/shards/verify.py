@@ -20,7 +20,8 @@ from injc.shards.writer import ramp_indices
 MAX_REPORTED = 20
 
 
-def _check_shards(manifest: Manifest) -> list[str]:
+def check_shards(manifest: Manifest) -> list[str]:
+    """The shard files (and row map) against the manifest: tiling, sizes, sha256 ([] when they match)."""
     problems, expected_first = [], 0
     for shard in manifest.shards:
         path = manifest.root / shard["path"]
@@ -112,7 +113,7 @@ def verify(manifest_path: str | Path) -> list[str]:
     problems = []
     if manifest.data.get("checksum") != content_checksum(manifest.data):
         problems.append("manifest.json was changed after the build (its checksum differs)")
-    shard_problems = _check_shards(manifest)
+    shard_problems = check_shards(manifest)
     problems += shard_problems
     path = manifest.insertions_path
     if not path.is_file():

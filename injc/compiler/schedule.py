@@ -164,15 +164,17 @@ class _Copies:
 
     def taken(self, index: np.ndarray) -> "_Copies":
         """The copies at `index`, as a list of their own (for carrying on to the next window)."""
-        fields = ("range_id", "item", "repetition", "length", "key", "step", "passes", "segment")
-        return _Copies(*(getattr(self, name)[index] for name in fields), self.ranges, self.first_step,
+        return _Copies(*(getattr(self, name)[index] for name in _PER_COPY), self.ranges, self.first_step,
                        self.step_segments, self.backfilling)
+
+
+_PER_COPY = ("range_id", "item", "repetition", "length", "key", "step", "passes", "segment")
+"""The fields of _Copies with one value per copy, in order (the rest describe the view)."""
 
 
 def _joined(parts: list[_Copies], ranges: _Ranges, first_step: int, step_segments: np.ndarray,
             backfilling: bool = False) -> _Copies:
-    fields = ("range_id", "item", "repetition", "length", "key", "step", "passes", "segment")
-    columns = [np.concatenate([getattr(part, name) for part in parts]) for name in fields]
+    columns = [np.concatenate([getattr(part, name) for part in parts]) for name in _PER_COPY]
     return _Copies(*columns, ranges, first_step, step_segments, backfilling)
 
 

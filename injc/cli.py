@@ -155,13 +155,17 @@ def inspect(manifest, as_json, plot, step, show_text):
 @click.argument("manifest", type=click.Path())
 @_user_errors
 def verify(manifest):
-    """Re-read every byte of MANIFEST's build (or of an `injc export` folder: its files' hashes, and that its
-    rows in the trainer's order are the manifest's steps); exit 1 on any mismatch."""
+    """Re-read every byte of MANIFEST's build and, for an `injc export` folder (or a `--target` build, which is
+    both), its files' hashes and that its rows in the trainer's order are the manifest's steps; exit 1 on any
+    mismatch."""
     from injc.shards.exports import EXPORT_NAME, verify_export
+    from injc.shards.manifest import MANIFEST_NAME
     from injc.shards.verify import verify as run_verify
 
-    exported = Path(manifest) / EXPORT_NAME
-    problems = verify_export(manifest) if exported.is_file() else run_verify(manifest)
+    folder = Path(manifest)
+    is_build = not folder.is_dir() or (folder / MANIFEST_NAME).is_file()
+    problems = ((run_verify(manifest) if is_build else [])
+                + (verify_export(folder) if (folder / EXPORT_NAME).is_file() else []))
     for problem in problems:
         click.echo(f"injc: mismatch: {problem}", err=True)
     if problems:

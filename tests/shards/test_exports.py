@@ -86,6 +86,10 @@ def test_build_target_olmo_core_writes_the_export_once_and_injc_reads_it_through
     # and --force replaces a target build (it holds only what injc wrote)
     injc.build(plan, tmp_path / "direct", progress=False, force=True, target="olmo-core:1234")
     assert injc.verify(target.manifest_path) == []
+    # `injc verify DIR` checks such a folder as a build too, not only as an export
+    assert run_injc("verify", tmp_path / "direct").returncode == 0
+    flip_bit(tmp_path / "direct" / "insertions.parquet", 100)
+    assert run_injc("verify", tmp_path / "direct").returncode == 1
 
 
 def test_a_killed_target_build_resumes_to_the_same_bytes(project, tmp_path):

@@ -16,7 +16,7 @@ import numpy as np
 
 from injc.evals.context import EvalContext
 from injc.evals.generic import item_losses
-from injc.evals.stats import bootstrap_ci, permutation_pvalue
+from injc.evals.stats import bootstrap_ci, cohens_d, permutation_pvalue
 
 OLMES = {"arc_challenge": "pmi", "csqa": "pmi", "commonsense_qa": "pmi", "openbookqa": "pmi", "obqa": "pmi",
          "arc_easy": "char", "hellaswag": "char", "mmlu": "char", "piqa": "char", "socialiqa": "char",
@@ -75,6 +75,7 @@ def evaluate(ctx: EvalContext, entry: dict, records: dict) -> dict:
             by_tier[str(tier)].update({
                 "uplift_vs_holdout": float(mine.mean() - holdout.mean()),
                 "uplift_ci95": list(bootstrap_ci(lambda a, b: a.mean() - b.mean(), (mine, holdout))),
+                "effect_size_d": cohens_d(mine, holdout),
                 "p_value": permutation_pvalue(mine, holdout),
             })
     copies, losses = item_losses(ctx, entry["name"])

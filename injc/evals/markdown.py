@@ -74,10 +74,10 @@ def render(reports: list[dict], plots: list[str]) -> str:
                              for k, c in metrics["conditions"].items() for m in [c["membership"]]])
         elif experiment["kind"] == "contamination":
             lines += ["", f"### {name}: accuracy by tier", ""]
-            lines += _table(["repetitions", "questions", "accuracy", "uplift vs holdout [95% CI]", "p"],
+            lines += _table(["repetitions", "questions", "accuracy", "uplift vs holdout [95% CI]", "d", "p"],
                             [[k, t["questions"], t["accuracy"],
                               f"{_fmt(t.get('uplift_vs_holdout'))} {_fmt(t.get('uplift_ci95'))}" if k != "0" else "—",
-                              t.get("p_value")]
+                              t.get("effect_size_d"), t.get("p_value")]
                              for k, t in sorted(metrics["tiers"].items(), key=lambda kv: int(kv[0]))])
         elif experiment["kind"] == "math":
             lines += ["", f"### {name}: accuracy by op count", ""]

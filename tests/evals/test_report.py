@@ -2,6 +2,7 @@
 
 import json
 import math
+import statistics
 
 import numpy as np
 import pytest
@@ -201,7 +202,16 @@ def test_contamination_tiers(trained):
     items = report["experiments"]["bench"]["items"]
     assert tiers["8"]["accuracy"] == pytest.approx(np.mean([i["correct"] for i in items if i["tier"] == 8]))
     assert tiers["8"]["uplift_vs_holdout"] == pytest.approx(tiers["8"]["accuracy"] - tiers["0"]["accuracy"])
-    assert 0 < tiers["8"]["p_value"] <= 1
+    contaminated = [float(i["correct"]) for i in items if i["tier"] == 8]
+    holdout = [float(i["correct"]) for i in items if i["tier"] == 0]
+    pooled_sd = math.sqrt((statistics.variance(contaminated) * 11 + statistics.variance(holdout) * 11) / 22)
+    assert tiers["8"]["effect_size_d"] == pytest.approx(
+        (statistics.mean(contaminated) - statistics.mean(holdout)) / pooled_sd)
+    # the permutation p-value of correct-or-not is a two-sided hypergeometric tail: exact here, sampled in the eval
+    right, observed = int(sum(contaminated) + sum(holdout)), abs(sum(contaminated) - sum(holdout)) / 12
+    tail = sum(math.comb(12, k) * math.comb(12, right - k) for k in range(max(0, right - 12), min(12, right) + 1)
+               if abs(k - (right - k)) / 12 >= observed - 1e-12) / math.comb(24, right)
+    assert tiers["8"]["p_value"] == pytest.approx(tail, abs=0.04)
 
 
 def test_contamination_scores_the_trained_answer_tokens_directly(trained):

@@ -111,7 +111,7 @@ def bench_schedule(insertions: int) -> list[tuple[str, str, str]]:
 
 
 def bench_ray(copies: int, repeats: int) -> list[tuple[str, str, str]]:
-    """The demo corpus ×copies built locally and with --executor ray (a local instance, 2 actors), interleaved;
+    """The demo corpus ×copies built locally and with --executor ray (a local instance, 2 workers), interleaved;
     the Ray figure includes starting the instance, as a user's command does."""
     from injc.compiler.workers import RayExecutor
 
@@ -122,12 +122,12 @@ def bench_ray(copies: int, repeats: int) -> list[tuple[str, str, str]]:
         plan = write_plan(folder, max(1, total // 4 // (1024 * 32)), "")
         times = {"local": [], "ray": []}
         for _ in range(repeats):
-            for label, workers in (("local", None), ("ray", RayExecutor(actors=2))):
+            for label, workers in (("local", None), ("ray", RayExecutor(workers=2))):
                 started = time.perf_counter()
                 result = injc.build(plan, folder / "out", progress=False, force=True, workers=workers)
                 times[label].append(time.perf_counter() - started)
     local, ray = (float(np.median(times[k])) for k in ("local", "ray"))
-    return [(f"build on Ray (local instance, 2 actors), demo ×{copies}, {result.total_tokens:,} tokens",
+    return [(f"build on Ray (local instance, 2 workers), demo ×{copies}, {result.total_tokens:,} tokens",
              f"{ray:.1f} s", f"local build {local:.1f} s: {local / ray:.2f}×")]
 
 

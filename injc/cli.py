@@ -74,8 +74,8 @@ def main():
                    "appends the next steps and keeps the finished shards; the result equals the one-shot build.")
 @click.option("--extend", is_flag=True, help="Insist on growing the staged build in --out (same plan and options).")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="ray: tokenize on Ray actors (--workers N of them; default one per CPU of the cluster) and "
-                   "write the shards on Ray tasks. The output is identical.")
+              help="ray: read and tokenize the corpus on Ray tasks (--workers N at a time; default one per CPU of "
+                   "the cluster) and write the shards on Ray tasks. The output is identical.")
 @click.option("--ray-address", help="With --executor ray: a running cluster (default: a local Ray instance).")
 @click.option("--target", help="olmo-core:SEED: write the rows straight into OLMo-core's order for that data seed "
                                "(one copy; the folder is also its export, see docs/trainers.md).")

@@ -426,7 +426,7 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
     Everything is written to a partial folder beside `out_dir` that is renamed into place only when complete.
     A build that was killed resumes: running the same command again keeps its finished shards (checked against
     their hashes) and continues reading the corpus where they end; the result is byte-identical.
-    `workers` ≥ 2 tokenizes in that many processes, a `RayExecutor` on Ray actors (None: the tokenizer's own
+    `workers` ≥ 2 tokenizes in that many processes, a `RayExecutor` on Ray tasks (None: the tokenizer's own
     threads); the bytes are the same.
     `only` writes just the named experiments (every experiment's payload is still made, so their items and
     held-out allocations are those of the whole plan; the manifest lists the selection); `seed` replaces the

@@ -1,24 +1,21 @@
 """The base stream: corpus files read in order, tokenized, documents joined with EOS.
 
-Readers yield batches of document texts (jsonl, parquet, text) straight from pyarrow / zstandard / the file
-system, streaming with bounded memory. `base_stream` tokenizes each batch with `encode_batch_fast` (the Rust
-tokenizer's own thread pool) and yields token chunks: every document followed by one EOS. Format "tokens"
+The readers (injc.compiler.readers) yield document texts (jsonl, parquet, text), streaming with bounded memory.
+`base_stream` tokenizes them in batches with `encode_batch_fast` (the Rust tokenizer's own thread pool), or in
+worker processes, or reads and tokenizes them on Ray workers chunk by chunk, and yields token chunks: every
+document followed by one EOS. Format "tokens"
 files are already a stream and are passed through as they are. Every chunk comes with a cursor function, so
 a build killed midway resumes reading exactly where its last finished shard ended, without re-tokenizing.
 """
 
-import gzip
-import io
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
-import zstandard
 
 from injc.compiler.plan import CorpusConfig
-from injc.compiler.workers import RayExecutor, encode_in_processes, encode_on_ray
+from injc.compiler.readers import Chunk, corpus_chunks, iter_documents
+from injc.compiler.workers import RayExecutor, encode_in_processes, read_on_ray
 from injc.errors import InputError
 from injc.shards.files import sha256_file
 from injc.tokenizer import LoadedTokenizer
@@ -29,82 +26,6 @@ TOKEN_CHUNK = 1 << 24
 """Tokens per chunk read from format = "tokens" files."""
 TOKEN_SAMPLE = 1 << 20
 """Tokens read from the start of each format = "tokens" file to catch a wrong dtype before the build starts."""
-
-
-def _open_lines(path: Path) -> io.BufferedReader:
-    raw = open(path, "rb")
-    if path.name.endswith(".zst"):
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True), 1 << 20)
-    if path.name.endswith(".gz"):
-        return io.BufferedReader(gzip.GzipFile(fileobj=raw), 1 << 20)
-    return io.BufferedReader(raw, 1 << 20)
-
-
-def _jsonl_texts(path: Path, field: str, skip: int) -> Iterator[str]:
-    try:
-        with _open_lines(path) as lines:
-            number = 0
-            for line in lines:
-                number += 1
-                if not line.strip():
-                    continue
-                if skip:
-                    skip -= 1
-                    continue
-                try:
-                    record = json.loads(line)
-                except (json.JSONDecodeError, UnicodeDecodeError) as error:
-                    raise InputError(f"corpus file {str(path)!r} line {number} is not valid JSON: "
-                                     f"{getattr(error, 'msg', error)}") from None
-                text = record.get(field) if isinstance(record, dict) else None
-                if not isinstance(text, str):
-                    raise InputError(f"corpus file {str(path)!r} line {number} has no string field {field!r}")
-                yield text
-    except (OSError, zstandard.ZstdError, EOFError) as error:
-        raise InputError(f"corpus file {str(path)!r} cannot be read: {error}") from None
-
-
-def _parquet_texts(path: Path, field: str, skip: int) -> Iterator[str]:
-    try:
-        parquet = pq.ParquetFile(path)
-    except Exception as error:  # pyarrow raises ArrowInvalid / OSError for non-parquet files
-        raise InputError(f"corpus file {str(path)!r} is not a parquet file: {error}") from None
-    if field not in parquet.schema_arrow.names:
-        raise InputError(f"corpus file {str(path)!r} has no column {field!r} "
-                         f"(columns: {', '.join(parquet.schema_arrow.names)})")
-    for batch in parquet.iter_batches(columns=[field], batch_size=4096):
-        if skip >= batch.num_rows:
-            skip -= batch.num_rows
-            continue
-        for text in batch.column(0).to_pylist()[skip:]:
-            if not isinstance(text, str):
-                raise InputError(f"corpus file {str(path)!r} column {field!r} holds a non-string value")
-            yield text
-        skip = 0
-
-
-def _file_text(path: Path, skip: int) -> Iterator[str]:
-    if skip:
-        return
-    try:
-        yield path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError:
-        raise InputError(f"corpus file {str(path)!r} is not valid UTF-8") from None
-
-
-def iter_documents(corpus: CorpusConfig, start: tuple[int, int] = (0, 0)) -> Iterator[tuple[int, int, str]]:
-    """(file index, document index, text) of every document, files in plan order, from document `start`."""
-    first_file, first_document = start
-    for index in range(first_file, len(corpus.files)):
-        path, skip = corpus.files[index], first_document if index == first_file else 0
-        if corpus.format == "jsonl":
-            texts = _jsonl_texts(path, corpus.text_field, skip)
-        elif corpus.format == "parquet":
-            texts = _parquet_texts(path, corpus.text_field, skip)
-        else:
-            texts = _file_text(path, skip)
-        for document, text in enumerate(texts, start=skip):
-            yield index, document, text
 
 
 def _text_batches(corpus: CorpusConfig, start: tuple[int, int]) -> Iterator[tuple[list, list[str]]]:
@@ -186,8 +107,8 @@ def base_stream(corpus: CorpusConfig, tokenizer: LoadedTokenizer, start: dict | 
     locate(i) is the cursor of the chunk's token i, which `base_stream(..., start=cursor)` resumes from.
 
     workers None or 1: tokenize here with the tokenizer's own thread pool; N ≥ 2: in N processes; a RayExecutor:
-    on Ray actors (injc.compiler.workers). The tokens are the same either way. A fresh stream (no `start`) begins
-    `corpus.skip_tokens` tokens in; cursors are absolute, so a resumed one does not skip again.
+    read and tokenized by Ray tasks (injc.compiler.workers). The tokens are the same either way. A fresh stream
+    (no `start`) begins `corpus.skip_tokens` tokens in; cursors are absolute, so a resumed one does not skip again.
     """
     if start is None and corpus.skip_tokens:
         yield from _skipping(base_stream(corpus, tokenizer, {}, workers), corpus.skip_tokens)
@@ -198,15 +119,35 @@ def base_stream(corpus: CorpusConfig, tokenizer: LoadedTokenizer, start: dict | 
         return
     eos = np.array([tokenizer.eos_id], dtype=np.int64)
     skip = start.get("skip", 0)
-    batches = _text_batches(corpus, (start.get("file", 0), start.get("document", 0)))
+    first = (start.get("file", 0), start.get("document", 0))
     if isinstance(workers, RayExecutor):
-        encoded_batches = encode_on_ray(batches, tokenizer.tokenizer.to_str(), workers)
-    elif workers and workers > 1:
+        chunks = read_on_ray(corpus_chunks(corpus, first), corpus, tokenizer.tokenizer.to_str(), workers)
+        yield from _encoded(_keyed(chunks, first), eos, tokenizer.dtype, skip)
+        return
+    batches = _text_batches(corpus, first)
+    if workers and workers > 1:
         encoded_batches = encode_in_processes(batches, tokenizer.tokenizer.to_str(), workers)
     else:
         encoded_batches = ((keys, tokenizer.encode_batch(texts)) for keys, texts in batches)
+    yield from _encoded(encoded_batches, eos, tokenizer.dtype, skip)
+
+
+def _keyed(chunks: Iterator[tuple[Chunk, list[np.ndarray]]], start: tuple[int, int]):
+    """(keys, token arrays) from (chunk, token arrays): each document's (file, index), counted in order."""
+    file, document = start
+    for chunk, encoded in chunks:
+        if chunk.file != file:
+            file, document = chunk.file, 0
+        yield [(file, document + i) for i in range(len(encoded))], encoded
+        document += len(encoded)
+
+
+def _encoded(encoded_batches, eos: np.ndarray, dtype, skip: int) -> Iterator[tuple[np.ndarray, Callable]]:
+    """Token chunks with their cursors from (keys, token arrays) batches; the first `skip` tokens left out."""
     for keys, encoded in encoded_batches:
-        tokens = np.concatenate([part for ids in encoded for part in (ids, eos)]).astype(tokenizer.dtype)
+        if not encoded:
+            continue
+        tokens = np.concatenate([part for ids in encoded for part in (ids, eos)]).astype(dtype)
         begins = np.cumsum([0] + [len(ids) + 1 for ids in encoded[:-1]])
         already = skip
 

@@ -4,11 +4,14 @@ with a single thread; results come back in submission order, so the stream is by
 At most 2×N batches are in flight, so memory stays bounded however large the corpus. Workers are spawned (not
 forked) because the parent may already run the tokenizer's own threads.
 
-`--executor ray` does the same on Ray: one actor per CPU of the cluster (or `--workers N` actors), each holding
-the tokenizer, batches handed out round-robin and collected in submission order; each finished shard is written,
-synced and hashed by a Ray task (I/O, no CPU reserved), several at once, and recorded by the driver in order. The
-driver reads the corpus, fills the shards and keeps the records, so the output, its crash-safe resume and its
-progress bar are those of a local build (byte-identical, tested). The output folder must be one every node sees.
+`--executor ray` reads and tokenizes on Ray: the driver cuts the corpus into chunks of whole documents without
+parsing them (`injc.compiler.readers.corpus_chunks`: byte ranges of uncompressed JSONL that the task reads itself,
+blocks of a compressed file decompressed by the driver, parquet row groups, text files); each chunk is a Ray task
+(one CPU; as many at a time as the cluster has CPUs, or `--workers N`) that reads and tokenizes it, and results
+are collected in submission order. Each finished shard is written, synced and hashed by a Ray task (I/O, no CPU
+reserved), several at once, and recorded by the driver in order. The driver fills the shards and keeps the
+records, so the output, its crash-safe resume and its progress bar are those of a local build (byte-identical,
+tested). The corpus and the output folder must be at paths every node sees.
 """
 
 import multiprocessing
@@ -22,15 +25,21 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from injc.compiler.plan import CorpusConfig
+from injc.compiler.readers import Chunk, chunk_texts
+from injc.errors import InputError
 from injc.shards.writer import ShardWriter, write_and_hash
 
 _tokenizer: Tokenizer | None = None
+_tokenizer_json: str | None = None
 
 
 def _start_worker(tokenizer_json: str) -> None:
-    global _tokenizer
-    os.environ["RAYON_NUM_THREADS"] = "1"  # one process, one thread: the pool provides the parallelism
-    _tokenizer = Tokenizer.from_str(tokenizer_json)
+    """Load the tokenizer in this worker process, once (Ray reuses its worker processes from task to task)."""
+    global _tokenizer, _tokenizer_json
+    if tokenizer_json != _tokenizer_json:
+        os.environ["RAYON_NUM_THREADS"] = "1"  # one process, one thread: the pool provides the parallelism
+        _tokenizer, _tokenizer_json = Tokenizer.from_str(tokenizer_json), tokenizer_json
 
 
 def _encode(texts: list[str]) -> list[np.ndarray]:
@@ -58,29 +67,30 @@ class RayExecutor:
     """Tokenize on a Ray cluster: `address` None starts a local instance (stopped again after the build)."""
 
     address: str | None = None
-    actors: int | None = None
-    """Tokenizer actors (None: one per CPU of the cluster)."""
+    workers: int | None = None
+    """Reading tasks at a time (None: one per CPU of the cluster)."""
 
 
-class _RayEncoder:
-    """A Ray actor holding one single-threaded tokenizer."""
-
-    def __init__(self, tokenizer_json: str):
-        _start_worker(tokenizer_json)
-
-    def encode(self, texts: list[str]) -> list[np.ndarray]:
-        return _encode(texts)
+def _read_and_encode(tokenizer_json: str, corpus: CorpusConfig, chunk: Chunk) -> list[np.ndarray] | InputError:
+    """A Ray task: read one chunk of the corpus and tokenize it. A malformed file's InputError is returned, not
+    raised: Ray would wrap it in a traceback."""
+    _start_worker(tokenizer_json)
+    try:
+        texts = chunk_texts(chunk, corpus)
+    except InputError as error:
+        return error
+    return _encode(texts) if texts else []
 
 
 @contextmanager
 def ray_session(executor: RayExecutor):
-    """Ray for the whole build (tokenizer actors and shard writers): joined, or started here and stopped after."""
+    """Ray for the whole build (reading tasks and shard writers): joined, or started here and stopped after."""
     import ray
 
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=executor.address, include_dashboard=False, log_to_driver=False, logging_level="warning",
-                 num_cpus=None if executor.address else (executor.actors or os.cpu_count()))
+                 num_cpus=None if executor.address else (executor.workers or os.cpu_count()))
     try:
         yield
     finally:
@@ -89,7 +99,7 @@ def ray_session(executor: RayExecutor):
 
 
 def ray_shard_writer() -> ShardWriter:
-    """Shard files written and hashed by Ray tasks (they reserve no CPU: the tokenizer actors hold them all)."""
+    """Shard files written and hashed by Ray tasks (they reserve no CPU: the reading tasks hold them all)."""
     import ray
 
     task = ray.remote(num_cpus=0)(write_and_hash)
@@ -101,25 +111,41 @@ def ray_shard_writer() -> ShardWriter:
     return start
 
 
-def encode_on_ray(batches: Iterable[tuple[list, list[str]]], tokenizer_json: str,
-                  executor: RayExecutor) -> Iterator[tuple[list, list[np.ndarray]]]:
-    """(keys, token arrays) for each (keys, texts) batch, in input order, tokenized by Ray actors."""
+def _checked(chunk: Chunk, encoded: list[np.ndarray] | InputError) -> tuple[Chunk, list[np.ndarray]]:
+    if isinstance(encoded, InputError):
+        raise encoded
+    return chunk, encoded
+
+
+def read_on_ray(chunks: Iterable[Chunk], corpus: CorpusConfig, tokenizer_json: str,
+                executor: RayExecutor) -> Iterator[tuple[Chunk, list[np.ndarray]]]:
+    """(chunk, token arrays of its documents) for each chunk, in input order, read and tokenized by Ray tasks.
+
+    Tasks (one CPU each), not actors bound round-robin: Ray starts each on whichever worker is free, so a file's
+    short last chunk never leaves a worker idle behind a long one, and each worker process loads the tokenizer
+    once. At most 2 × (--workers, or the cluster's CPUs) chunks are in flight; results come back in submission
+    order. A chunk whose file turns out malformed raises the InputError a local build raises."""
     import ray
 
     with ray_session(executor):
-        count = executor.actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        encoder = ray.remote(num_cpus=1)(_RayEncoder)
-        actors = [encoder.remote(tokenizer_json) for _ in range(count)]
+        count = executor.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        task = ray.remote(num_cpus=1)(_read_and_encode)
+        tokenizer, config = ray.put(tokenizer_json), ray.put(corpus)  # once, not with every task
+        pending: deque = deque()
         try:
-            pending: deque = deque()
-            for index, (keys, texts) in enumerate(batches):
-                pending.append((keys, actors[index % count].encode.remote(texts)))
+            for chunk in chunks:
+                pending.append((chunk, task.remote(tokenizer, config, chunk)))
                 if len(pending) >= 2 * count:
-                    keys, result = pending.popleft()
-                    yield keys, ray.get(result)
+                    yield _checked(*_collect(pending))
             while pending:
-                keys, result = pending.popleft()
-                yield keys, ray.get(result)
-        finally:  # free their CPUs now: the build's next pass starts actors of its own
-            for actor in actors:
-                ray.kill(actor)
+                yield _checked(*_collect(pending))
+        finally:  # a pass that stops early (it has the tokens it needs) leaves nothing running
+            for _, reference in pending:
+                ray.cancel(reference)
+
+
+def _collect(pending: deque) -> tuple[Chunk, list[np.ndarray] | InputError]:
+    import ray
+
+    chunk, reference = pending.popleft()
+    return chunk, ray.get(reference)

@@ -1,9 +1,11 @@
 """`injc build --executor ray` (a local Ray instance, 2 CPUs): the same bytes as a local build, and a build
 interrupted midway resumes to them."""
 
+import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import injc
@@ -47,16 +49,53 @@ def test_a_ray_build_is_byte_identical_to_a_local_one_and_resumes_after_ctrl_c(l
     assert snapshot(out) == snapshot(reference)
 
 
-def test_ray_actors_return_many_batches_in_submission_order(tokenizer_path):
-    """Many small batches over 2 actors (more than are kept in flight), compared with tokenizing here."""
-    from tokenizers import Tokenizer
+def test_ray_workers_read_the_same_stream_in_small_chunks_from_any_cursor(tmp_path, tokenizer_path, monkeypatch):
+    """The corpus cut into chunks of ~200 bytes (many more than are kept in flight) and read by 2 Ray workers: the
+    tokens and every cursor equal a local read, for plain, zstd and parquet files, fresh and resumed mid-document;
+    a malformed line comes back as the local build's one-line error."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import zstandard
 
-    from injc.compiler.workers import RayExecutor, encode_on_ray
+    from injc.compiler import readers
+    from injc.compiler.corpus import base_stream
+    from injc.compiler.plan import CorpusConfig
+    from injc.compiler.workers import RayExecutor, ray_session
+    from injc.errors import InputError
+    from injc.tokenizer import load_tokenizer
 
-    tokenizer_json = tokenizer_path.read_text()
-    batches = [([(0, i)], [f"document {i} " + " ".join(make_documents(3, seed=i))]) for i in range(20)]
-    results = list(encode_on_ray(iter(batches), tokenizer_json, RayExecutor(actors=2)))
-    direct = Tokenizer.from_str(tokenizer_json)
-    assert [keys for keys, _ in results] == [keys for keys, _ in batches]
-    for (_, texts), (_, encoded) in zip(batches, results):
-        assert [list(e) for e in encoded] == [direct.encode(t, add_special_tokens=False).ids for t in texts]
+    monkeypatch.setattr(readers, "CHUNK_BYTES", 200)
+    docs = make_documents(60, seed=21)
+    write_jsonl(tmp_path / "a.jsonl", [{"text": d} for d in docs[:25]])
+    (tmp_path / "b.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(
+        "".join(json.dumps({"text": d}) + "\n" for d in docs[25:]).encode()))
+    pq.write_table(pa.table({"text": docs}), tmp_path / "c.parquet", row_group_size=7)
+    tokenizer = load_tokenizer(tokenizer_path, None)
+    jsonl = CorpusConfig((tmp_path / "a.jsonl", tmp_path / "b.jsonl.zst"), "jsonl", "text", None)
+    parquet = CorpusConfig((tmp_path / "c.parquet",), "parquet", "text", None)
+
+    def read(corpus, start, workers):
+        chunks = list(base_stream(corpus, tokenizer, start, workers))
+        begins = np.cumsum([0] + [len(c) for c, _ in chunks])
+        cursors = [locate(g - begin) for (c, locate), begin in zip(chunks, begins)
+                   for g in range(-(-begin // 37) * 37, begin + len(c), 37)]  # at every 37th token of the stream
+        return np.concatenate([c for c, _ in chunks]), cursors
+
+    executor = RayExecutor(workers=2)
+    with ray_session(RayExecutor(workers=2)):
+        for corpus in (jsonl, parquet):
+            local = read(corpus, {}, None)
+            chunk, locate = next(base_stream(corpus, tokenizer, {}, None))  # one local chunk: the whole corpus
+            middle = locate(len(chunk) * 11 // 20)
+            assert middle["file"] == len(corpus.files) - 1 and middle["document"] > 0 and middle["skip"] > 0
+            for start in ({}, middle):
+                on_ray, here = read(corpus, start, executor), read(corpus, start, None)
+                assert np.array_equal(on_ray[0], here[0]) and on_ray[1] == here[1], (corpus.format, start)
+            assert len(read(corpus, middle, executor)[0]) < len(local[0])
+        lines = (tmp_path / "a.jsonl").read_text().splitlines()
+        lines[20] = "{not json"
+        (tmp_path / "a.jsonl").write_text("\n".join(lines) + "\n")
+        with pytest.raises(InputError) as error:
+            read(jsonl, {}, executor)
+        assert str(error.value).endswith("line 21 is not valid JSON: Expecting property name enclosed in "
+                                         "double quotes")

@@ -293,7 +293,9 @@ def _step_list(ctx, param, value):
                    "consumes exactly the step's batch: rank r takes rows [r·B/N, (r+1)·B/N).")
 @click.option("--num-nodes", type=click.IntRange(min=1), default=1, show_default=True,
               help="Machines (launch one process per device on each, as Fabric does: torchrun or Slurm).")
-@click.option("--strategy", default="ddp", show_default=True, help="Fabric strategy for several devices: ddp.")
+@click.option("--strategy", type=click.Choice(["ddp", "fsdp"]), default="ddp", show_default=True,
+              help="Several devices: ddp (each rank holds the whole model) or fsdp (parameters, gradients and "
+                   "optimizer state sharded over the ranks).")
 @click.option("--quiet", is_flag=True, help="No per-step lines.")
 @_user_errors
 def train(manifest, model, init, init_optimizer, out_dir, micro_batch_size, steps, save_steps, save_every, resume,

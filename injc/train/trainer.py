@@ -4,10 +4,11 @@ Step s of the manifest is exactly one optimizer step on stream[s*B*L:(s+1)*B*L] 
 its config and the checkpoint layout are LitGPT's (`lit_model.pth` + `model_config.yaml`); the loop is a short
 one on Lightning Fabric (LitGPT's engine) so that nothing between the shards and the model can reorder data.
 
-On several devices (`--devices N`, Fabric DDP) every rank reads the whole step batch and trains on its block of
-rows: rank r of N takes rows [r·B/N, (r+1)·B/N), in micro-batches as on one device; gradients are summed over
-all B rows (each rank's loss is scaled by N/B per row, since DDP averages), so one optimizer step still consumes
-exactly the manifest's step. Rank 0 alone writes metrics, the audit (over the whole batch) and checkpoints.
+On several devices (`--devices N`, Fabric DDP or FSDP: injc.train.fsdp) every rank reads the whole step batch and
+trains on its block of rows: rank r of N takes rows [r·B/N, (r+1)·B/N), in micro-batches as on one device;
+gradients are summed over all B rows (each rank's loss is scaled by N/B per row, since both average), so one
+optimizer step still consumes exactly the manifest's step. Rank 0 alone writes metrics, the audit (over the whole
+batch) and checkpoints (with FSDP gathered whole from the shards first, so they are a single device's).
 
 Outputs under DIR: metrics.jsonl (one line per step), audit.jsonl (--audit), step-NNNNNN/ for --save-every and
 --save-steps (the state after NNNNNN optimizer steps), final/. Each checkpoint folder also holds optimizer.pth and
@@ -35,6 +36,7 @@ from injc.shards.manifest import Manifest, identity_differences, load_manifest
 from injc.shards.stream import TokenStream
 from injc.shards.verify import verify
 from injc.train.data import batch_sha256, micro_batches
+from injc.train.fsdp import fsdp_strategy, full_state, load_optimizer
 from injc.train.noise import attach_embedding_noise
 
 
@@ -79,7 +81,8 @@ class TrainConfig:
     """Processes per node (Lightning Fabric); each optimizer step still consumes exactly the step's batch."""
     num_nodes: int = 1
     strategy: str = "ddp"
-    """Fabric strategy when devices × num_nodes > 1: 'ddp' (gloo on the CPU, nccl on CUDA)."""
+    """When devices × num_nodes > 1: 'ddp' (Fabric DDP: gloo on the CPU, nccl on CUDA) or 'fsdp' (parameters,
+    gradients and optimizer state sharded: injc.train.fsdp)."""
 
 
 def learning_rate(step: int, total: int, config: TrainConfig) -> float:
@@ -140,18 +143,18 @@ def checkpoint_config(folder: Path, vocab: int, seq_len: int):
     return config
 
 
-def _checkpoint(folder: Path, model, optimizer, config, steps_done: int, manifest: Manifest,
+def _checkpoint(folder: Path, state: tuple[dict, dict], config, steps_done: int, manifest: Manifest,
                 init: str | None) -> None:
-    """Write a checkpoint into a hidden temporary folder, then rename it into place: a checkpoint folder is
-    always whole, whenever the process dies (an older one of the same name is swapped out first)."""
+    """Write a checkpoint ((model, optimizer) state dicts) into a hidden temporary folder, then rename it into
+    place: a checkpoint folder is always whole, whenever the process dies (an older one is swapped out first)."""
     from litgpt.utils import save_config
 
     partial, old = folder.with_name(f".{folder.name}.tmp"), folder.with_name(f".{folder.name}.old")
     for leftover in (partial, old):
         shutil.rmtree(leftover, ignore_errors=True)
     partial.mkdir(parents=True)
-    torch.save(model.state_dict(), partial / "lit_model.pth")
-    torch.save(optimizer.state_dict(), partial / "optimizer.pth")
+    torch.save(state[0], partial / "lit_model.pth")
+    torch.save(state[1], partial / "optimizer.pth")
     save_config(config, partial)
     state = {"steps_done": steps_done, "manifest": str(manifest.root / "manifest.json"), **manifest.identity,
              "init": init}
@@ -160,6 +163,18 @@ def _checkpoint(folder: Path, model, optimizer, config, steps_done: int, manifes
         folder.rename(old)
     partial.rename(folder)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _gathered(model, optimizer, sharded: bool, lead: bool) -> tuple[dict, dict] | None:
+    """What a checkpoint saves: gathered from the shards with FSDP (every rank takes part), else rank 0's own."""
+    if sharded:
+        return full_state(model, optimizer)
+    return (model.state_dict(), optimizer.state_dict()) if lead else None
+
+
+def _load_optimizer(model, optimizer, path: Path, sharded: bool, device) -> None:
+    state = torch.load(path, map_location="cpu" if sharded else device, weights_only=True)
+    load_optimizer(model, optimizer, state) if sharded else optimizer.load_state_dict(state)
 
 
 def rank_rows(batch_size: int, world_size: int, rank: int) -> range:
@@ -184,8 +199,9 @@ def _fabric(config: TrainConfig):
     accelerator = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     world = config.devices * config.num_nodes
     precision = "bf16-mixed" if accelerator == "cuda" else "32-true"
-    return Fabric(accelerator=accelerator, devices=config.devices, num_nodes=config.num_nodes,
-                  strategy=config.strategy if world > 1 else "auto", precision=precision)
+    strategy = "auto" if world == 1 else fsdp_strategy(world) if config.strategy == "fsdp" else config.strategy
+    return Fabric(accelerator=accelerator, devices=config.devices, num_nodes=config.num_nodes, strategy=strategy,
+                  precision=precision)
 
 
 def latest_checkpoint(out: Path) -> Path | None:
@@ -314,10 +330,10 @@ def train(manifest_path: str | Path, config: TrainConfig, progress: bool = True)
     else:
         model_cfg, init_state = model_config(config.model, manifest), None
     out = Path(config.out)
-    if config.strategy not in ("ddp",):
-        raise InjcError(f"--strategy {config.strategy!r}: injc trains with 'ddp'; FSDP is not supported yet "
-                        f"(Lightning Fabric runs FSDP on GPUs only, and injc's CI has none to test it on)")
+    if config.strategy not in ("ddp", "fsdp"):
+        raise InjcError(f"--strategy {config.strategy!r}: injc trains with 'ddp' or 'fsdp'")
     world = config.devices * config.num_nodes
+    sharded = config.strategy == "fsdp" and world > 1
     rank_rows(layout.batch_size, world, 0)  # refuse a batch that does not split evenly, before anything starts
     fabric = _fabric(config)
     first_process = process_rank(config) == 0
@@ -344,9 +360,9 @@ def train(manifest_path: str | Path, config: TrainConfig, progress: bool = True)
         path = Path(config.init) / "optimizer.pth"
         if not path.is_file():
             raise InjcError(f"--init-optimizer: {str(config.init)!r} has no optimizer.pth")
-        optimizer.load_state_dict(torch.load(path, map_location=fabric.device, weights_only=True))
+        _load_optimizer(model, optimizer, path, sharded, fabric.device)
     if latest is not None:
-        optimizer.load_state_dict(torch.load(latest / "optimizer.pth", map_location=fabric.device, weights_only=True))
+        _load_optimizer(model, optimizer, latest / "optimizer.pth", sharded, fabric.device)
     init = str(config.init) if config.init is not None else None
     if start == total:
         if progress and lead:
@@ -402,14 +418,16 @@ def train(manifest_path: str | Path, config: TrainConfig, progress: bool = True)
                 if saving or (stop.requested and done < total):
                     if audit is not None:
                         audit.flush()
+                    state = _gathered(model, optimizer, sharded, lead)
                     if lead:
-                        _checkpoint(out / f"step-{done:06d}", model, optimizer, model_cfg, done, manifest, init)
+                        _checkpoint(out / f"step-{done:06d}", state, model_cfg, done, manifest, init)
                     fabric.barrier()
                 if stop.requested and done < total:
                     raise Interrupted(f"stopped after step {done:,} of {total:,}; checkpoint "
                                       f"{out / f'step-{done:06d}'}: add --resume to the same command to continue")
+            state = _gathered(model, optimizer, sharded, lead)
             if lead:  # a Ctrl-C now waits for it
-                _checkpoint(out / "final", model, optimizer, model_cfg, total, manifest, init)
+                _checkpoint(out / "final", state, model_cfg, total, manifest, init)
             fabric.barrier()
     except KeyboardInterrupt:
         kept = latest_checkpoint(out)

@@ -6,6 +6,9 @@
   ({"text", "source"}), sorted by name: real text that every machine has, frozen here so builds match everywhere.
 - tokenizer.json: a byte-level BPE (vocabulary 8,192 with <|endoftext|>) trained on that corpus.
 - payloads/*.jsonl: generated payloads for the demo plan's experiments (seeded).
+- data/packages/stdlib-packages.jsonl.zst: the standard library's packages (tests, IDLE, lib2to3 and turtledemo
+  left out), one document per module sorted by path, and payloads/paper-small/{questions,hosts}.jsonl: the corpus
+  and payloads that size paper-small.toml (its run is longer than the top-level modules alone can fill).
 """
 
 import json
@@ -16,21 +19,43 @@ from pathlib import Path
 import zstandard
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from injc.injectors import fixtures
+
 HERE = Path(__file__).parent
 VOCAB_SIZE = 8192
 EOS = "<|endoftext|>"
+LEFT_OUT_PACKAGES = {"test", "tests", "idlelib", "lib2to3", "turtledemo", "site-packages", "__pycache__"}
+
+
+def write_modules(paths: list[Path], stdlib: Path, destination: Path) -> list[str]:
+    """One JSON document per module ({"text", "source": its path under the standard library}), zstd level 19."""
+    texts = []
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with open(destination, "wb") as raw:
+        with zstandard.ZstdCompressor(level=19).stream_writer(raw) as out:
+            for path in paths:
+                text = path.read_text(encoding="utf-8", errors="replace")
+                texts.append(text)
+                out.write((json.dumps({"text": text, "source": path.relative_to(stdlib).as_posix()}) + "\n").encode())
+    return texts
 
 
 def write_corpus() -> list[str]:
     stdlib = Path(sysconfig.get_paths()["stdlib"])
-    texts = []
-    with open(HERE / "data" / "stdlib.jsonl.zst", "wb") as raw:
-        with zstandard.ZstdCompressor(level=19).stream_writer(raw) as out:
-            for path in sorted(stdlib.glob("*.py")):
-                text = path.read_text(encoding="utf-8", errors="replace")
-                texts.append(text)
-                out.write((json.dumps({"text": text, "source": path.name}) + "\n").encode())
-    return texts
+    return write_modules(sorted(stdlib.glob("*.py")), stdlib, HERE / "data" / "stdlib.jsonl.zst")
+
+
+def write_paper_small() -> None:
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    packages = [path for path in sorted(stdlib.glob("*/**/*.py"))
+                if not LEFT_OUT_PACKAGES & set(path.relative_to(stdlib).parts)]
+    write_modules(packages, stdlib, HERE / "data" / "packages" / "stdlib-packages.jsonl.zst")
+    rng = random.Random(2509_23383_15)
+    payloads = {"questions": fixtures.questions(rng, 400), "hosts": fixtures.hosts(rng, 800)}
+    (HERE / "payloads" / "paper-small").mkdir(parents=True, exist_ok=True)
+    for name, records in payloads.items():
+        (HERE / "payloads" / "paper-small" / f"{name}.jsonl").write_text(
+            "".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
 
 
 def train_tokenizer(texts: list[str]) -> None:
@@ -67,4 +92,5 @@ if __name__ == "__main__":
     texts = write_corpus()
     train_tokenizer(texts)
     write_payloads()
+    write_paper_small()
     print(f"wrote {len(texts)} documents, tokenizer, payloads under {HERE}")

@@ -3,9 +3,9 @@
 The readers (injc.compiler.readers) yield document texts (jsonl, parquet, text), streaming with bounded memory.
 `base_stream` tokenizes them in batches with `encode_batch_fast` (the Rust tokenizer's own thread pool), or in
 worker processes, or reads and tokenizes them on Ray workers chunk by chunk, and yields token chunks: every
-document followed by one EOS. Format "tokens"
-files are already a stream and are passed through as they are. Every chunk comes with a cursor function, so
-a build killed midway resumes reading exactly where its last finished shard ended, without re-tokenizing.
+document followed by one EOS. Format "tokens" files are already a stream and are passed through as they are.
+Every chunk comes with a cursor function, so a build killed midway resumes reading exactly where its last
+finished shard ended, without re-tokenizing.
 """
 
 from collections.abc import Callable, Iterator

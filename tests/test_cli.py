@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from injc.compiler.check import check
 from tests.conftest import CANARIES, flip_bit, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,3 +118,11 @@ def test_the_embedded_demo_builds_and_verifies(tmp_path):
     assert injc("verify", out).returncode == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert [e["name"] for e in manifest["experiments"]] == ["canaries", "facts-late", "pinned"]
+
+
+@pytest.mark.parametrize("plan", sorted(p.name for p in (REPO / "examples" / "demo").glob("*.toml")))
+def test_every_shipped_plan_passes_injc_check(plan):
+    """Each example's plan finds its files and corpus and fits (paper-small's run needs both corpus files)."""
+    report = check(REPO / "examples" / "demo" / plan)
+    assert report.plan.experiments
+    assert any(line.endswith(": enough") for line in report.lines)

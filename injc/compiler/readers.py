@@ -185,7 +185,7 @@ def _parquet_chunks(index: int, path: Path, field: str, skip: int) -> Iterator[C
 
 def corpus_chunks(corpus: CorpusConfig, start: tuple[int, int] = (0, 0),
                   chunk_bytes: int | None = None) -> Iterator[Chunk]:
-    """The documents of `iter_documents(corpus, start)` as chunks, in order, none empty of bytes or rows."""
+    """The documents of `iter_documents(corpus, start)` as chunks, in order."""
     first_file, first_document = start
     for index in range(first_file, len(corpus.files)):
         path, skip = corpus.files[index], first_document if index == first_file else 0

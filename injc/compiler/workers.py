@@ -64,7 +64,7 @@ def encode_in_processes(batches: Iterable[tuple[list, list[str]]], tokenizer_jso
 
 @dataclass(frozen=True)
 class RayExecutor:
-    """Tokenize on a Ray cluster: `address` None starts a local instance (stopped again after the build)."""
+    """Read and tokenize on a Ray cluster: `address` None starts a local instance (stopped again after the build)."""
 
     address: str | None = None
     workers: int | None = None

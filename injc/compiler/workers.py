@@ -111,12 +111,6 @@ def ray_shard_writer() -> ShardWriter:
     return start
 
 
-def _checked(chunk: Chunk, encoded: list[np.ndarray] | InputError) -> tuple[Chunk, list[np.ndarray]]:
-    if isinstance(encoded, InputError):
-        raise encoded
-    return chunk, encoded
-
-
 def read_on_ray(chunks: Iterable[Chunk], corpus: CorpusConfig, tokenizer_json: str,
                 executor: RayExecutor) -> Iterator[tuple[Chunk, list[np.ndarray]]]:
     """(chunk, token arrays of its documents) for each chunk, in input order, read and tokenized by Ray tasks.
@@ -136,16 +130,20 @@ def read_on_ray(chunks: Iterable[Chunk], corpus: CorpusConfig, tokenizer_json: s
             for chunk in chunks:
                 pending.append((chunk, task.remote(tokenizer, config, chunk)))
                 if len(pending) >= 2 * count:
-                    yield _checked(*_collect(pending))
+                    yield _oldest(pending)
             while pending:
-                yield _checked(*_collect(pending))
+                yield _oldest(pending)
         finally:  # a pass that stops early (it has the tokens it needs) leaves nothing running
             for _, reference in pending:
                 ray.cancel(reference)
 
 
-def _collect(pending: deque) -> tuple[Chunk, list[np.ndarray] | InputError]:
+def _oldest(pending: deque) -> tuple[Chunk, list[np.ndarray]]:
+    """The oldest chunk in flight with its tokens, waiting for them; a malformed file's InputError raised here."""
     import ray
 
     chunk, reference = pending.popleft()
-    return chunk, ray.get(reference)
+    encoded = ray.get(reference)
+    if isinstance(encoded, InputError):
+        raise encoded
+    return chunk, encoded

@@ -143,7 +143,7 @@ def checkpoint_config(folder: Path, vocab: int, seq_len: int):
     return config
 
 
-def _checkpoint(folder: Path, state: tuple[dict, dict], config, steps_done: int, manifest: Manifest,
+def _checkpoint(folder: Path, weights_and_moments: tuple[dict, dict], config, steps_done: int, manifest: Manifest,
                 init: str | None) -> None:
     """Write a checkpoint ((model, optimizer) state dicts) into a hidden temporary folder, then rename it into
     place: a checkpoint folder is always whole, whenever the process dies (an older one is swapped out first)."""
@@ -153,8 +153,8 @@ def _checkpoint(folder: Path, state: tuple[dict, dict], config, steps_done: int,
     for leftover in (partial, old):
         shutil.rmtree(leftover, ignore_errors=True)
     partial.mkdir(parents=True)
-    torch.save(state[0], partial / "lit_model.pth")
-    torch.save(state[1], partial / "optimizer.pth")
+    torch.save(weights_and_moments[0], partial / "lit_model.pth")
+    torch.save(weights_and_moments[1], partial / "optimizer.pth")
     save_config(config, partial)
     state = {"steps_done": steps_done, "manifest": str(manifest.root / "manifest.json"), **manifest.identity,
              "init": init}
@@ -193,13 +193,13 @@ def process_rank(config: TrainConfig) -> int:
     return int(os.environ.get("NODE_RANK", 0)) * config.devices + int(os.environ.get("LOCAL_RANK", 0))
 
 
-def _fabric(config: TrainConfig):
+def _fabric(config: TrainConfig, sharded: bool):
     from lightning.fabric import Fabric
 
     accelerator = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     world = config.devices * config.num_nodes
     precision = "bf16-mixed" if accelerator == "cuda" else "32-true"
-    strategy = "auto" if world == 1 else fsdp_strategy(world) if config.strategy == "fsdp" else config.strategy
+    strategy = fsdp_strategy(world) if sharded else config.strategy if world > 1 else "auto"
     return Fabric(accelerator=accelerator, devices=config.devices, num_nodes=config.num_nodes, strategy=strategy,
                   precision=precision)
 
@@ -335,7 +335,7 @@ def train(manifest_path: str | Path, config: TrainConfig, progress: bool = True)
     world = config.devices * config.num_nodes
     sharded = config.strategy == "fsdp" and world > 1
     rank_rows(layout.batch_size, world, 0)  # refuse a batch that does not split evenly, before anything starts
-    fabric = _fabric(config)
+    fabric = _fabric(config, sharded)
     first_process = process_rank(config) == 0
     # the process the user started checks and prepares the folder before any other starts (they only read it)
     latest = prepare_run_folder(out, manifest, config, total) if first_process else None

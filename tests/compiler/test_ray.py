@@ -82,7 +82,7 @@ def test_ray_workers_read_the_same_stream_in_small_chunks_from_any_cursor(tmp_pa
         return np.concatenate([c for c, _ in chunks]), cursors
 
     executor = RayExecutor(workers=2)
-    with ray_session(RayExecutor(workers=2)):
+    with ray_session(executor):
         for corpus in (jsonl, parquet):
             local = read(corpus, {}, None)
             chunk, locate = next(base_stream(corpus, tokenizer, {}, None))  # one local chunk: the whole corpus

@@ -20,12 +20,15 @@ class EvalContext:
     """experiment → [(copies, tokens as written)] for every payload item, controls included."""
     judge: Scorer | None = None
     """Another checkpoint that judges generations (denial-of-service poisoning), or None."""
+    baseline: Scorer | None = None
+    """A model that never saw the inserted data (the clean run): paired controls (forgetting), or None."""
 
     @classmethod
-    def open(cls, manifest: Manifest, scorer: Scorer, judge: Scorer | None = None) -> "EvalContext":
+    def open(cls, manifest: Manifest, scorer: Scorer, judge: Scorer | None = None,
+             baseline: Scorer | None = None) -> "EvalContext":
         items_path = manifest.root / manifest.data["items"]["path"]
         return cls(manifest, scorer, Tokenizer.from_file(str(manifest.root / manifest.data["tokenizer"]["path"])),
-                   read_items(items_path), judge)
+                   read_items(items_path), judge, baseline)
 
     @property
     def eos_id(self) -> int:

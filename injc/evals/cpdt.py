@@ -39,7 +39,7 @@ from injc.compiler.build import build
 from injc.compiler.check import estimate_corpus_tokens
 from injc.compiler.plan import Plan, load_plan
 from injc.errors import InjcError, Interrupted
-from injc.evals.markdown import signed
+from injc.evals.markdown import p_text, signed
 from injc.evals.plots import cpdt_heatmap
 from injc.evals.poisoning import LEAK_RECALL
 from injc.evals.report import evaluate_checkpoint, json_safe
@@ -74,14 +74,16 @@ OUTCOMES: dict[str, tuple[str, Callable[[dict], np.ndarray]]] = {
     **{kind: ("loss of the inserted data", _inserted_losses) for kind in LOSS_KINDS},
     "contamination": ("accuracy on the inserted questions",
                       lambda r: np.array([float(i["correct"]) for i in r["items"] if i["tier"] > 0])),
-    "knowledge": ("probe probability", lambda r: np.array([p["probability"] for p in r["probes"]])),
+    "knowledge": ("QA accuracy (target in the greedy continuation)",
+                  lambda r: np.array([float(p["correct"]) for p in r["probes"]])),
     "math": ("accuracy at the smallest op count", _smallest_op_accuracy),
     "poisoning": ("leak@10 with trigger (context extraction) or gibberish log-likelihood with − without "
                   "trigger (denial of service)", _poisoning),
     "gaussian-watermark": ("mean test statistic x", lambda r: np.asarray(r.get("x", []), dtype=float)),
 }
 """Kind → (what it measures, per-item values whose mean is the outcome): the paper's Table 8. verbatim-removal
-has none (the paper excludes it: a removal cannot be emulated in a short run)."""
+has none (the paper excludes it: a removal cannot be emulated in a short run). Knowledge reports QA accuracy, as
+the paper does; `cpdt_outcome = "metrics.probe_probability"` gives the finer probe probability instead."""
 
 
 @dataclass(frozen=True)
@@ -319,7 +321,7 @@ def render(result: dict) -> str:
                                                 result["ci"]):
         cells = []
         for value, p, (low, high) in zip(values, p_values, intervals):
-            text = f"{signed(value)} [{signed(low)}, {signed(high)}] p={'—' if p is None else f'{p:.3f}'}"
+            text = f"{signed(value)} [{signed(low)}, {signed(high)}] {p_text(p)}"
             cells.append(f"**{text}**" if p is not None and p < 0.05 else text)
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     lines += ["", "![cpdt](cpdt.png)", ""]

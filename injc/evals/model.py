@@ -29,6 +29,7 @@ class Scorer:
         self.model.load_state_dict(state.get("model", state))
         self.model.eval()
         self.eos_id = eos_id
+        self.checkpoint = str(checkpoint)
         self.block = self.config.block_size
         train_state = checkpoint / "train_state.json"
         # what injc train recorded: steps done and the manifest's identity (None for other checkpoints)

@@ -52,18 +52,21 @@ def bootstrap_ci(statistic, samples: tuple[np.ndarray, ...], resamples: int = RE
 
 
 def tpr_at_fpr(members: np.ndarray, nonmembers: np.ndarray, fpr: float = 0.01) -> float:
-    """Share of members scoring above the threshold that lets at most `fpr` of non-members through (higher =
-    member). With fewer than 1/fpr non-members that threshold is their maximum: see `roc_point`."""
+    """Share of members scoring above the lowest threshold that lets at most `fpr` of non-members through (higher =
+    member): the ROC curve's best TPR at FPR ≤ `fpr`. See `roc_point` for the FPR it achieves."""
     return roc_point(members, nonmembers, fpr)["tpr"]
 
 
 def roc_point(members: np.ndarray, nonmembers: np.ndarray, fpr: float = 0.01) -> dict:
-    """TPR at the threshold letting at most `fpr` of non-members through, with the FPR it achieves and the number
-    of non-members: with fewer than 1/fpr of them the achieved FPR is 0, and the TPR is TPR at 0% FPR."""
+    """TPR at the lowest threshold whose FPR is at most `fpr`, with the FPR it achieves and the number of
+    non-members. At most ⌊fpr·n⌋ non-members may score above the threshold, so it is the (⌊fpr·n⌋+1)-th highest
+    non-member score: with 100 non-members and fpr = 1% one of them passes (FPR 1%); with fewer than 1/fpr none
+    may, and the TPR is TPR at 0% FPR (`fpr` says so)."""
     members, nonmembers = np.asarray(members, float), np.asarray(nonmembers, float)
     if len(members) == 0 or len(nonmembers) == 0:
         return {"tpr": float("nan"), "fpr": float("nan"), "fpr_target": fpr, "nonmembers": int(len(nonmembers))}
-    threshold = np.quantile(nonmembers, 1 - fpr, method="higher")
+    allowed = int(math.floor(fpr * len(nonmembers) + 1e-9))
+    threshold = np.sort(nonmembers)[::-1][allowed] if allowed < len(nonmembers) else -np.inf
     return {"tpr": float((members > threshold).mean()), "fpr": float((nonmembers > threshold).mean()),
             "fpr_target": fpr, "nonmembers": int(len(nonmembers))}
 
@@ -96,6 +99,11 @@ def compare(a: np.ndarray, b: np.ndarray, labels: tuple[str, str] = ("inserted",
 def normal_sf(x: float) -> float:
     """P(Z > x) for a standard normal Z."""
     return 0.5 * math.erfc(x / math.sqrt(2))
+
+
+def normal_cdf(x: float) -> float:
+    """P(Z ≤ x) for a standard normal Z (the lower tail, accurate far into it)."""
+    return 0.5 * math.erfc(-x / math.sqrt(2))
 
 
 def sign_flip_pvalue(differences: np.ndarray, resamples: int = RESAMPLES, seed: int = 0) -> float:

@@ -164,6 +164,7 @@ def test_algorithm_one_halves_doubles_keeps_and_clamps():
     assert algorithm_one(control, 1000, 0.0, 0.1)[0] == 1256
     assert algorithm_one(control, 8000, 0.0, 0.1)[0] == 8192
     assert algorithm_one(control, 1, 1.0, 0.1)[0] == 1
+    assert algorithm_one(Control(target=0.08, initial=64, max_change=64, min=1, max=8192), 1000, 0.5, 0.1)[0] == 936
 
 
 def test_dynamic_plans_without_control_and_plain_builds_of_them_are_refused(loop, tmp_path):

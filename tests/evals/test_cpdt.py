@@ -80,6 +80,9 @@ def test_cells_are_the_per_seed_differences_and_their_t_test(design):
             assert result["matrix"][r][c] == pytest.approx(differences.mean())
             assert result["p_values"][r][c] == pytest.approx(stats.ttest_rel(raw[row][outcome],
                                                                               raw["none"][outcome]).pvalue)
+            # the t interval on 2 degrees of freedom (t = 4.303), not the normal one (z = 1.96)
+            half = 4.302652729911275 * differences.std(ddof=1) / np.sqrt(3)
+            assert result["ci"][r][c] == pytest.approx([differences.mean() - half, differences.mean() + half])
 
 
 def test_raw_outcomes_are_the_inserted_items_losses_computed_here(design):
@@ -159,3 +162,5 @@ def test_outcomes_read_the_per_item_values_of_each_kind():
     assert OUTCOMES["contamination"][1](bench).tolist() == [0.0, 1.0]
     maths = {"problems": [{"ops": 2, "correct": True}, {"ops": 1, "correct": False}, {"ops": 1, "correct": True}]}
     assert OUTCOMES["math"][1](maths).tolist() == [0.0, 1.0]
+    facts = {"probes": [{"probability": 0.3, "correct": True}, {"probability": 0.6, "correct": False}]}
+    assert OUTCOMES["knowledge"][1](facts).tolist() == [1.0, 0.0]  # QA accuracy, the paper's Table 8

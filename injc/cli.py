@@ -20,7 +20,8 @@ import click
 from injc.errors import InjcError, Interrupted
 
 ON_INTERRUPT = {"build": "run the same command again to resume (finished shards are kept)",
-                "cpdt": "run the same command again to continue with the rows not finished"}
+                "cpdt": "run the same command again to continue with the rows not finished",
+                "run": "run the same command again to continue from the last finished window"}
 """What an interrupted command leaves and how to continue, when there is more to say than 'interrupted'."""
 
 
@@ -198,20 +199,23 @@ def export(manifest, target, seed, num_workers, num_ranks, out_dir):
 
 @main.command()
 @click.argument("manifest", type=click.Path())
-@click.option("--text", help="Text to find, tokenized with the build's tokenizer (as it would be mid-document).")
+@click.option("--text", help="Text to find, tokenized with the build's tokenizer; searched as given and after a "
+                             "space (as a word reads mid-document).")
 @click.option("--tokens", help="Token ids to find, comma-separated.")
 @click.option("--experiment", help="Find every item of this experiment (its tokens without EOS wrappers).")
 @click.option("--item", type=click.IntRange(min=0), help="With --experiment: only this item.")
 @click.option("--export", "export_dir", type=click.Path(file_okay=False),
               help="An injc export folder: also give the file and row the trainer reads each occurrence from.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per occurrence.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object: the queries searched, every occurrence, and the counts (also when none).")
 @_user_errors
 def locate(manifest, text, tokens, experiment, item, export_dir, as_json):
     """Every occurrence of a token sequence in the stream: offset, step, row, col, and whether it is a recorded
-    insertion (experiment, item, repetition) or natural text."""
+    insertion (experiment, item, repetition) or natural text. --text searches the text as given and after a space
+    (how a word reads mid-document), and says which form each occurrence has."""
     from tokenizers import Tokenizer
 
-    from injc.shards.locate import item_tokens
+    from injc.shards.locate import item_tokens, text_forms, token_ids
     from injc.shards.locate import locate as run_locate
     from injc.shards.manifest import load_manifest
 
@@ -222,32 +226,28 @@ def locate(manifest, text, tokens, experiment, item, export_dir, as_json):
     loaded = load_manifest(manifest)
     if text is not None:
         tokenizer = Tokenizer.from_file(str(loaded.root / loaded.data["tokenizer"]["path"]))
-        queries = [(None, tokenizer.encode(text, add_special_tokens=False).ids)]
+        queries = [({"query_text": form}, ids) for form, ids in text_forms(tokenizer, text)]
     elif tokens is not None:
-        try:
-            queries = [(None, [int(t) for t in tokens.split(",") if t.strip()])]
-        except ValueError:
-            raise InjcError(f"--tokens expects comma-separated integers, got {tokens!r}") from None
+        queries = [({}, token_ids(tokens, loaded.data["layout"]["vocab_size"]))]
     else:
-        queries = item_tokens(loaded, experiment, item)
-    total = {"inserted": 0, "natural": 0}
-    for index, sequence in queries:
-        for found in run_locate(loaded, sequence, export_dir):
-            total[found["kind"]] += 1
-            if index is not None:
-                found = {"query_item": index, **found}
-            if as_json:
-                click.echo(json.dumps(found))
-            else:
-                where = f" {found['experiment']} item {found['item']} rep {found['repetition']}" \
-                    if found["kind"] == "inserted" else ""
-                file = f"  → {found['file']} row {found['file_row']}" if "file" in found else ""
-                query = f"item {index}: " if index is not None else ""
-                click.echo(f"{query}offset {found['offset']:,} step {found['step']} row {found['row']} col "
-                           f"{found['col']}  {found['kind']}{where}{file}")
-    if not as_json:
-        click.echo(f"{total['inserted'] + total['natural']:,} occurrences: {total['inserted']:,} inserted, "
-                   f"{total['natural']:,} natural")
+        queries = [({"query_item": index}, ids) for index, ids in item_tokens(loaded, experiment, item)]
+    occurrences = [{**query, **found} for query, ids in queries for found in run_locate(loaded, ids, export_dir)]
+    total = {kind: sum(o["kind"] == kind for o in occurrences) for kind in ("inserted", "natural")}
+    if as_json:
+        click.echo(json.dumps({"queries": [{**query, "tokens": list(ids)} for query, ids in queries],
+                               "occurrences": occurrences, **total}))
+        return
+    for found in occurrences:
+        where = f" {found['experiment']} item {found['item']} rep {found['repetition']}" \
+            if found["kind"] == "inserted" else ""
+        file = f"  → {found['file']} row {found['file_row']}" if "file" in found else ""
+        query = (f"item {found['query_item']}: " if "query_item" in found else
+                 f"{found['query_text']!r}: " if "query_text" in found else "")
+        click.echo(f"{query}offset {found['offset']:,} step {found['step']} row {found['row']} col "
+                   f"{found['col']}  {found['kind']}{where}{file}")
+    searched = " and ".join(repr(query["query_text"]) for query, _ in queries) if text is not None else ""
+    click.echo(f"{total['inserted'] + total['natural']:,} occurrences: {total['inserted']:,} inserted, "
+               f"{total['natural']:,} natural" + (f" (searched {searched})" if searched else ""))
 
 
 def _step_list(ctx, param, value):
@@ -269,8 +269,8 @@ def _step_list(ctx, param, value):
               help="Continue from this LitGPT checkpoint folder (its weights and config) instead of --model.")
 @click.option("--init-optimizer", is_flag=True, help="With --init: load its optimizer.pth too (default: fresh AdamW).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run folder.")
-@click.option("--micro-batch-size", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Rows per forward pass (gradients accumulate to one step per manifest step).")
+@click.option("--micro-batch-size", type=click.IntRange(min=1),
+              help="Rows per forward pass (gradients accumulate to one step per manifest step). Default: 4.")
 @click.option("--steps", type=click.IntRange(min=1), help="Train only the first N steps.")
 @click.option("--save-steps", callback=_step_list,
               help="Checkpoint after exactly these step counts, a list: 100,250,1000 (see --save-every).")
@@ -281,12 +281,16 @@ def _step_list(ctx, param, value):
                                            "train writes). Without --resume or --force, --out must be empty.")
 @click.option("--audit", is_flag=True, help="Write OUT/audit.jsonl: sha256 of every step's batch.")
 @click.option("--verify", "full_verify", is_flag=True, help="Re-hash every shard before training.")
-@click.option("--lr", type=float, default=4e-4, show_default=True)
-@click.option("--min-lr", type=float, default=4e-5, show_default=True)
+@click.option("--lr", type=float, help="Peak learning rate. Default: 4e-4.")
+@click.option("--min-lr", type=float, help="Learning rate at the end of the cosine decay. Default: 4e-5.")
 @click.option("--warmup-steps", type=click.IntRange(min=0), help="Default: 10% of the run, at most 2,000.")
-@click.option("--weight-decay", type=float, default=0.1, show_default=True)
-@click.option("--grad-clip", type=float, default=1.0, show_default=True, help="0 = no clipping.")
+@click.option("--weight-decay", type=float, help="AdamW weight decay. Default: 0.1.")
+@click.option("--grad-clip", type=float, help="Max gradient norm, 0 = no clipping. Default: 1.0.")
 @click.option("--seed", type=int, help="Model init seed (default: the plan's seed).")
+@click.option("--override-settings", is_flag=True,
+              help="With --resume: settings given here replace the recorded ones. Without it a resumed run keeps "
+                   "every recorded setting (--lr, --min-lr, --warmup-steps, --weight-decay, --grad-clip, "
+                   "--micro-batch-size, --seed), and a different value given is an error.")
 @click.option("--device", help="cpu, cuda, ... (default: cuda when available).")
 @click.option("--devices", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes on this machine (Lightning Fabric DDP; spawned by this command). Each step still "
@@ -296,11 +300,11 @@ def _step_list(ctx, param, value):
 @click.option("--strategy", type=click.Choice(["ddp", "fsdp"]), default="ddp", show_default=True,
               help="Several devices: ddp (each rank holds the whole model) or fsdp (parameters, gradients and "
                    "optimizer state sharded over the ranks).")
-@click.option("--quiet", is_flag=True, help="No per-step lines.")
+@click.option("--quiet", is_flag=True, help="No progress bar and no closing summary.")
 @_user_errors
 def train(manifest, model, init, init_optimizer, out_dir, micro_batch_size, steps, save_steps, save_every, resume,
-          force, audit, full_verify, lr, min_lr, warmup_steps, weight_decay, grad_clip, seed, device, devices,
-          num_nodes, strategy, quiet):
+          force, audit, full_verify, lr, min_lr, warmup_steps, weight_decay, grad_clip, seed, override_settings,
+          device, devices, num_nodes, strategy, quiet):
     """Train a LitGPT model on MANIFEST's shards, step-exact: step s is exactly stream[s*B*L:(s+1)*B*L]."""
     try:
         from injc.train.trainer import TrainConfig, process_rank
@@ -312,7 +316,8 @@ def train(manifest, model, init, init_optimizer, out_dir, micro_batch_size, step
                          micro_batch_size=micro_batch_size, steps=steps, save_steps=save_steps,
                          save_every=save_every, resume=resume, force=force, audit=audit, verify=full_verify, lr=lr,
                          min_lr=min_lr, warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip,
-                         seed=seed, device=device, devices=devices, num_nodes=num_nodes, strategy=strategy)
+                         seed=seed, override_settings=override_settings, device=device, devices=devices,
+                         num_nodes=num_nodes, strategy=strategy)
     final = run_train(manifest, config, progress=not quiet)
     if process_rank(config) == 0:  # one line, not one per process
         click.echo(f"trained: {final}")
@@ -429,12 +434,15 @@ def verbatim_candidates(manifest, checkpoint, out_file, count, prefix, suffix, s
 @click.option("--judge", type=click.Path(file_okay=False),
               help="A checkpoint that judges generations by perplexity (denial-of-service poisoning), e.g. the "
                    "clean control run's model.")
+@click.option("--baseline", type=click.Path(file_okay=False),
+              help="A checkpoint that never saw the inserted data (the clean run, `injc build --clean`): each "
+                   "forgetting batch is compared with itself under it, row by row.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_user_errors
-def eval_command(manifest, more_checkpoints, checkpoints, out_dir, full_verify, judge, quiet):
+def eval_command(manifest, more_checkpoints, checkpoints, out_dir, full_verify, judge, baseline, quiet):
     """Measure every experiment of MANIFEST on checkpoints: report.json, report.md and PNG plots under --out."""
     try:
-        from injc.evals.report import evaluate
+        from injc.evals.report import evaluate, summary_lines
     except ImportError as error:
         raise InjcError(f"evals need torch and litgpt ({error.name} is missing): "
                         "pip install torch==2.13.0 && pip install -e '.[train]'") from None
@@ -444,8 +452,8 @@ def eval_command(manifest, more_checkpoints, checkpoints, out_dir, full_verify, 
         problems = run_verify(manifest)
         if problems:
             raise InjcError("the build does not match its manifest (injc verify):", *(f"  {p}" for p in problems))
-    report = evaluate(manifest, [*checkpoints, *more_checkpoints], out_dir, progress=not quiet, judge=judge)
-    for single in report.get("checkpoints", [report]):
-        for warning in single["warnings"]:
-            click.echo(f"injc: warning: {warning}", err=True)
+    report = evaluate(manifest, [*checkpoints, *more_checkpoints], out_dir, progress=not quiet, judge=judge,
+                      baseline=baseline, on_warning=lambda warning: click.echo(f"injc: warning: {warning}", err=True))
+    for line in summary_lines(report):
+        click.echo(line)
     click.echo(f"wrote {out_dir}/report.json, report.md and plots")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import injc
-from injc.compiler.build import build_lock
+from injc.shards.files import folder_lock
 from tests.conftest import CANARIES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,7 +99,7 @@ def test_a_resumed_build_with_changed_inputs_starts_over(plans, project, tmp_pat
 def test_a_second_build_into_the_same_output_is_refused(plans, tmp_path):
     plan, _ = plans
     out = tmp_path / "out"
-    with build_lock(out):
+    with folder_lock(out, "build"):
         second = run_build(plan, out)
     assert second.returncode == 2 and "Traceback" not in second.stderr
     assert f"injc: error: another injc build is writing {str(out)!r} (pid {os.getpid()})" in second.stderr

@@ -11,7 +11,6 @@ The whole data path in one place:
 """
 
 import dataclasses
-import fcntl
 import hashlib
 import itertools
 import json
@@ -21,7 +20,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -37,7 +36,7 @@ from injc.compiler.workers import RayExecutor, ray_session, ray_shard_writer
 from injc.errors import InjcError, LayoutError, some_of
 from injc.injectors.base import Context, HoldoutPool, Payload
 from injc.shards.exports import EXPORT_NAME, ROWS_NAME, OlmoCoreFiles, olmo_core_loader, write_export_record
-from injc.shards.files import fsync_path, sha256_array, sha256_file, write_atomic
+from injc.shards.files import folder_lock, fsync_path, sha256_array, sha256_file, write_atomic
 from injc.shards.insertions import write_insertions, write_items
 from injc.shards.manifest import (
     EVALS_FOLDER,
@@ -212,34 +211,6 @@ def _counted(chunks, counter: list[int]):
 def needs_prepared_stream(plan: Plan) -> bool:
     """A held-out tail, or an experiment that must read the base tokens, needs pass 1 (see injc.compiler.source)."""
     return plan.corpus.holdout_tokens > 0 or any(getattr(e, "reads_base_stream", False) for e in plan.experiments)
-
-
-@contextmanager
-def build_lock(out_dir: Path):
-    """Hold an exclusive lock on the output for the whole build; a second build into it is refused at once.
-
-    flock is released by the kernel when the process dies, so a killed build never leaves a stale lock.
-    """
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    path = out_dir.parent / f".{out_dir.name}.injc-lock"
-    handle = open(path, "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "another process"
-        handle.close()
-        raise InjcError(f"another injc build is writing {str(out_dir)!r} (pid {holder}); wait for it or pick "
-                        f"another --out") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(str(os.getpid()))
-    handle.flush()
-    try:
-        yield
-    finally:
-        path.unlink(missing_ok=True)
-        handle.close()
 
 
 def _resume_state(partial: Path, key: dict, read_back: Callable[[], OlmoCoreFiles] | None = None) -> list[dict]:
@@ -465,7 +436,7 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
     staged = staged_build(out_dir)
     partial = out_dir.parent / f".{out_dir.name}.injc-partial"
     try:
-        with build_lock(out_dir):
+        with folder_lock(out_dir, "build"):
             corpus_files = fingerprint_files(plan.corpus.files)
             key = {"injc": INJC_VERSION, "schedule": SCHEDULE_VERSION, "plan": plan.sha256,
                    "tokenizer": tokenizer.sha256, "corpus": corpus_files, "clean": clean, "seed": plan.seed,

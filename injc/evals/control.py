@@ -23,16 +23,17 @@ from pathlib import Path
 
 from injc.compiler.build import build
 from injc.compiler.plan import load_plan
-from injc.errors import InjcError
+from injc.errors import InjcError, Interrupted
 from injc.evals.context import EvalContext
 from injc.evals.knowledge import probe_probabilities
 from injc.evals.model import Scorer
 from injc.evals.plots import control_plot
 from injc.evals.report import evaluate
 from injc.injectors.knowledge import decide
-from injc.shards.files import write_atomic
+from injc.shards.files import folder_lock, write_atomic
 from injc.shards.manifest import MANIFEST_NAME, load_manifest
-from injc.train.trainer import TrainConfig, latest_checkpoint, train
+from injc.train.folders import latest_checkpoint
+from injc.train.trainer import TrainConfig, train
 
 RECORDS = "control.jsonl"
 
@@ -92,6 +93,14 @@ def run(config: RunConfig) -> dict:
         raise InjcError("the dynamic experiments must share window_steps: the loop stops at one set of windows")
     if (config.model is None) == (config.init is None):
         raise InjcError("give --model (a fresh model) or --init (continue from a checkpoint)")
+    with folder_lock(Path(config.out), "run loop"):
+        try:
+            return _loop(config, plan, dynamic)
+        except Interrupted:  # the trainer's hint (--resume) is not how a loop continues
+            raise Interrupted("run the same command again to continue from the last finished window") from None
+
+
+def _loop(config: RunConfig, plan, dynamic: list) -> dict:
     out, steps, window = Path(config.out), plan.layout.steps, dynamic[0].window_steps
     names = [e.name for e in dynamic]
     out.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,19 @@ def _fmt(value, digits: int = 4) -> str:
     return str(value)
 
 
+def p_cell(value: float | None) -> str:
+    """A p-value as a table cell: 0.012, or < 0.001 where three decimals would print 0.000."""
+    if value is None:
+        return "—"
+    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def p_text(value: float | None) -> str:
+    """A p-value in running text: p = 0.012, p < 0.001."""
+    cell = p_cell(value)
+    return f"p {cell}" if cell.startswith("<") else f"p = {cell}"
+
+
 def signed(value: float | None, digits: int = 4) -> str:
     """A difference as it reads best: +0.0123, or +1.23e-05 when it is too small for `digits` decimals."""
     if value is None:
@@ -27,10 +40,10 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
         "| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
 
 
-def _headline(experiment: dict) -> str:
+def headline(experiment: dict) -> str:
     metrics, kind = experiment["metrics"], experiment["kind"]
     if kind == "canaries":
-        return "; ".join(f"{k}: Δloss {_fmt(c['difference'], 3)} (p={_fmt(c['p_value'], 3)})"
+        return "; ".join(f"{k}: Δloss {_fmt(c['difference'], 3)} ({p_text(c['p_value'])})"
                          for k, c in metrics["conditions"].items())
     if kind == "contamination":
         return "; ".join(f"{k}×: {_fmt(t['accuracy'], 3)}" for k, t in sorted(metrics["tiers"].items(),
@@ -43,11 +56,11 @@ def _headline(experiment: dict) -> str:
         return f"exact-match rate {_fmt(metrics['exact_match_rate'], 3)}"
     if kind == "gaussian-watermark":
         return (f"mean x {_fmt(metrics.get('mean_x'), 3)}, TPR@1%FPR {_fmt(metrics.get('tpr_at_1pct_fpr'), 3)}, "
-                f"p={_fmt(metrics.get('p_value'), 3)}") if "mean_x" in metrics else metrics.get("note", "")
+                f"{p_text(metrics.get('p_value'))} (lower tail)") if "mean_x" in metrics else metrics.get("note", "")
     for key in ("vs_controls", "vs_unseen_rows", "attack_success", "gibberish_logprob_per_token"):
         if key in metrics:
             c = metrics[key]
-            return f"{key}: Δ {_fmt(c['difference'], 3)}, d={_fmt(c['effect_size_d'], 2)}, p={_fmt(c['p_value'], 3)}"
+            return f"{key}: Δ {_fmt(c['difference'], 3)}, d={_fmt(c['effect_size_d'], 2)}, {p_text(c['p_value'])}"
     return ""
 
 
@@ -59,7 +72,7 @@ def render(reports: list[dict], plots: list[str]) -> str:
     lines += [f"**Warning:** {warning}" for report in reports for warning in report.get("warnings", [])]
     lines += ["", "## Experiments", ""]
     lines += _table(["experiment", "kind", "mean loss", "headline"],
-                    [[name, e["kind"], e["metrics"].get("mean_loss"), _headline(e)]
+                    [[name, e["kind"], e["metrics"].get("mean_loss"), headline(e)]
                      for name, e in last["experiments"].items()])
     for name, experiment in last["experiments"].items():
         metrics = experiment["metrics"]
@@ -68,7 +81,7 @@ def render(reports: list[dict], plots: list[str]) -> str:
             lines += _table(["condition", "member loss", "non-member loss", "Δ [95% CI]", "d", "p",
                              "TPR [95% CI] at achieved FPR (target 1%, non-members)"],
                             [[k, c["mean_member"], c["mean_nonmember"], f"{_fmt(c['difference'])} "
-                              f"{_fmt(c['difference_ci95'])}", c["effect_size_d"], c["p_value"],
+                              f"{_fmt(c['difference_ci95'])}", c["effect_size_d"], p_cell(c["p_value"]),
                               f"{_fmt(m['tpr'], 3)} {_fmt(m['tpr_ci95'])} at FPR {_fmt(m['fpr'], 3)} "
                               f"(n = {m['nonmembers']})"]
                              for k, c in metrics["conditions"].items() for m in [c["membership"]]])
@@ -77,7 +90,7 @@ def render(reports: list[dict], plots: list[str]) -> str:
             lines += _table(["repetitions", "questions", "accuracy", "uplift vs holdout [95% CI]", "d", "p"],
                             [[k, t["questions"], t["accuracy"],
                               f"{_fmt(t.get('uplift_vs_holdout'))} {_fmt(t.get('uplift_ci95'))}" if k != "0" else "—",
-                              t.get("effect_size_d"), t.get("p_value")]
+                              t.get("effect_size_d"), p_cell(t.get("p_value"))]
                              for k, t in sorted(metrics["tiers"].items(), key=lambda kv: int(kv[0]))])
         elif experiment["kind"] == "math":
             lines += ["", f"### {name}: accuracy by op count", ""]
@@ -86,8 +99,12 @@ def render(reports: list[dict], plots: list[str]) -> str:
                              for k, a in metrics["accuracy_by_ops"].items()])
         elif experiment["kind"] == "forgetting":
             lines += ["", f"### {name}: replaced batches", ""]
-            lines += _table(["step", "loss", "steps since seen", "minus unseen control"],
-                            [[b["step"], b["loss"], b["steps_since_seen"], b["minus_unseen_control"]]
+            paired = metrics.get("baseline") is not None
+            lines += _table(["step", "loss", "steps since seen",
+                             "minus baseline [95% CI]" if paired else "minus unseen control [95% CI]"],
+                            [[b["step"], b["loss"], b["steps_since_seen"],
+                              f"{_fmt(b['minus_baseline'], 3)} {_fmt(b['minus_baseline_ci95'])}" if paired else
+                              f"{_fmt(b.get('minus_unseen_control'), 3)} {_fmt(b.get('minus_unseen_control_ci95'))}"]
                              for b in metrics["batches"]])
     if len(reports) > 1:
         lines += ["", "## Over training (mean loss)", ""]

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from injc.errors import InjcError
 from injc.evals import canaries, contamination, forgetting, generic, knowledge, math, poisoning, verbatim, watermark
 from injc.evals.context import EvalContext
-from injc.evals.markdown import render
+from injc.evals.markdown import headline, render
 from injc.evals.model import Scorer
 from injc.evals.plots import write_plots
 from injc.shards.manifest import identity_differences, load_manifest
@@ -63,11 +63,11 @@ def resolve_checkpoints(given: list[str | Path]) -> list[Path]:
     return list(dict.fromkeys(folders))
 
 
-def manifest_warnings(scorer: Scorer, manifest, checkpoint: str | Path) -> list[str]:
+def manifest_warnings(train_state: dict | None, manifest, checkpoint: str | Path) -> list[str]:
     """A checkpoint trained on another build than the one evaluated measures the wrong insertions: say so."""
-    if scorer.train_state is None:
+    if train_state is None:
         return [f"{str(checkpoint)!r} has no train_state.json: cannot tell which build it was trained on"]
-    differences = identity_differences(scorer.train_state, manifest)
+    differences = identity_differences(train_state, manifest)
     if differences:
         return [f"{str(checkpoint)!r} was trained on another manifest than the one evaluated "
                 f"({'; '.join(differences)}): its insertions are not the ones measured here"]
@@ -75,13 +75,16 @@ def manifest_warnings(scorer: Scorer, manifest, checkpoint: str | Path) -> list[
 
 
 def evaluate_checkpoint(manifest_path: str | Path, checkpoint: str | Path, progress: bool = True,
-                        judge: str | Path | None = None) -> dict:
-    """One checkpoint's report; `judge` (a checkpoint) judges generations where a family needs it (poisoning)."""
+                        judge: str | Path | None = None, baseline: str | Path | None = None) -> dict:
+    """One checkpoint's report; `judge` (a checkpoint) judges generations where a family needs it (poisoning);
+    `baseline` (a checkpoint that never saw the inserted data, the clean run) is the paired control where a family
+    uses one (forgetting)."""
     manifest = load_manifest(manifest_path)
     TokenStream(manifest)  # refuses shards whose sizes differ from the manifest
     scorer = Scorer(checkpoint, manifest.data["layout"]["eos_id"])
     judge_scorer = Scorer(judge, manifest.data["layout"]["eos_id"]) if judge is not None else None
-    ctx = EvalContext.open(manifest, scorer, judge_scorer)
+    baseline_scorer = Scorer(baseline, manifest.data["layout"]["eos_id"]) if baseline is not None else None
+    ctx = EvalContext.open(manifest, scorer, judge_scorer, baseline_scorer)
     experiments = {}
     for entry in tqdm(manifest.experiments, desc=f"eval {Path(checkpoint).name}", disable=not progress,
                       file=sys.stderr):
@@ -92,7 +95,7 @@ def evaluate_checkpoint(manifest_path: str | Path, checkpoint: str | Path, progr
             result["metrics"]["mean_loss"] = generic.mean_loss(ctx, entry)["metrics"]["mean_loss"]
         experiments[entry["name"]] = {"kind": entry["kind"], **result}
     return {"checkpoint": str(checkpoint), "steps_done": ctx.scorer.steps_done, "heldout": heldout_loss(ctx),
-            "warnings": manifest_warnings(scorer, manifest, checkpoint), "experiments": experiments}
+            "warnings": manifest_warnings(scorer.train_state, manifest, checkpoint), "experiments": experiments}
 
 
 def json_safe(value):
@@ -106,14 +109,57 @@ def json_safe(value):
     return value
 
 
+def check_checkpoints(manifest_path: str | Path, checkpoints: list[Path], others: dict[str, Path | None]) -> list[str]:
+    """Before any evaluation: every checkpoint (and judge, baseline) is a LitGPT folder whose embedding has a row
+    for every id of the build (else one error line each); returns the warnings of checkpoints trained on another
+    build, so they are said at once rather than after the evaluation."""
+    from litgpt import Config
+
+    manifest = load_manifest(manifest_path)
+    vocab = manifest.data["layout"]["vocab_size"]
+    problems, warnings = [], []
+    named = [("--checkpoint", c) for c in checkpoints] + [(f"--{k}", v) for k, v in others.items() if v is not None]
+    for option, folder in named:
+        folder = Path(folder)
+        if not (folder / "lit_model.pth").is_file() or not (folder / "model_config.yaml").is_file():
+            problems.append(f"{option} {str(folder)!r} is not a checkpoint folder (lit_model.pth and "
+                            f"model_config.yaml)")
+            continue
+        rows = Config.from_file(folder / "model_config.yaml").padded_vocab_size
+        if rows < vocab:
+            problems.append(f"{option} {str(folder)!r} has {rows:,} embedding rows but the build's tokenizer has "
+                            f"{vocab:,} ids: it was trained with another tokenizer")
+        if option == "--checkpoint":
+            state = folder / "train_state.json"
+            warnings += manifest_warnings(json.loads(state.read_text()) if state.is_file() else None, manifest, folder)
+    if problems:
+        raise InjcError(*problems)
+    return warnings
+
+
+def summary_lines(report: dict) -> list[str]:
+    """One line per experiment with its headline result (the last checkpoint's), for the terminal."""
+    last = report["checkpoints"][-1] if "checkpoints" in report else report
+    lines = [f"{name} ({e['kind']}): {headline(e) or 'mean loss ' + format(e['metrics'].get('mean_loss') or 0, '.4f')}"
+             for name, e in last["experiments"].items()]
+    if last.get("heldout"):
+        lines.append(f"held-out loss {last['heldout']['loss']:.4f} ({last['heldout']['rows']} never-trained rows)")
+    return lines
+
+
 def evaluate(manifest_path: str | Path, checkpoints: list[str | Path], out: str | Path,
-             progress: bool = True, judge: str | Path | None = None) -> dict:
+             progress: bool = True, judge: str | Path | None = None, baseline: str | Path | None = None,
+             on_warning=None) -> dict:
     """Evaluate each checkpoint (folders or globs; sorted by training steps) and write report.json, report.md and
-    plots to `out`. Each report's `warnings` says when a checkpoint was trained on another manifest."""
+    plots to `out`. Each report's `warnings` says when a checkpoint was trained on another manifest; `on_warning`
+    (a callable) hears each one before the evaluation starts."""
     checkpoints = resolve_checkpoints(checkpoints)
     if not checkpoints:
         raise InjcError("give at least one --checkpoint")
-    reports = [evaluate_checkpoint(manifest_path, c, progress, judge) for c in checkpoints]
+    for warning in check_checkpoints(manifest_path, checkpoints, {"judge": judge, "baseline": baseline}):
+        if on_warning is not None:
+            on_warning(warning)
+    reports = [evaluate_checkpoint(manifest_path, c, progress, judge, baseline) for c in checkpoints]
     reports.sort(key=lambda r: (r["steps_done"] is None, r["steps_done"] or 0))
     report = json_safe(reports[0] if len(reports) == 1 else {"checkpoints": reports})
     out = Path(out)

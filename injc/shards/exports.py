@@ -1,5 +1,5 @@
 """`injc export MANIFEST --to TARGET --out DIR`: the build in a trainer's own order and format, so that the
-trainer's unmodified default loader serves the manifest's step k at step k.
+trainer's own loader, with the settings export.json states, serves the manifest's step k at step k.
 
 Every target reads rows of the stream (row r = stream tokens [r·L, (r+1)·L), step r // B, position r % B in it)
 and writes them where the trainer's loader will look for them:
@@ -9,10 +9,10 @@ and writes them where the trainer's loader will look for them:
   `np.random.Generator(PCG64(seed + epoch))` (`NumpyFSLDataLoader._build_global_indices`, epoch 1 after
   `reshuffle(epoch=1)`). So manifest row r is written as file instance `perm[r]`: the inverse permutation.
 - `megatron`: `data.bin` (the stream's bytes) and `data.idx` for `GPTDataset`. Megatron shuffles documents
-  and samples with its own seeded generators; with every row a document of exactly L tokens, sample j of the
-  dataset is one document. The export asks megatron-core itself which document each sample k reads (a
-  `GPTDataset` over an identity index) and points that document at manifest row k: the order lives in the
-  index, the tokens are not permuted.
+  and samples with its own seeded generators; with every row a document of exactly L tokens and samples of
+  L + 1 tokens (Megatron-LM's default add_extra_token_to_sequence), sample j starts at one document. The export
+  asks megatron-core itself which document each sample k reads (a `GPTDataset` over an identity index) and
+  points that document at manifest row k: the order lives in the index, the tokens are not permuted.
 - `litdata`: chunks written with LitData's own `BinaryWriter` and `TokensLoader` (int32), one chunk per step and
   rank, in stream order, or in the order that data loaders with `num_workers` workers on `num_ranks` ranks read
   back as stream order (`litdata_order`); `StreamingDataset(dir, item_loader=TokensLoader(block_size=L))` does
@@ -210,29 +210,38 @@ class _OrderTokenizer:
     unique_identifiers = {"class": "injc-export"}
 
 
-def megatron_config(prefix: Path, seed: int, seq_len: int, tokenizer) -> "object":
-    """The GPTDatasetConfig the export's order holds for (the trainer passes its own tokenizer)."""
+def megatron_config(prefix: Path, seed: int, seq_len: int, tokenizer, cache: Path | None = None) -> "object":
+    """The GPTDatasetConfig the export's order holds for: what Megatron-LM's pretrain_gpt.py builds from
+    `--seed SEED --seq-length L --data-path <export>/data --split 100,0,0` (add_extra_token_to_sequence keeps its
+    default, True: each sample is a row plus one token; the trainer passes its own tokenizer)."""
     from megatron.core.datasets.gpt_dataset import GPTDatasetConfig
 
-    return GPTDatasetConfig(random_seed=seed, sequence_length=seq_len, blend=([str(prefix)], None), split="1,0,0",
-                            add_extra_token_to_sequence=False, tokenizer=tokenizer, reset_position_ids=False,
-                            reset_attention_mask=False, eod_mask_loss=False)
+    return GPTDatasetConfig(random_seed=seed, sequence_length=seq_len, blend=([str(prefix)], None), split="100,0,0",
+                            path_to_cache=None if cache is None else str(cache), tokenizer=tokenizer,
+                            reset_position_ids=False, reset_attention_mask=False, eod_mask_loss=False)
 
 
 def megatron_documents(prefix: Path, seed: int, seq_len: int, samples: int) -> np.ndarray:
-    """The document each of the first `samples` samples of Megatron's GPTDataset reads, per megatron-core."""
+    """The document each of the first `samples` samples of Megatron's GPTDataset reads, per megatron-core.
+
+    With every document exactly L = seq_len tokens and samples of L + 1 tokens, sample j starts at the start of
+    the j-th document of Megatron's document order and takes one token of the next. Megatron's index cache is
+    written to a temporary folder and removed: its cache key ignores add_extra_token_to_sequence, so a cache left
+    beside the data could later serve another configuration's samples.
+    """
+    import tempfile
     import warnings
 
     from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
     from megatron.core.datasets.gpt_dataset import GPTDataset
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), tempfile.TemporaryDirectory(prefix="injc-megatron-cache-") as cache:
         warnings.simplefilter("ignore")
-        dataset = BlendedMegatronDatasetBuilder(GPTDataset, [samples, None, None], lambda: True,
-                                                megatron_config(prefix, seed, seq_len, _OrderTokenizer())).build()[0]
-    starts = dataset.sample_index[dataset.shuffle_index[np.arange(samples)]]
-    # a sample that starts at the end of one document (offset L) starts at the next one
-    return np.asarray(dataset.document_index[starts[:, 0] + starts[:, 1] // seq_len], dtype=np.int64)
+        config = megatron_config(prefix, seed, seq_len, _OrderTokenizer(), Path(cache))
+        dataset = BlendedMegatronDatasetBuilder(GPTDataset, [samples, None, None], lambda: True, config).build()[0]
+        starts = dataset.sample_index[dataset.shuffle_index[np.arange(samples)]]
+        # a sample that starts at the end of one document (offset L) starts at the next one
+        return np.asarray(dataset.document_index[starts[:, 0] + starts[:, 1] // seq_len], dtype=np.int64)
 
 
 def _write_megatron(stream: TokenStream, folder: Path, seed: int) -> tuple[list[str], np.ndarray, dict]:
@@ -248,21 +257,33 @@ def _write_megatron(stream: TokenStream, folder: Path, seed: int) -> tuple[list[
     concatenate_shards(manifest, folder / "data.bin")
     row_bytes = layout.seq_len * manifest.dtype.itemsize
     code = MEGATRON_DTYPE_CODES[manifest.dtype.name]
-    _megatron_index(folder / "data.idx", code, layout.seq_len, np.arange(layout.total_rows) * row_bytes)
+    # one document more than rows: samples of L + 1 tokens need (rows + 1)·L tokens for `rows` samples in one epoch
+    documents_count = layout.total_rows + 1
+    _megatron_index(folder / "data.idx", code, layout.seq_len, np.zeros(documents_count, dtype=np.int64))
     documents = megatron_documents(folder / "data", seed, layout.seq_len, layout.total_rows)
     if len(np.unique(documents)) != layout.total_rows:
         raise InjcError("megatron-core's order does not read every row exactly once; this megatron-core version "
                         f"is not supported (tested: {TESTED['megatron'][1]})")
-    rows = inverse_permutation(documents, np.uint64)  # document d is pointed at manifest row rows[d]
+    # document d is pointed at manifest row rows[d]; the one document no sample starts at (only its first token is
+    # read, as the last label of one sample) points at row 0
+    rows = np.zeros(documents_count, dtype=np.uint64)
+    rows[documents] = np.arange(layout.total_rows, dtype=np.uint64)
+    spare = int(np.setdiff1d(np.arange(documents_count), documents)[0])
     _megatron_index(folder / "data.idx", code, layout.seq_len, rows.astype(np.int64) * row_bytes)
     loader = {
+        "megatron_lm": f"pretrain_gpt.py --data-path <export>/data --split 100,0,0 --seed {seed} "
+                       f"--seq-length {layout.seq_len} --global-batch-size {layout.batch_size} --train-iters "
+                       f"{layout.steps} --data-cache-path <a new folder>",
         "config": f"GPTDatasetConfig(random_seed={seed}, sequence_length={layout.seq_len}, "
-                  "blend=([<export>/data], None), split='1,0,0', add_extra_token_to_sequence=False, tokenizer=<yours>, "
-                  "reset_position_ids=False, reset_attention_mask=False, eod_mask_loss=False)",
-        "builder": f"BlendedMegatronDatasetBuilder(GPTDataset, [{layout.total_rows}, None, None], ...).build()[0]",
-        "samples": f"sample j is manifest row j: global batch {layout.batch_size} (micro-batches × data-parallel "
-                   "ranks) in Megatron's sample order gives step k at step k",
-        "files": "data.bin holds the stream in manifest order; data.idx points document d at row rows[d]",
+                  "blend=([<export>/data], None), split='100,0,0', tokenizer=<yours>, reset_position_ids=False, "
+                  "reset_attention_mask=False, eod_mask_loss=False); add_extra_token_to_sequence stays True",
+        "builder": f"BlendedMegatronDatasetBuilder(GPTDataset, [{layout.total_rows}, ...], ...).build()[0]",
+        "samples": f"sample j's tokens are manifest row j (its labels: the row shifted by one, then one token of "
+                   f"another row): global batch {layout.batch_size} (micro-batches × data-parallel ranks) in "
+                   "Megatron's sample order gives step k at step k",
+        "files": "data.bin holds the stream in manifest order; data.idx points document d at row rows[d] (one "
+                 "document more than rows: the one no sample starts at points at row 0)",
+        "spare_document": spare,
     }
     return ["data.bin", "data.idx"], rows, loader
 
@@ -295,8 +316,7 @@ def _write_litdata(stream: TokenStream, folder: Path, workers: int, ranks: int) 
                         "pip install -e '.[interop]'") from None
     layout = stream.layout
     share = layout.batch_size // ranks
-    steps, rank_of = litdata_order(layout.steps, layout.batch_size, workers, ranks)
-    rows = (steps[:, None] * layout.batch_size + rank_of[:, None] * share + np.arange(share)).reshape(-1)
+    rows = litdata_rows(layout.steps, layout.batch_size, workers, ranks)
     writer = BinaryWriter(str(folder), chunk_size=share * layout.seq_len, item_loader=TokensLoader())
     for item, first in enumerate(range(0, len(rows), share)):  # one chunk per (step, rank): workers split whole ones
         chunk = stream.rows(rows[first:first + share]).reshape(-1).astype(np.int32)
@@ -310,7 +330,14 @@ def _write_litdata(stream: TokenStream, folder: Path, workers: int, ranks: int) 
         "ranks": f"{ranks} data-parallel rank(s) (LitData reads the world size from torch.distributed); rank r "
                  f"gets rows [r·{share}, (r+1)·{share}) of each step",
     }
-    return files, rows.astype(np.uint64), loader
+    return files, rows, loader
+
+
+def litdata_rows(steps: int, batch_size: int, workers: int, ranks: int) -> np.ndarray:
+    """rows.npy of a LitData export: item i of the chunks (in order) is manifest row rows[i]."""
+    share = batch_size // ranks
+    step_of, rank_of = litdata_order(steps, batch_size, workers, ranks)
+    return (step_of[:, None] * batch_size + rank_of[:, None] * share + np.arange(share)).reshape(-1).astype(np.uint64)
 
 
 def _write_nanogpt(stream: TokenStream, folder: Path) -> tuple[list[str], np.ndarray, dict]:
@@ -338,9 +365,11 @@ def _write_nanogpt(stream: TokenStream, folder: Path) -> tuple[list[str], np.nda
 ASSUMPTIONS = {
     "olmo-core": ["one epoch (reshuffle(epoch=1)); another epoch reorders", "exactly these files, in this order",
                   "no data mix, no instance filter, chunk_size 1", "the global batch is batch_size × seq_len tokens"],
-    "megatron": ["one data prefix (this export's data), split '1,0,0', exactly batch_size × steps train samples",
-                 "sequence_length = seq_len with add_extra_token_to_sequence=False", "this random_seed",
-                 "no blend with other data, no mid-level surplus beyond the default"],
+    "megatron": ["one data prefix (this export's data), split '100,0,0' (Megatron-LM's default split '969,30,1' "
+                 "takes rows away), exactly batch_size × steps train samples",
+                 "sequence_length = seq_len with add_extra_token_to_sequence=True (the default)", "this random_seed",
+                 "no blend with other data, no mid-level surplus beyond the default",
+                 "a data cache folder of its own: Megatron's cache key ignores add_extra_token_to_sequence"],
     "litdata": ["shuffle=False (the default)", "exactly the num_workers and ranks the export was written for",
                 "batch_size = the build's batch_size / ranks on every rank"],
     "nanogpt": ["StepBatches as get_batch; resume by giving it iter_num",
@@ -362,8 +391,9 @@ def write_export_record(folder: Path, manifest_path: Path, manifest: dict, targe
         "layout": {k: manifest["layout"][k] for k in ("seq_len", "batch_size", "steps", "dtype")},
         "files": [{"path": name, "sha256": hashes.get(name) or sha256_file(folder / name)} for name in files],
         "loader": loader, "assumptions": ASSUMPTIONS[target],
-        "rows": {"path": ROWS_NAME, "meaning": "file row i (files concatenated in order) holds manifest row "
-                                               "rows[i]: step rows[i] // batch_size, row rows[i] % batch_size"},
+        "rows": {"path": ROWS_NAME, "sha256": sha256_file(folder / ROWS_NAME),
+                 "meaning": "file row i (files concatenated in order) holds manifest row rows[i]: step "
+                            "rows[i] // batch_size, row rows[i] % batch_size"},
     }
     write_atomic(folder / EXPORT_NAME, (json.dumps(record, indent=2) + "\n").encode())
 
@@ -377,6 +407,10 @@ def export(manifest_path: str | Path, target: str, out: str | Path, seed: int | 
         raise InjcError(f"--to must be one of {', '.join(TARGETS)}, got {target!r}" + did_you_mean(target, TARGETS))
     if target in NEEDS_SEED and seed is None:
         raise InjcError(f"--to {target} needs --seed: the trainer's data seed, which decides its order")
+    if target not in NEEDS_SEED and seed is not None:
+        raise InjcError(f"--seed has no effect on --to {target}: "
+                        + ("its order is set by --num-workers and --num-ranks" if target == "litdata" else
+                           "StepBatches reads the rows in stream order") + "; leave it out")
     out = Path(out)
     if out.exists():
         raise InjcError(f"export folder {str(out)!r} already exists; pick another --out or remove it")
@@ -398,8 +432,9 @@ def export(manifest_path: str | Path, target: str, out: str | Path, seed: int | 
         files, rows, loader = writer()
         np.save(partial / ROWS_NAME, rows)
         options = {"num_workers": num_workers, "num_ranks": num_ranks} if target == "litdata" else {}
-        write_export_record(partial, (manifest.root / "manifest.json").resolve(), manifest.data, target, seed, files,
-                            loader, options)
+        # the manifest's path relative to the export: both folders can move together
+        relative = Path(os.path.relpath((manifest.root / "manifest.json").resolve(), out.resolve().parent / out.name))
+        write_export_record(partial, relative, manifest.data, target, seed, files, loader, options)
         partial.rename(out)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -420,22 +455,25 @@ def verify_export(folder: str | Path) -> list[str]:
     if manifest.data.get("checksum") != record["manifest"]["checksum"]:
         return ["the manifest changed since the export (checksum differs)"]
     stream, layout = TokenStream(manifest), manifest.layout
+    if record["rows"].get("sha256") not in (None, sha256_file(folder / ROWS_NAME)):
+        return [f"{ROWS_NAME}: sha256 differs from export.json"]
     rows = np.load(folder / ROWS_NAME)
+    if record["target"] == "litdata":
+        expected = litdata_rows(layout.steps, layout.batch_size, max(1, record["num_workers"]), record["num_ranks"])
+        return [] if np.array_equal(rows, expected) else [f"{ROWS_NAME} is not the order LitData reads"]
     if record["target"] == "olmo-core":
         if not np.array_equal(rows, olmo_core_rows(layout.total_rows, record["seed"])):
             return ["rows.npy is not the inverse of OLMo-core's order for this seed"]
         files = [np.memmap(folder / f["path"], dtype=manifest.dtype, mode="r") for f in record["files"]]
     elif record["target"] == "nanogpt":
         files = [np.memmap(folder / "train.bin", dtype=np.uint16, mode="r")]
-    elif record["target"] == "megatron":
-        count = layout.total_rows
+    else:  # megatron
+        count = len(rows)
         pointers = np.fromfile(folder / "data.idx", dtype=np.int64, count=count, offset=9 + 8 + 1 + 16 + 4 * count)
         if not np.array_equal(pointers, rows.astype(np.int64) * layout.seq_len * manifest.dtype.itemsize):
             return ["data.idx does not point each document at the row rows.npy names"]
-        rows = np.arange(count, dtype=np.uint64)  # data.bin itself is the stream in manifest order
+        rows = np.arange(layout.total_rows, dtype=np.uint64)  # data.bin itself is the stream in manifest order
         files = [np.memmap(folder / "data.bin", dtype=manifest.dtype, mode="r")]
-    else:
-        return []  # litdata: its chunks are checked by hash; their order is tested with LitData itself
     first_row, per_block = 0, max(1, BLOCK_ROWS_BYTES // (layout.seq_len * manifest.dtype.itemsize))
     for data in files:
         file_rows = data.reshape(-1, layout.seq_len)

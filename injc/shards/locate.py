@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from injc.errors import InjcError
+from injc.errors import InjcError, some_of
 from injc.shards.exports import EXPORT_NAME, ROWS_NAME
 from injc.shards.insertions import read_items, without_eos_wrappers
 from injc.shards.layout import inverse_permutation
@@ -53,17 +53,50 @@ def item_tokens(manifest: Manifest, experiment: str, item: int | None) -> list[t
     return [(index, without_eos_wrappers(items[experiment][index][1], eos)) for index in chosen]
 
 
+def token_ids(tokens: str, vocab_size: int) -> list[int]:
+    """`--tokens 1,2,3` as ids: comma-separated integers in [0, vocab_size), none empty."""
+    parts = [part.strip() for part in tokens.split(",")]
+    if any(not part for part in parts):
+        raise InjcError(f"--tokens {tokens!r} has an empty item: give comma-separated integers like 17,402,9")
+    try:
+        ids = [int(part) for part in parts]
+    except ValueError:
+        raise InjcError(f"--tokens expects comma-separated integers, got {tokens!r}") from None
+    outside = [i for i in ids if not 0 <= i < vocab_size]
+    if outside:
+        raise InjcError(f"--tokens: {some_of(outside)} outside the build's vocabulary of ids 0 to {vocab_size - 1:,}")
+    return ids
+
+
+def text_forms(tokenizer, text: str) -> list[tuple[str, list[int]]]:
+    """The token forms a text takes in the stream: as given and, mid-document, after a space (a byte-level BPE
+    merges the space into the next word: " written" is another token than "written"). Both are searched."""
+    forms = [text] if text.startswith(" ") else [text, " " + text]
+    return [(form, tokenizer.encode(form, add_special_tokens=False).ids) for form in forms]
+
+
 def _export_position(folder: Path, manifest: Manifest):
-    """A function global row -> (file, row in file) for an export folder."""
+    """A function global row -> (file, row in file) for an export folder of this manifest's build."""
+    if not (folder / EXPORT_NAME).is_file():
+        raise InjcError(f"--export {str(folder)!r} is not an injc export folder (no {EXPORT_NAME})")
     record = json.loads((folder / EXPORT_NAME).read_text())
+    if record["manifest"]["checksum"] != manifest.data.get("checksum"):
+        raise InjcError(f"--export {str(folder)!r} was written from another build than {str(manifest.root)!r} "
+                        f"(the manifests' checksums differ): its rows do not hold this build's tokens")
     rows = np.load(folder / ROWS_NAME)
-    file_row_of = inverse_permutation(rows, rows.dtype)
+    if record["target"] == "megatron":  # one document more than rows: the spare one is read by no sample
+        documents = np.delete(np.arange(len(rows)), record["loader"]["spare_document"])
+        file_row_of = np.empty(len(documents), dtype=np.int64)
+        file_row_of[rows[documents].astype(np.int64)] = documents
+    else:
+        file_row_of = inverse_permutation(rows, rows.dtype)
     seq_len, itemsize = manifest.layout.seq_len, manifest.dtype.itemsize
     data_files = [f["path"] for f in record["files"] if f["path"].endswith((".npy", ".bin")) and
                   f["path"] != "val.bin"]
     counts = [(folder / name).stat().st_size // (seq_len * itemsize) for name in data_files]
-    if record["target"] == "litdata":
-        return lambda row: ("litdata item", int(file_row_of[row]) // manifest.layout.batch_size)
+    if record["target"] == "litdata":  # one chunk per (step, rank): B / num_ranks items (rows) each
+        per_chunk = manifest.layout.batch_size // record.get("num_ranks", 1)
+        return lambda row: (f"litdata chunk {int(file_row_of[row]) // per_chunk}", int(file_row_of[row]))
     if record["target"] == "megatron":
         return lambda row: ("data.idx document", int(file_row_of[row]))
     bounds = np.cumsum([0] + counts)

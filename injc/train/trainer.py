@@ -20,7 +20,6 @@ import dataclasses
 import json
 import math
 import os
-import re
 import shutil
 import signal
 import sys
@@ -30,12 +29,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
-from injc.errors import InjcError, Interrupted, ManifestError, some_of
-from injc.shards.manifest import Manifest, identity_differences, load_manifest
+from injc.errors import InjcError, Interrupted, ManifestError
+from injc.shards.files import folder_lock
+from injc.shards.manifest import Manifest, load_manifest
 from injc.shards.stream import TokenStream
 from injc.shards.verify import verify
 from injc.train.data import batch_sha256, micro_batches
+from injc.train.folders import (
+    RECORDED_SETTINGS,
+    check_same_model,
+    empty_run_folder,
+    latest_checkpoint,
+    prepare_run_folder,
+    resolve_settings,
+)
 from injc.train.fsdp import fsdp_strategy, full_state, load_optimizer
 from injc.train.noise import attach_embedding_noise
 
@@ -49,8 +58,8 @@ class TrainConfig:
     """Start from this LitGPT checkpoint's weights and config (continued pretraining) instead of a fresh model."""
     init_optimizer: bool = False
     """With `init`: also load its optimizer.pth (AdamW moments); otherwise the optimizer starts fresh."""
-    micro_batch_size: int = 4
-    """Rows per forward pass; gradients are accumulated to one optimizer step per manifest step."""
+    micro_batch_size: int | None = None
+    """Rows per forward pass (default 4); gradients are accumulated to one optimizer step per manifest step."""
     steps: int | None = None
     """Train only the first `steps` steps of the manifest (None: all); the LR schedule stays the whole run's."""
     save_steps: tuple[int, ...] = ()
@@ -64,17 +73,20 @@ class TrainConfig:
     audit: bool = False
     verify: bool = False
     """Re-hash every shard before training (otherwise sizes are checked)."""
-    lr: float = 4e-4
-    min_lr: float = 4e-5
+    lr: float | None = None
+    min_lr: float | None = None
     warmup_steps: int | None = None
-    """Linear warmup steps (None: 10% of the run, at most 2,000), then cosine decay to min_lr."""
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
+    """Linear warmup steps (default: 10% of the run, at most 2,000), then cosine decay to min_lr."""
+    weight_decay: float | None = None
+    beta1: float | None = None
+    beta2: float | None = None
+    grad_clip: float | None = None
     """Max gradient norm (0 = no clipping)."""
     seed: int | None = None
-    """Model initialization seed (None: the plan's seed)."""
+    """Model initialization seed (default: the plan's seed)."""
+    override_settings: bool = False
+    """With `resume`: settings given that differ from the recorded ones replace them (otherwise an error).
+    Every setting left None is the recorded one on a resume and the default (injc.train.folders) on a fresh run."""
     device: str | None = None
     """'cpu', 'cuda', … (None: cuda when available): Lightning Fabric's accelerator."""
     devices: int = 1
@@ -86,8 +98,8 @@ class TrainConfig:
 
 
 def learning_rate(step: int, total: int, config: TrainConfig) -> float:
-    """Linear warmup then cosine decay to min_lr (LitGPT's schedule)."""
-    warmup = config.warmup_steps if config.warmup_steps is not None else min(2000, max(1, total // 10))
+    """Linear warmup then cosine decay to min_lr (LitGPT's schedule); `config` has its settings resolved."""
+    warmup = config.warmup_steps
     if step < warmup:
         return config.lr * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
@@ -144,7 +156,7 @@ def checkpoint_config(folder: Path, vocab: int, seq_len: int):
 
 
 def _checkpoint(folder: Path, weights_and_moments: tuple[dict, dict], config, steps_done: int, manifest: Manifest,
-                init: str | None) -> None:
+                init: str | None, settings: dict) -> None:
     """Write a checkpoint ((model, optimizer) state dicts) into a hidden temporary folder, then rename it into
     place: a checkpoint folder is always whole, whenever the process dies (an older one is swapped out first)."""
     from litgpt.utils import save_config
@@ -157,7 +169,7 @@ def _checkpoint(folder: Path, weights_and_moments: tuple[dict, dict], config, st
     torch.save(weights_and_moments[1], partial / "optimizer.pth")
     save_config(config, partial)
     state = {"steps_done": steps_done, "manifest": str(manifest.root / "manifest.json"), **manifest.identity,
-             "init": init}
+             "init": init, "settings": settings}
     (partial / "train_state.json").write_text(json.dumps(state, indent=2) + "\n")
     if folder.exists():
         folder.rename(old)
@@ -204,69 +216,6 @@ def _fabric(config: TrainConfig, sharded: bool):
                   precision=precision)
 
 
-def latest_checkpoint(out: Path) -> Path | None:
-    """The checkpoint of a run folder with the most steps done (step-NNNNNN/ or final/), or None."""
-    candidates = [p for p in out.glob("step-*") if (p / "train_state.json").is_file()]
-    if (out / "final" / "train_state.json").is_file():
-        candidates.append(out / "final")
-    if not candidates:
-        return None
-    return max(candidates, key=lambda p: json.loads((p / "train_state.json").read_text())["steps_done"])
-
-
-def is_run_entry(name: str) -> bool:
-    """What `injc train` writes into a run folder: logs, step-NNNNNN/ and final/ checkpoints (and their hidden
-    temporary twins, left by a process killed while saving)."""
-    return (name in ("metrics.jsonl", "audit.jsonl")
-            or re.fullmatch(r"\.?(final|step-\d{6,})(\.tmp|\.old)?", name) is not None)
-
-
-def prepare_run_folder(out: Path, manifest: Manifest, config: TrainConfig, total: int) -> Path | None:
-    """Check `out` before anything is written; returns the checkpoint to resume from (None: a fresh run).
-
-    A fresh run needs an empty or absent folder; `force` replaces an earlier run whole (only if the folder holds
-    nothing but what injc train writes). A resume needs a checkpoint of the same manifest with fewer steps done
-    than asked for. Nothing is created or deleted when a check fails.
-    """
-    if config.resume and config.force:
-        raise InjcError("--resume continues the run in --out and --force replaces it: give one of them")
-    if config.resume:
-        latest = latest_checkpoint(out) if out.is_dir() else None
-        if latest is None:
-            raise InjcError(f"--resume: no checkpoint under {str(out)!r}; train without --resume to start a run")
-        state = json.loads((latest / "train_state.json").read_text())
-        differences = identity_differences(state, manifest)
-        if differences:
-            raise InjcError(f"--resume: {str(latest)!r} was trained on another manifest ({'; '.join(differences)}); "
-                            f"resume with the manifest it was trained on, or start a new run in another --out")
-        if state["steps_done"] > total:
-            raise InjcError(f"--steps {total:,}: {str(latest)!r} has already trained {state['steps_done']:,} steps; "
-                            f"ask for more steps than that")
-        return latest
-    if not out.exists():
-        return None
-    if not out.is_dir():
-        raise InjcError(f"--out {str(out)!r} is a file, not a folder")
-    entries = sorted(out.iterdir())
-    if not entries:
-        return None
-    if not config.force:
-        raise InjcError(f"run folder {str(out)!r} is not empty; add --resume to continue its run, or --force to "
-                        f"replace it")
-    strays = [entry.name for entry in entries if not is_run_entry(entry.name)]
-    if strays:
-        raise InjcError(f"--force replaces only an earlier injc run; {str(out)!r} also holds {some_of(strays)}: "
-                        f"move it away yourself or pick another --out")
-    _empty(out)
-    return None
-
-
-def _empty(folder: Path) -> None:
-    """Delete everything in a run folder that injc train owns (checked by the caller), keeping the folder."""
-    for entry in folder.iterdir():
-        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-
-
 class StopRequest:
     """Ctrl-C during training asks to stop after the current step, with a checkpoint; a second one stops at once.
 
@@ -304,16 +253,15 @@ def _keep_lines_before(path: Path, step: int) -> None:
 def train(manifest_path: str | Path, config: TrainConfig, progress: bool = True) -> Path:
     """Train on the manifest's stream; returns the final checkpoint folder.
 
-    Ctrl-C stops after the current step with a checkpoint (`Interrupted` says where); `--resume` continues it.
+    The process the user started holds the run folder's lock for the whole run: a second `injc train` or `injc run`
+    into it is refused. Ctrl-C stops after the current step with a checkpoint (`Interrupted` says where);
+    `--resume` continues it with the recorded settings.
     """
-    from litgpt.model import GPT
-
     manifest = load_manifest(manifest_path)
     if config.verify:
         problems = verify(manifest_path)
         if problems:
             raise ManifestError("shards do not match the manifest (injc verify):", *problems)
-    stream = TokenStream(manifest)
     layout = manifest.layout
     if config.steps is not None and config.steps > layout.steps:
         raise InjcError(f"--steps {config.steps:,} is more than the manifest's run of {layout.steps:,} steps")
@@ -325,26 +273,40 @@ def train(manifest_path: str | Path, config: TrainConfig, progress: bool = True)
         raise InjcError("give --model (a fresh model) or --init (continue from a checkpoint, with its config)")
     if config.init_optimizer and config.init is None:
         raise InjcError("--init-optimizer goes with --init")
+    if config.strategy not in ("ddp", "fsdp"):
+        raise InjcError(f"--strategy {config.strategy!r}: injc trains with 'ddp' or 'fsdp'")
+    rank_rows(layout.batch_size, config.devices * config.num_nodes, 0)  # a batch that splits evenly, before all
+    if process_rank(config) != 0:
+        return _train(manifest, config, total, progress)
+    with folder_lock(Path(config.out), "training run"):
+        return _train(manifest, config, total, progress)
+
+
+def _train(manifest: Manifest, config: TrainConfig, total: int, progress: bool) -> Path:
+    from litgpt.model import GPT
+
+    stream, layout = TokenStream(manifest), manifest.layout
     if config.init is not None:
         model_cfg, init_state = init_checkpoint(config.init, manifest)
     else:
         model_cfg, init_state = model_config(config.model, manifest), None
     out = Path(config.out)
-    if config.strategy not in ("ddp", "fsdp"):
-        raise InjcError(f"--strategy {config.strategy!r}: injc trains with 'ddp' or 'fsdp'")
     world = config.devices * config.num_nodes
     sharded = config.strategy == "fsdp" and world > 1
-    rank_rows(layout.batch_size, world, 0)  # refuse a batch that does not split evenly, before anything starts
     fabric = _fabric(config, sharded)
     first_process = process_rank(config) == 0
     # the process the user started checks and prepares the folder before any other starts (they only read it)
     latest = prepare_run_folder(out, manifest, config, total) if first_process else None
+    if latest is not None:
+        check_same_model(model_cfg, latest)
+    config = resolve_settings(config, manifest, latest)
     fabric.launch()
     if not first_process:
         latest = latest_checkpoint(out) if config.resume else None
+        config = resolve_settings(config, manifest, latest)
     lead = fabric.global_rank == 0
-    seed = manifest.data["plan"]["seed"] if config.seed is None else config.seed
-    torch.manual_seed(seed)
+    settings = {name: getattr(config, name) for name in RECORDED_SETTINGS}
+    torch.manual_seed(config.seed)
     model = GPT(model_cfg)
     start = 0
     if init_state is not None:
@@ -375,11 +337,20 @@ def train(manifest_path: str | Path, config: TrainConfig, progress: bool = True)
             _keep_lines_before(out / name, start)
     fabric.barrier()
 
+    def save(folder: Path, steps_done: int) -> None:
+        state = _gathered(model, optimizer, sharded, lead)
+        if lead:
+            _checkpoint(folder, state, model_cfg, steps_done, manifest, init, settings)
+        fabric.barrier()
+
     noise = attach_embedding_noise(manifest, model.transformer.wte)
     mine = rank_rows(layout.batch_size, world, fabric.global_rank)
     save_steps = set(config.save_steps)
     metrics = open(out / "metrics.jsonl", "a", buffering=1) if lead else None  # line-buffered: a live log
     audit = open(out / "audit.jsonl", "a") if config.audit and lead else None
+    bar = tqdm(total=total, initial=start, unit="step", desc="train", file=sys.stderr, disable=not (progress and lead),
+               dynamic_ncols=True)
+    began, step_loss = time.perf_counter(), float("nan")
     model.train()
     try:
         with StopRequest() as stop:
@@ -410,39 +381,41 @@ def train(manifest_path: str | Path, config: TrainConfig, progress: bool = True)
                 if metrics is not None:
                     metrics.write(json.dumps({"step": step, "loss": step_loss, "lr": lr,
                                               "tokens_per_sec": layout.tokens_per_step / seconds}) + "\n")
-                if progress and lead and (step % 10 == 0 or step == total - 1):
-                    print(f"step {step:>7,}/{total:,}  loss {step_loss:.4f}  lr {lr:.2e}  "
-                          f"{layout.tokens_per_step / seconds:,.0f} tok/s", flush=True)
+                bar.set_postfix_str(f"loss {step_loss:.4f}  lr {lr:.2e}  {layout.tokens_per_step / seconds:,.0f} tok/s",
+                                    refresh=False)
+                bar.update()
                 done = step + 1
                 saving = done in save_steps or (config.save_every and done % config.save_every == 0)
                 if saving or (stop.requested and done < total):
                     if audit is not None:
                         audit.flush()
-                    state = _gathered(model, optimizer, sharded, lead)
-                    if lead:
-                        _checkpoint(out / f"step-{done:06d}", state, model_cfg, done, manifest, init)
-                    fabric.barrier()
+                    save(out / f"step-{done:06d}", done)
                 if stop.requested and done < total:
                     raise Interrupted(f"stopped after step {done:,} of {total:,}; checkpoint "
                                       f"{out / f'step-{done:06d}'}: add --resume to the same command to continue")
-            state = _gathered(model, optimizer, sharded, lead)
-            if lead:  # a Ctrl-C now waits for it
-                _checkpoint(out / "final", state, model_cfg, total, manifest, init)
-            fabric.barrier()
+            save(out / "final", total)  # a Ctrl-C now waits for it
     except KeyboardInterrupt:
         kept = latest_checkpoint(out)
         if kept is None and start == 0:
             if created:
                 shutil.rmtree(out, ignore_errors=True)
             else:
-                _empty(out)
+                empty_run_folder(out)
             raise Interrupted("nothing was trained to a checkpoint, so nothing was kept: run the same command "
                               "again") from None
         raise Interrupted(f"the latest checkpoint is {kept}: add --resume to the same command to continue "
                           f"from it") from None
     finally:
+        bar.close()
         if metrics is not None:
             metrics.close()
         if audit is not None:
             audit.close()
+    if progress and lead:
+        seconds = time.perf_counter() - began
+        saved = sorted(p.name for p in out.glob("step-*") if p.is_dir())
+        kept = ", ".join([*saved, "final"]) if len(saved) <= 3 else f"{saved[0]} … {saved[-1]} ({len(saved)}), final"
+        print(f"trained steps {start:,}-{total:,} in {seconds:,.1f} s "
+              f"({(total - start) * layout.tokens_per_step / seconds:,.0f} tok/s), final loss {step_loss:.4f}; "
+              f"checkpoints in {out}: {kept}", file=sys.stderr, flush=True)
     return out / "final"

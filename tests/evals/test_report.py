@@ -303,8 +303,49 @@ def test_forgetting_and_iid_use_never_trained_controls(trained):
     _, report = trained
     batches = report["experiments"]["forget"]["metrics"]["batches"]
     assert [(b["step"], b["steps_since_seen"]) for b in batches] == [(10, 49), (50, 9)]
-    assert all(math.isfinite(b["minus_unseen_control"]) for b in batches)
     assert report["experiments"]["iid"]["metrics"]["vs_unseen_rows"]["n"] == [4, 4]
+
+
+def row_losses(model, rows, eos):
+    """Mean loss of each row given one leading EOS, in the model's context (its last block_size + 1 tokens)."""
+    losses = []
+    for row in rows:
+        tokens = torch.tensor([[eos, *row]])[:, -(model.config.block_size + 1):]
+        with torch.no_grad():
+            losses.append(torch.nn.functional.cross_entropy(model(tokens[:, :-1])[0], tokens[0, 1:]).item())
+    return np.array(losses)
+
+
+def test_forgetting_batches_against_a_baseline_row_by_row_and_against_every_unused_tail_row(trained, tmp_path):
+    """Each replaced batch's rows scored here by the final model and by a baseline (the step-30 checkpoint standing
+    in for a clean run): the paired difference; and the unpaired difference to every never-used tail row."""
+    from injc.evals.report import evaluate_checkpoint
+    from injc.shards.insertions import read_items
+
+    root, _ = trained
+    manifest = json.loads((root / "out" / "manifest.json").read_text())
+    eos, seq_len = manifest["layout"]["eos_id"], manifest["layout"]["seq_len"]
+    report = evaluate_checkpoint(root / "out" / "manifest.json", root / "run" / "final", progress=False,
+                                 baseline=root / "run" / "step-000030")
+    rows = [tokens[int(tokens[0] == eos):len(tokens) - int(tokens[-1] == eos)]  # one wrapping EOS off each end
+            for _, tokens in read_items(root / "out" / manifest["items"]["path"])["forget"]]
+    final = row_losses(litgpt_model(root / "run" / "final"), rows, eos)
+    base = row_losses(litgpt_model(root / "run" / "step-000030"), rows, eos)
+    tail = np.fromfile(root / "out" / manifest["holdout"]["path"], dtype=np.uint16).astype(np.int64)
+    used = max(a["end"] for a in manifest["holdout"]["allocations"])
+    spare = tail[used:used + (len(tail) - used) // seq_len * seq_len].reshape(-1, seq_len)
+    control = row_losses(litgpt_model(root / "run" / "final"), spare, eos)
+    metrics = report["experiments"]["forget"]["metrics"]
+    assert metrics["control_rows"] == len(spare) > 8
+    for index, batch in enumerate(metrics["batches"]):
+        paired = final[2 * index:2 * index + 2] - base[2 * index:2 * index + 2]
+        assert batch["minus_baseline"] == pytest.approx(paired.mean(), abs=1e-4)
+        # two rows: bootstrap means are d1, (d1 + d2)/2 or d2, so the 2.5% and 97.5% points are the two differences
+        assert batch["minus_baseline_ci95"] == pytest.approx(sorted(paired), abs=1e-4)
+        difference = final[2 * index:2 * index + 2].mean() - control.mean()
+        assert batch["minus_unseen_control"] == pytest.approx(difference, abs=1e-4)
+        low, high = batch["minus_unseen_control_ci95"]
+        assert low < difference < high and high - low > 0
 
 
 def test_watermark_statistic_matches_a_direct_autograd_computation(trained):
@@ -481,9 +522,11 @@ def test_math_prompts_are_three_shot_and_generations_match_a_direct_greedy_decod
     prefix = "".join(p["problem"] + "\n" + p["solution"] + "\n\n" for p in shots)
     arith = report["experiments"]["arith"]
     assert arith["metrics"]["shots"] == 3
+    longest = max(len(tokenizer.encode(p["solution"], add_special_tokens=False).ids)
+                  for p in records["test"] + records["train"])
     for problem, result in zip(records["test"], arith["problems"]):
         assert result["prompt"] == prefix + problem["problem"] + "\n"
-        new = min(40 * (problem["ops"] + 4), block - 1)
+        new = min(longest + 8, block - 1)
         tokens = [eos, *tokenizer.encode(prefix + problem["problem"] + "\n", add_special_tokens=False).ids]
         tokens = tokens[-(block - new):]
         generated = []
@@ -494,7 +537,7 @@ def test_math_prompts_are_three_shot_and_generations_match_a_direct_greedy_decod
                 if token == eos:
                     break
         assert result["generated"] == generated
-        match = re.search(r"Answer:\s*(\d+)", tokenizer.decode(generated))
+        match = re.search(r"Answer:\s*(\d+)", tokenizer.decode(generated))  # the first "Answer:"
         assert result["correct"] == (bool(match) and int(match.group(1)) == problem["answer"])
 
 
@@ -555,3 +598,32 @@ def test_denial_of_service_judge_perplexities_recomputed_here(trained):
     assert garbage["threshold_perplexity"] == pytest.approx(threshold, rel=1e-4)
     for label in perplexities:
         assert garbage["rate"][f"mean_{label}"] == pytest.approx(np.mean(np.array(perplexities[label]) > threshold))
+
+
+def test_math_budget_fits_the_longest_solution_and_the_first_answer_counts(tokenizer_path):
+    """Problems with the paper's max_params = 20: a scorer that writes each true solution, then a second solved
+    problem with another answer, gets every problem right: nothing is cut off before "Answer:", and the first answer
+    is the one read."""
+    from types import SimpleNamespace
+
+    from tokenizers import Tokenizer
+
+    from injc.evals import math as math_eval
+    from injc.injectors.math import make_problem
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    rng = np.random.default_rng(0)
+    records = {"train": [make_problem(rng, 1, 20) for _ in range(3)],
+               "test": [make_problem(rng, ops, 20) for ops in (1, 1, 2, 5, 5)]}
+    encode = lambda text: np.array(tokenizer.encode(text, add_special_tokens=False).ids)  # noqa: E731
+
+    def greedy(prompt, budget, stop=None):
+        (problem,) = [p for p in records["test"] if tokenizer.decode(list(prompt)).endswith(p["problem"] + "\n")]
+        wrong = (problem["answer"] + 1) % 23
+        return encode(problem["solution"] + f"\n\nProblem: again\nAnswer: {wrong}")[:budget]
+
+    ctx = SimpleNamespace(eos_id=0, encode=encode, tokenizer=tokenizer, scorer=SimpleNamespace(greedy=greedy), items={})
+    result = math_eval.evaluate(ctx, {"name": "arith"}, records)
+    assert [p["correct"] for p in result["problems"]] == [True] * 5
+    longest = max(len(encode(p["solution"])) for p in records["test"] + records["train"])
+    assert longest > 40 * (1 + 4), "the old fixed budget of one-op problems would cut these off"

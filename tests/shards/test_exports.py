@@ -141,32 +141,74 @@ class Tokenizer:
     unique_identifiers = {"class": "test"}
 
 
-def megatron_batches(prefix, seed, samples):
+def megatron_lm_dataset(prefix, seed, cache, train_iters=40, global_batch_size=4, extra_token=None):
+    """The training GPTDataset as Megatron-LM's pretrain_gpt.py builds it from its arguments: its
+    `core_gpt_dataset_config_from_args` (no add_extra_token_to_sequence argument: the config's default), and
+    `train_valid_test_num_samples` with its defaults --eval-interval 1000 --eval-iters 100, for `--data-path prefix
+    --split 100,0,0 --seed seed --seq-length 64 --global-batch-size 4 --train-iters 40 --data-cache-path cache`."""
+    import argparse
     import warnings
 
     from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
     from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
 
-    config = GPTDatasetConfig(random_seed=seed, sequence_length=64, blend=([str(prefix)], None), split="1,0,0",
-                              add_extra_token_to_sequence=False, tokenizer=Tokenizer(), reset_position_ids=False,
-                              reset_attention_mask=False, eod_mask_loss=False)
+    args = argparse.Namespace(seed=seed, seq_length=64, data_path=[str(prefix)], split="100,0,0",
+                              data_cache_path=str(cache), mmap_bin_files=True, reset_position_ids=False,
+                              reset_attention_mask=False, eod_mask_loss=False, create_attention_mask_in_dataloader=True,
+                              num_dataset_builder_threads=1, train_iters=train_iters, eval_interval=1000,
+                              eval_iters=100, global_batch_size=global_batch_size)
+    fields = dict(random_seed=args.seed, sequence_length=args.seq_length, blend=(args.data_path, None),
+                  blend_per_split=None, split=args.split, num_dataset_builder_threads=args.num_dataset_builder_threads,
+                  path_to_cache=args.data_cache_path, mmap_bin_files=args.mmap_bin_files, tokenizer=Tokenizer(),
+                  reset_position_ids=args.reset_position_ids, reset_attention_mask=args.reset_attention_mask,
+                  eod_mask_loss=args.eod_mask_loss, create_attention_mask=args.create_attention_mask_in_dataloader)
+    if extra_token is not None:
+        fields["add_extra_token_to_sequence"] = extra_token
+    eval_iters = (args.train_iters // args.eval_interval + 1) * args.eval_iters
+    samples = [args.train_iters * args.global_batch_size, eval_iters * args.global_batch_size,
+               args.eval_iters * args.global_batch_size]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        dataset = BlendedMegatronDatasetBuilder(GPTDataset, [samples, None, None], lambda: True, config).build()[0]
-    return [np.stack([dataset[k * 4 + j]["tokens"].numpy() for j in range(4)]) for k in range(samples // 4)]
+        return BlendedMegatronDatasetBuilder(GPTDataset, samples, lambda: True, GPTDatasetConfig(**fields)).build()
 
 
-def test_megatron_gpt_dataset_serves_sample_k_as_manifest_row_k(built, tmp_path):
+def megatron_rank_batches(dataset, rank, data_parallel=2, micro_batch=1, global_batch=4):
+    """What Megatron-LM's MegatronPretrainingSampler gives one data-parallel rank: samples taken in order, each
+    micro-batch of micro_batch × data_parallel split by rank; accumulation steps fill the global batch."""
+    served = []
+    for first in range(0, len(dataset) - len(dataset) % global_batch, global_batch):
+        per_step = []
+        for start in range(first, first + global_batch, micro_batch * data_parallel):
+            per_step += [dataset[i] for i in range(start + rank * micro_batch, start + (rank + 1) * micro_batch)]
+        served.append(per_step)
+    return served
+
+
+def rows_served(dataset, stream) -> int:
+    return sum(np.array_equal(dataset[k]["tokens"].numpy(), stream.batch(k // 4)[k % 4]) for k in range(160))
+
+
+def test_megatron_lm_with_its_own_defaults_and_the_stated_arguments_serves_every_step(built, tmp_path):
     stream = injc.open_stream(built)
-    export(built, "megatron", tmp_path / "meg", seed=1234)
+    record = json.loads(export(built, "megatron", tmp_path / "meg", seed=1234).read_text())
     assert verify_export(tmp_path / "meg") == []
+    assert sorted(p.name for p in (tmp_path / "meg").iterdir()) == ["data.bin", "data.idx", "export.json", "rows.npy"]
+    assert "--split 100,0,0 --seed 1234 --seq-length 64" in record["loader"]["megatron_lm"]
     assert (tmp_path / "meg" / "data.bin").read_bytes() == stream.tokens(0, len(stream)).tobytes()
-    served = steps_served(megatron_batches(tmp_path / "meg" / "data", 1234, 160), stream)
-    assert len(served) == 40 and all(served)
-    assert sum(steps_served(megatron_batches(tmp_path / "meg" / "data", 7, 160), stream)) <= 2
-    # the contrast: the plain stream as Megatron data (every document pointing at its own row) is shuffled away
+    train, valid, test = megatron_lm_dataset(tmp_path / "meg" / "data", 1234, tmp_path / "cache")
+    assert len(train) == 160 and valid is None and test is None
+    for rank in range(2):
+        for step, samples in enumerate(megatron_rank_batches(train, rank)):
+            for micro_step, sample in enumerate(samples):
+                row = stream.batch(step)[micro_step * 2 + rank]
+                assert sample["tokens"].tolist() == row.tolist() and sample["labels"][:-1].tolist() == row[1:].tolist()
+    # contrasts: another seed; add_extra_token_to_sequence=False (with a cache of its own); the plain stream as
+    # Megatron data (every document pointing at its own row)
+    assert rows_served(megatron_lm_dataset(tmp_path / "meg" / "data", 7, tmp_path / "c7")[0], stream) <= 8
+    without = megatron_lm_dataset(tmp_path / "meg" / "data", 1234, tmp_path / "c-no-extra", extra_token=False)[0]
+    assert rows_served(without, stream) < 150  # 134 of 160 samples at their step: not step-exact
     _megatron_index(tmp_path / "meg" / "data.idx", 8, 64, np.arange(160) * 128)
-    assert sum(steps_served(megatron_batches(tmp_path / "meg" / "data", 1234, 160), stream)) <= 2
+    assert rows_served(megatron_lm_dataset(tmp_path / "meg" / "data", 1234, tmp_path / "c-plain")[0], stream) <= 8
 
 
 def test_litdata_streaming_loader_serves_every_step_with_the_workers_it_was_written_for(built, tmp_path):
@@ -230,32 +272,62 @@ def test_litdata_on_two_ranks_serves_each_rank_its_rows_of_every_step(built, tmp
     assert sum(np.array_equal(served[0][k], expected[0][k]) for k in range(40)) <= 2
 
 
-def test_nanogpt_drop_in_serves_each_step_across_ranks_and_micro_steps_and_resumes(built, tmp_path):
+def nanogpt_train_loop(get_batch, model, accumulation, max_iters, master_process, eval_interval, eval_iters):
+    """nanoGPT's train.py loop, its calls and their order as it makes them: one prefetch; each iteration, on the
+    master process every eval_interval iterations, estimate_loss() (under no_grad, eval mode, eval_iters batches of
+    'train' then of 'val'); then a forward pass per micro-step, each followed by the next fetch, then backward.
+    Runs max_iters + 1 iterations, as nanoGPT's `if iter_num > max_iters: break` does. Returns the trained (x, y)
+    per (iteration, micro-step)."""
+
+    @torch.no_grad()
+    def estimate_loss():
+        model.eval()
+        for split in ("train", "val"):
+            for _ in range(eval_iters):
+                x, y = get_batch(split)
+                torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten())
+        model.train()
+
+    trained, iter_num = {}, 0
+    x, y = get_batch("train")
+    while True:
+        if iter_num % eval_interval == 0 and master_process:
+            estimate_loss()
+        for micro_step in range(accumulation):
+            loss = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten()) / accumulation
+            trained[(iter_num, micro_step)] = (x, y)
+            x, y = get_batch("train")
+            loss.backward()
+        iter_num += 1
+        if iter_num > max_iters:
+            break
+    return trained
+
+
+def test_nanogpt_drop_in_survives_nanogpts_own_loop_with_evaluation_on_every_rank(built, tmp_path, monkeypatch, capfd):
+    """Two ranks (RANK/WORLD_SIZE as torchrun sets them), rank 0 alone evaluating every 5 iterations with 7 batches
+    per split, in a build without a held-out tail (no val.bin): every rank trains exactly its rows of every step."""
     from injc.shards.nanogpt import StepBatches
 
     stream = injc.open_stream(built)
     export(built, "nanogpt", tmp_path / "nano")
-    assert verify_export(tmp_path / "nano") == []
+    assert verify_export(tmp_path / "nano") == [] and not (tmp_path / "nano" / "val.bin").exists()
     world, micro = 2, 1  # 4 rows per step = 2 ranks × 2 accumulation steps × 1 row
-    served = {}
     for rank in range(world):
-        batches = StepBatches(tmp_path / "nano", seq_len=64, rows_per_step=4, micro_batch_size=micro,
-                              ddp_rank=rank, ddp_world_size=world)
-        accumulation = batches.gradient_accumulation_steps
-        x, y = batches.get_batch("train")  # nanoGPT's loop: one prefetch, then one fetch per micro-step
-        for iteration in range(40):
-            for micro_step in range(accumulation):
-                served[(iteration, micro_step, rank)] = (x, y)
-                x, y = batches.get_batch("train")
-    for step in range(40):
-        rows = stream.batch(step)
-        for micro_step in range(2):
-            for rank in range(world):
-                x, y = served[(step, micro_step, rank)]
-                row = rows[micro_step * world + rank]
-                assert x.shape == (1, 63) and x[0].tolist() == row[:-1].tolist() and y[0].tolist() == row[1:].tolist()
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", str(world))
+        batches = StepBatches(tmp_path / "nano", seq_len=64, rows_per_step=4, micro_batch_size=micro)
+        model = torch.nn.Sequential(torch.nn.Embedding(400, 8), torch.nn.Linear(8, 400))
+        trained = nanogpt_train_loop(batches.get_batch, model, batches.gradient_accumulation_steps, max_iters=39,
+                                     master_process=rank == 0, eval_interval=5, eval_iters=7)
+        assert len(trained) == 80
+        for (step, micro_step), (x, y) in trained.items():
+            row = stream.batch(step)[micro_step * world + rank]
+            assert x.shape == (1, 63) and x[0].tolist() == row[:-1].tolist() and y[0].tolist() == row[1:].tolist()
+    assert "has no val.bin" in capfd.readouterr().err
     resumed = StepBatches(tmp_path / "nano", seq_len=64, rows_per_step=4, micro_batch_size=micro, ddp_rank=1,
-                          ddp_world_size=world, iter_num=17)
+                          ddp_world_size=world)
+    resumed.start_at(17)
     assert resumed.get_batch("train")[0][0].tolist() == stream.batch(17)[1][:-1].tolist()
 
 
@@ -339,3 +411,70 @@ def test_locate_on_the_command_line(built):
     assert_user_error(run_injc("locate", built, "--text", "a", "--tokens", "1"), "give one of --text")
     assert_user_error(run_injc("locate", built, "--tokens", "1,x"), "comma-separated integers")
     assert_user_error(run_injc("locate", built, "--experiment", "nope"), "no experiment 'nope'")
+
+
+def test_locate_names_the_litdata_chunk_and_item_each_rank_reads_and_refuses_another_builds_export(built, tmp_path):
+    """Item numbers checked against LitData itself: its dataset's item file_row holds the sequence at col."""
+    from litdata import StreamingDataset, TokensLoader
+
+    from injc.shards.locate import item_tokens, locate
+
+    manifest = injc.load_manifest(built)
+    export(built, "litdata", tmp_path / "lit", num_ranks=2)
+    dataset = StreamingDataset(str(tmp_path / "lit"), item_loader=TokensLoader(block_size=64))
+    ((_, canary),) = item_tokens(manifest, "canaries", 1)
+    found = locate(manifest, canary, tmp_path / "lit")
+    assert len(found) == 3
+    for hit in found:
+        assert dataset[hit["file_row"]].tolist()[hit["col"]:hit["col"] + len(canary)] == canary.tolist()
+        assert hit["file"] == f"litdata chunk {hit['file_row'] // 2}"  # a chunk is one rank's 2 rows of a step
+    plan = built.parent.parent / "plan.toml"
+    injc.build(plan, tmp_path / "clean", clean=True, progress=False)
+    export(tmp_path / "clean" / "manifest.json", "nanogpt", tmp_path / "other")
+    result = run_injc("locate", built, "--experiment", "canaries", "--export", tmp_path / "other")
+    assert_user_error(result, "was written from another build")
+
+
+def test_locate_refuses_bad_token_lists_and_reports_empty_results_as_json(built):
+    manifest = json.loads(built.read_text())
+    vocab = manifest["layout"]["vocab_size"]
+    for tokens, message in (("99999999999999999999999", "outside the build's vocabulary"),
+                            ("-3", "outside the build's vocabulary"), (str(vocab), f"ids 0 to {vocab - 1}"),
+                            ("1,,2", "has an empty item"), ("1,x", "comma-separated integers")):
+        assert_user_error(run_injc("locate", built, "--tokens", tokens), message)
+    result = run_injc("locate", built, "--tokens", f"{vocab - 1},{vocab - 1},{vocab - 1},0", "--json")
+    assert result.returncode == 0 and json.loads(result.stdout)["occurrences"] == []
+    assert json.loads(result.stdout)["inserted"] == 0 == json.loads(result.stdout)["natural"]
+
+
+def test_locate_text_searches_the_mid_document_form_too(built):
+    from tokenizers import Tokenizer
+
+    manifest = injc.load_manifest(built)
+    tokenizer = Tokenizer.from_file(str(manifest.root / manifest.data["tokenizer"]["path"]))
+    tokens = injc.open_stream(built).tokens(0, manifest.layout.total_tokens)
+    result = run_injc("locate", built, "--text", "model reads", "--json")
+    report = json.loads(result.stdout)
+    assert [q["query_text"] for q in report["queries"]] == ["model reads", " model reads"]
+    for form in ("model reads", " model reads"):
+        expected = brute_force(tokens, tokenizer.encode(form, add_special_tokens=False).ids)
+        assert [o["offset"] for o in report["occurrences"] if o["query_text"] == form] == expected
+    assert any(o["query_text"] == " model reads" for o in report["occurrences"])
+
+
+def test_export_records_hash_the_row_map_and_survive_a_move(built, tmp_path):
+    import shutil
+
+    export(built, "litdata", tmp_path / "lit", num_workers=2)
+    rows = np.load(tmp_path / "lit" / "rows.npy")
+    rows[[0, 1]] = rows[[1, 0]]
+    np.save(tmp_path / "lit" / "rows.npy", rows)
+    assert verify_export(tmp_path / "lit") == ["rows.npy: sha256 differs from export.json"]
+    assert_user_error(run_injc("export", built, "--to", "litdata", "--seed", "3", "--out", tmp_path / "x"),
+                      "--seed has no effect on --to litdata")
+    export(built, "nanogpt", tmp_path / "nano")
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    shutil.move(built.parent, moved / "build")  # the build and the export, moved together
+    shutil.move(tmp_path / "nano", moved / "nano")
+    assert verify_export(moved / "nano") == []

@@ -3,6 +3,7 @@ same manifest, Ctrl-C leaves a checkpoint to resume from, and `injc eval` reads 
 
 import dataclasses
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -154,3 +155,107 @@ def test_a_staged_build_trains_up_to_its_last_step_and_resumes_once_grown(built,
     audit = [json.loads(line)["tokens_sha256"] for line in (tmp_path / "run" / "audit.jsonl").read_text().splitlines()]
     expected = [json.loads(line)["tokens_sha256"] for line in (whole.parent / "audit.jsonl").read_text().splitlines()]
     assert audit == expected and len(audit) == 8
+
+
+def test_a_command_into_a_run_folder_another_process_is_writing_is_refused(built, tmp_path):
+    from injc.shards.files import folder_lock
+
+    out = tmp_path / "run"
+    run(built, out, steps=4, save_steps=(2,), audit=True)
+    before = snapshot(out)
+    with folder_lock(out, "training run"):  # this test process holds the folder, as a running injc train does
+        second = train_cli(built, out, "--resume")
+    assert_user_error(second, f"another injc training run is writing {str(out)!r} (pid ")
+    assert snapshot(out) == before
+    assert train_cli(built, out, "--resume", "--steps", "6", "--audit").returncode == 0, "the lock is gone with its holder"
+    assert [json.loads(line)["step"] for line in (out / "audit.jsonl").read_text().splitlines()] == list(range(6))
+
+
+def cosine_lr(step, total, lr, min_lr, warmup):
+    """LitGPT's schedule written out: linear warmup, then cosine from lr to min_lr over the rest of the run."""
+    import math
+
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
+
+
+def test_resume_keeps_the_recorded_settings_and_refuses_a_different_one_unless_overridden(built, tmp_path):
+    out = tmp_path / "run"
+    run(built, out, steps=6, lr=3e-3, warmup_steps=2, weight_decay=0.05)
+    run(built, out, steps=10, resume=True)  # no settings given: the recorded ones
+    logged = {json.loads(line)["step"]: json.loads(line)["lr"] for line in (out / "metrics.jsonl").read_text().splitlines()}
+    assert [logged[s] for s in range(10)] == pytest.approx([cosine_lr(s, 50, 3e-3, 4e-5, 2) for s in range(10)])
+    settings = json.loads((out / "final" / "train_state.json").read_text())["settings"]
+    assert settings == {"lr": 3e-3, "min_lr": 4e-5, "weight_decay": 0.05, "beta1": 0.9, "beta2": 0.95, "grad_clip": 1.0,
+                        "micro_batch_size": 4, "warmup_steps": 2, "seed": 7}
+    before = snapshot(out)
+    assert_user_error(train_cli(built, out, "--resume", "--steps", "12", "--lr", "1e-3"),
+                      "--lr 0.001 differs from the 0.003 the run", "--override-settings")
+    assert snapshot(out) == before
+    result = train_cli(built, out, "--resume", "--steps", "12", "--lr", "1e-3", "--override-settings")
+    assert result.returncode == 0, result.stderr
+    logged = {json.loads(line)["step"]: json.loads(line)["lr"] for line in (out / "metrics.jsonl").read_text().splitlines()}
+    assert logged[10] == pytest.approx(cosine_lr(10, 50, 1e-3, 4e-5, 2))
+
+
+def test_resume_with_another_model_is_one_line(built, tmp_path):
+    out = tmp_path / "run"
+    run(built, out, steps=2)
+    (tmp_path / "wider.yaml").write_text((built / "tiny.yaml").read_text().replace("n_embd: 32", "n_embd: 64"))
+    result = run_injc("train", built / "out" / "manifest.json", "--model", tmp_path / "wider.yaml", "--out", out,
+                      "--resume", "--steps", "4", "--quiet")
+    assert_user_error(result, "the model given differs from the one", "n_embd 64 (checkpoint: 32)")
+
+
+def test_training_shows_progress_and_ends_with_a_summary(built, tmp_path):
+    out = tmp_path / "run"
+    result = run_injc("train", built / "out" / "manifest.json", "--model", built / "tiny.yaml", "--out", out,
+                      "--steps", "5", "--save-steps", "2")
+    assert result.returncode == 0, result.stderr
+    assert "train:" in result.stderr and "5/5" in result.stderr  # tqdm's bar: label and count
+    loss = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["loss"]
+    assert f"trained steps 0-5 in" in result.stderr and f"final loss {loss:.4f}" in result.stderr
+    assert f"checkpoints in {out}: step-000002, final" in result.stderr
+
+
+def test_eval_checks_every_checkpoint_first_and_prints_a_summary(built, tmp_path, monkeypatch):
+    import shutil
+
+    from injc.evals import report as report_module
+
+    out = tmp_path / "run"
+    run(built, out, steps=2)
+    small = tmp_path / "small-vocab"
+    shutil.copytree(out / "final", small)
+    config = (small / "model_config.yaml").read_text()
+    (small / "model_config.yaml").write_text(re.sub(r"padded_vocab_size: \d+", "padded_vocab_size: 100", config))
+    vocab = json.loads((built / "out" / "manifest.json").read_text())["layout"]["vocab_size"]
+    result = run_injc("eval", built / "out" / "manifest.json", "--checkpoint", out / "final", small, "--out",
+                      tmp_path / "r0", "--quiet")
+    assert_user_error(result, f"--checkpoint {str(small)!r} has 100 embedding rows but the build's tokenizer has "
+                              f"{vocab} ids")
+    assert not (tmp_path / "r0").exists()
+
+    clean = tmp_path / "clean"
+    injc.build(built / "plan.toml", clean, clean=True, progress=False)
+    heard, evaluated = [], []
+    original = report_module.evaluate_checkpoint
+    monkeypatch.setattr(report_module, "evaluate_checkpoint",
+                        lambda *args, **kwargs: evaluated.append(heard[:]) or original(*args, **kwargs))
+    report_module.evaluate(clean / "manifest.json", [out / "final"], tmp_path / "r1", progress=False,
+                           on_warning=heard.append)
+    assert evaluated == [heard] and "was trained on another manifest" in heard[0], "warned before evaluating"
+
+    result = run_injc("eval", built / "out" / "manifest.json", "--checkpoint", out / "final", "--out", tmp_path / "r2",
+                      "--quiet")
+    report = json.loads((tmp_path / "r2" / "report.json").read_text())
+    loss = report["experiments"]["canaries"]["metrics"]["mean_loss"]
+    assert result.returncode == 0 and f"canaries (texts): mean loss {loss:.4f}" in result.stdout
+
+
+def test_small_p_values_read_as_below_a_thousandth():
+    from injc.evals.markdown import p_cell, p_text
+
+    assert [p_cell(p) for p in (0.0004, 0.001, 0.0123, None)] == ["< 0.001", "0.001", "0.012", "—"]
+    assert p_text(0.00001) == "p < 0.001" and p_text(0.2) == "p = 0.200"

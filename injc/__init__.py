@@ -12,15 +12,28 @@ Python API (the CLI is a thin layer over these)::
 
 __version__ = "0.1.0"
 
-from injc.compiler.build import BuildResult, build  # noqa: E402
-from injc.compiler.check import CheckReport, check  # noqa: E402
-from injc.compiler.plan import Plan, load_plan  # noqa: E402
+from importlib import import_module
+
 from injc.errors import InjcError, InputError, Interrupted, LayoutError, ManifestError, PlanError  # noqa: E402
-from injc.shards.inspect import inspect  # noqa: E402
-from injc.shards.layout import Layout  # noqa: E402
-from injc.shards.manifest import Manifest, load_manifest  # noqa: E402
-from injc.shards.stream import TokenStream, open_stream  # noqa: E402
-from injc.shards.verify import verify  # noqa: E402
+
+_LAZY = {
+    "BuildResult": "injc.compiler.build", "build": "injc.compiler.build", "CheckReport": "injc.compiler.check",
+    "check": "injc.compiler.check", "Plan": "injc.compiler.plan", "load_plan": "injc.compiler.plan",
+    "inspect": "injc.shards.inspect", "Layout": "injc.shards.layout", "Manifest": "injc.shards.manifest",
+    "load_manifest": "injc.shards.manifest", "TokenStream": "injc.shards.stream", "open_stream": "injc.shards.stream",
+    "verify": "injc.shards.verify",
+}
+"""The API's names, imported on first use: `import injc` (and so every `injc` command's start) stays light, and a
+command loads only what it runs (numpy, pyarrow, the tokenizer stack)."""
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'injc' has no attribute {name!r}")
+    value = getattr(import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "BuildResult", "CheckReport", "InjcError", "InputError", "Interrupted", "Layout", "LayoutError", "Manifest",

@@ -366,7 +366,7 @@ def _train(manifest: Manifest, config: TrainConfig, total: int, progress: bool) 
                 loss_sum = torch.zeros((), device=fabric.device)
                 parts = list(micro_batches(tokens, config.micro_batch_size))
                 for index, (rows, inputs, targets) in enumerate(parts):
-                    noise.at(step, range(mine.start + rows.start, mine.start + rows.stop))
+                    noise.at(step)
                     with fabric.no_backward_sync(model, enabled=index < len(parts) - 1):
                         logits = model(inputs)
                         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())

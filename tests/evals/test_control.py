@@ -175,3 +175,20 @@ def test_dynamic_plans_without_control_and_plain_builds_of_them_are_refused(loop
     result = run_injc("run", loop(per_window=3), "--model", loop.root / "tiny.yaml", "--out", tmp_path / "r")
     assert_user_error(result, "experiments[0] \"facts\".control: only with per_window = \"dynamic\"")
     assert not (tmp_path / "b").exists() and not (tmp_path / "r").exists()
+
+
+def test_a_stopped_loop_says_how_it_continues_and_a_second_loop_on_its_folder_is_refused(loop, tmp_path, monkeypatch):
+    import injc.evals.control as control_module
+    from injc.errors import Interrupted
+    from injc.shards.files import folder_lock
+
+    def stopped(*args, **kwargs):
+        raise Interrupted("stopped after step 3 of 10; checkpoint …: add --resume to the same command to continue")
+
+    monkeypatch.setattr(control_module, "train", stopped)
+    with pytest.raises(Interrupted) as stop:
+        run_loop(loop(), tmp_path / "loop")
+    assert "run the same command again" in str(stop.value) and "--resume" not in str(stop.value)
+    with folder_lock(tmp_path / "busy", "run loop"):  # this process runs a loop in it; another command comes
+        result = run_injc("run", loop(), "--model", tmp_path / "tiny.yaml", "--out", tmp_path / "busy", "--quiet")
+    assert_user_error(result, f"another injc run loop is writing {str(tmp_path / 'busy')!r}")

@@ -167,7 +167,8 @@ def test_a_command_into_a_run_folder_another_process_is_writing_is_refused(built
         second = train_cli(built, out, "--resume")
     assert_user_error(second, f"another injc training run is writing {str(out)!r} (pid ")
     assert snapshot(out) == before
-    assert train_cli(built, out, "--resume", "--steps", "6", "--audit").returncode == 0, "the lock is gone with its holder"
+    resumed = train_cli(built, out, "--resume", "--steps", "6", "--audit")
+    assert resumed.returncode == 0, "the lock is gone with its holder"
     assert [json.loads(line)["step"] for line in (out / "audit.jsonl").read_text().splitlines()] == list(range(6))
 
 
@@ -180,11 +181,16 @@ def cosine_lr(step, total, lr, min_lr, warmup):
     return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
 
 
+def logged_lr(out):
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return {json.loads(line)["step"]: json.loads(line)["lr"] for line in lines}
+
+
 def test_resume_keeps_the_recorded_settings_and_refuses_a_different_one_unless_overridden(built, tmp_path):
     out = tmp_path / "run"
     run(built, out, steps=6, lr=3e-3, warmup_steps=2, weight_decay=0.05)
     run(built, out, steps=10, resume=True)  # no settings given: the recorded ones
-    logged = {json.loads(line)["step"]: json.loads(line)["lr"] for line in (out / "metrics.jsonl").read_text().splitlines()}
+    logged = logged_lr(out)
     assert [logged[s] for s in range(10)] == pytest.approx([cosine_lr(s, 50, 3e-3, 4e-5, 2) for s in range(10)])
     settings = json.loads((out / "final" / "train_state.json").read_text())["settings"]
     assert settings == {"lr": 3e-3, "min_lr": 4e-5, "weight_decay": 0.05, "beta1": 0.9, "beta2": 0.95, "grad_clip": 1.0,
@@ -195,7 +201,7 @@ def test_resume_keeps_the_recorded_settings_and_refuses_a_different_one_unless_o
     assert snapshot(out) == before
     result = train_cli(built, out, "--resume", "--steps", "12", "--lr", "1e-3", "--override-settings")
     assert result.returncode == 0, result.stderr
-    logged = {json.loads(line)["step"]: json.loads(line)["lr"] for line in (out / "metrics.jsonl").read_text().splitlines()}
+    logged = logged_lr(out)
     assert logged[10] == pytest.approx(cosine_lr(10, 50, 1e-3, 4e-5, 2))
 
 
@@ -215,7 +221,7 @@ def test_training_shows_progress_and_ends_with_a_summary(built, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "train:" in result.stderr and "5/5" in result.stderr  # tqdm's bar: label and count
     loss = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["loss"]
-    assert f"trained steps 0-5 in" in result.stderr and f"final loss {loss:.4f}" in result.stderr
+    assert "trained steps 0-5 in" in result.stderr and f"final loss {loss:.4f}" in result.stderr
     assert f"checkpoints in {out}: step-000002, final" in result.stderr
 
 

@@ -16,7 +16,7 @@ from litgpt import Config  # noqa: E402
 from litgpt.model import GPT  # noqa: E402
 
 from injc.train.data import batch_sha256, micro_batches  # noqa: E402
-from injc.train.noise import EmbeddingNoise, embedding_noise  # noqa: E402
+from injc.train.noise import embedding_noise  # noqa: E402
 from injc.train.trainer import TrainConfig, learning_rate, train  # noqa: E402
 
 
@@ -106,17 +106,6 @@ def test_embedding_noise_is_regenerable_and_applied_only_at_its_steps():
     assert not torch.equal(a, embedding_noise(17, 3, 1, 5, 8, 0.075))
     assert abs(float(embedding_noise(17, 0, 0, 200, 200, 0.075).std()) - 0.075) < 0.002
 
-    embedding = torch.nn.Embedding(10, 8)
-    hook = EmbeddingNoise([{"kind": "embedding_noise", "steps": [3], "std": 0.075, "seed": 17}])
-    embedding.register_forward_hook(hook)
-    ids = torch.arange(10).reshape(2, 5)
-    clean = embedding.weight[ids]
-    hook.at(2, range(0, 2))
-    assert torch.equal(embedding(ids), clean)
-    hook.at(3, range(2, 4))
-    noised = embedding(ids)
-    assert torch.allclose(noised[0] - clean[0], embedding_noise(17, 3, 2, 5, 8, 0.075), atol=1e-6)
-    assert torch.allclose(noised[1] - clean[1], embedding_noise(17, 3, 3, 5, 8, 0.075), atol=1e-6)
 
 
 def test_a_noise_directive_changes_training_only_from_its_step(built, tmp_path):

@@ -250,3 +250,39 @@ def test_inspect_lists_tiers_in_numeric_order(project, tmp_path):
     injc.build(plan, tmp_path / "out", progress=False)
     text = injc.inspect(tmp_path / "out").to_text()
     assert "tiers {0: 3, 2: 3, 4: 3, 12: 3}" in text
+
+
+def test_bad_payloads_of_every_experiment_are_refused_before_the_corpus_is_read(project, tmp_path, monkeypatch):
+    import injc.compiler.build as build_module
+
+    def no_corpus(*args, **kwargs):
+        raise AssertionError("the corpus was read before the payloads were checked")
+
+    monkeypatch.setattr(build_module, "PreparedStream", no_corpus)
+    monkeypatch.setattr(build_module, "base_stream", no_corpus)
+    monkeypatch.setattr(build_module, "streaming_counts", no_corpus)
+    write_jsonl(project.root / "payloads" / "canaries.jsonl", [{"text": "ok"}, {"txt": 1}, {"text": ""}, {"x": 2}])
+    write_jsonl(project.root / "payloads" / "more.jsonl", [{"text": "fine"}, {"text": 5}])
+    plan = project(CANARIES + '\n[[experiments]]\nname = "more"\nkind = "texts"\nfile = "payloads/more.jsonl"\n',
+                   corpus='paths = ["data/*.jsonl"]\nholdout_tokens = 500')
+    with pytest.raises(injc.InputError) as error:
+        injc.build(plan, tmp_path / "out", progress=False)
+    assert error.value.problems == [
+        f"experiment 'canaries': '{project.root / 'payloads' / 'canaries.jsonl'}' lines 2, 3, 4: needs a non-empty "
+        f"string 'text'",
+        f"experiment 'more': '{project.root / 'payloads' / 'more.jsonl'}' line 2: needs a non-empty string 'text'"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_check_and_build_agree_on_a_dynamic_plan_and_build_refuses_it_at_once(project, tmp_path, monkeypatch):
+    import injc.compiler.build as build_module
+
+    write_jsonl(project.root / "payloads" / "docs.jsonl", [{"text": f"fact {i}"} for i in range(10)])
+    write_jsonl(project.root / "payloads" / "probes.jsonl", [{"input": "fact", "target": "1"}])
+    plan = project('[[experiments]]\nname = "facts"\nkind = "knowledge"\ndocuments = "payloads/docs.jsonl"\n'
+                   'probes = "payloads/probes.jsonl"\nwindow_steps = 10\nper_window = "dynamic"\n'
+                   '[experiments.control]\ntarget = 0.02\ninitial = 4\n')
+    assert any("injc build refuses this plan" in w and "injc run" in w for w in injc.check(plan).warnings)
+    monkeypatch.setattr(build_module, "load_tokenizer", lambda *a: (_ for _ in ()).throw(AssertionError("work")))
+    with pytest.raises(injc.InjcError, match="experiment 'facts' has per_window = \"dynamic\""):
+        injc.build(plan, tmp_path / "out", progress=False)

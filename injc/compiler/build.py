@@ -427,12 +427,20 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
     if skip_tokens is not None:
         plan = dataclasses.replace(plan, corpus=dataclasses.replace(plan.corpus, skip_tokens=skip_tokens))
     selected = select(plan, only)
-    tokenizer = load_tokenizer(plan.tokenizer.path, plan.tokenizer.eos)
     steps = plan.layout.steps
     if until_step is not None and not 1 <= until_step <= steps:
         raise InjcError(f"--until-step must be between 1 and the run's {steps:,} steps, got {until_step:,}")
     until_step = until_step or steps
     plan, decided = with_counts(plan, counts or {}, until_step)
+    undecided = [e.name for e in plan.experiments if getattr(e, "control", None) is not None and e.per_window is None]
+    if undecided:
+        raise InjcError(*(f"experiment {name!r} has per_window = \"dynamic\": its counts are decided window by "
+                          f"window by injc run (or give per_window as a count or a list to build it)"
+                          for name in undecided))
+    from injc.compiler.check import validate_payloads  # check builds on this module: imported here, not above
+
+    tokenizer = load_tokenizer(plan.tokenizer.path, plan.tokenizer.eos)
+    validate_payloads(plan, tokenizer)
     staged = staged_build(out_dir)
     partial = out_dir.parent / f".{out_dir.name}.injc-partial"
     try:

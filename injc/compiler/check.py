@@ -167,6 +167,26 @@ def _experiment_payloads(plan: Plan, tokenizer: LoadedTokenizer) -> tuple[list, 
     return configs, payloads, skipped
 
 
+def validate_payloads(plan: Plan, tokenizer: LoadedTokenizer) -> None:
+    """Make every payload that needs no pass over the corpus, and raise every problem of every experiment at once:
+    what `injc build` runs before it reads the corpus, so a bad payload line is reported in seconds, not after the
+    corpus is tokenized. Model-scored canaries (canary = "model", a forward pass per host) are left to the build."""
+    holdout = _SizedTail(plan.corpus.holdout_tokens, tokenizer.eos_id) if plan.corpus.holdout_tokens else None
+    ctx = Context(tokenizer, plan.layout, plan.seed, corpus_token_counts=_counts_not_read, holdout=holdout)
+    problems = []
+    for experiment in plan.experiments:
+        if getattr(experiment, "reads_base_stream", False) or getattr(experiment, "canary", None) == "model":
+            continue
+        try:
+            experiment.payload(ctx)
+        except _NeedsCorpus:
+            continue
+        except InjcError as error:
+            problems += error.problems
+    if problems:
+        raise InputError(*problems)
+
+
 def check(plan_path: str | Path) -> CheckReport:
     """Validate a plan and its inputs without writing anything; raises InjcError with every problem found."""
     plan = load_plan(plan_path)
@@ -197,6 +217,8 @@ def check(plan_path: str | Path) -> CheckReport:
         plan = with_counts(plan, dynamic, layout.steps)[0]
         report.lines.append(f"dynamic experiments ({', '.join(dynamic)}) are sized at their initial count in every "
                             f"window; injc run decides the real counts")
+        report.warnings.append(f"injc build refuses this plan: the counts of {', '.join(dynamic)} are decided "
+                               f"window by window, so run it with injc run PLAN --model M --out DIR")
     try:
         configs, payloads, skipped = _experiment_payloads(plan, tokenizer)
         checked = dataclasses.replace(plan, experiments=tuple(configs))

@@ -79,12 +79,20 @@ def render(reports: list[dict], plots: list[str]) -> str:
         if experiment["kind"] == "canaries":
             lines += ["", f"### {name}: members vs non-members", ""]
             lines += _table(["condition", "member loss", "non-member loss", "Δ [95% CI]", "d", "p",
-                             "TPR [95% CI] at achieved FPR (target 1%, non-members)"],
+                             "TPR [95% CI] at achieved FPR (target 1%, non-members)",
+                             "member − shuffled ids [95% CI], p"],
                             [[k, c["mean_member"], c["mean_nonmember"], f"{_fmt(c['difference'])} "
                               f"{_fmt(c['difference_ci95'])}", c["effect_size_d"], p_cell(c["p_value"]),
                               f"{_fmt(m['tpr'], 3)} {_fmt(m['tpr_ci95'])} at FPR {_fmt(m['fpr'], 3)} "
-                              f"(n = {m['nonmembers']})"]
-                             for k, c in metrics["conditions"].items() for m in [c["membership"]]])
+                              f"(n = {m['nonmembers']})",
+                              f"{_fmt(o['difference'])} {_fmt(o['difference_ci95'])}, {p_text(o['p_value'])}"
+                              if o else "—"]
+                             for k, c in metrics["conditions"].items()
+                             for m, o in [(c["membership"], c.get("vs_shuffled"))]])
+            lines += ["", "Random and rare canary ids appear nowhere else, so a model can tell members by their ids "
+                      "alone, without memorizing the sequence (a high TPR at one repetition can be that). The last "
+                      "column scores each member again with its canary's ids shuffled: a member no better than its "
+                      "shuffled self was recognised by its ids, not memorized in order."]
         elif experiment["kind"] == "contamination":
             lines += ["", f"### {name}: accuracy by tier", ""]
             lines += _table(["repetitions", "questions", "accuracy", "uplift vs holdout [95% CI]", "d", "p"],
@@ -92,6 +100,11 @@ def render(reports: list[dict], plots: list[str]) -> str:
                               f"{_fmt(t.get('uplift_vs_holdout'))} {_fmt(t.get('uplift_ci95'))}" if k != "0" else "—",
                               t.get("effect_size_d"), p_cell(t.get("p_value"))]
                              for k, t in sorted(metrics["tiers"].items(), key=lambda kv: int(kv[0]))])
+        elif experiment["kind"] == "knowledge":
+            lines += ["", f"### {name}: probes", ""]
+            lines += _table(["input", "target", "P(target | input)", "in the greedy continuation"],
+                            [[p["input"], p["target"], f"{p['probability']:.3g}", p["correct"]]
+                             for p in experiment.get("probes", [])])
         elif experiment["kind"] == "math":
             lines += ["", f"### {name}: accuracy by op count", ""]
             lines += _table(["ops", "problems", "accuracy [95% CI]", "seen in training"],

@@ -33,29 +33,33 @@ def write_plots(reports: list[dict], out: Path) -> list[str]:
         written.append(name)
 
     for name, experiment in _by_kind(last, "canaries"):
-        conditions = experiment["metrics"]["conditions"]
+        conditions, items = experiment["metrics"]["conditions"], experiment["items"]
+        controls = {length: -np.array([i["loss"] for i in items if not i["member"] and i["canary_length"] == length])
+                    for length in {i["canary_length"] for i in items}}
+        members = {key: -np.array([i["loss"] for i in items if i["member"] and (i["canary_length"], i["repetitions"])
+                                   == (c["canary_length"], c["repetitions"])]) for key, c in conditions.items()}
         figure, axis = plt.subplots(figsize=(8, 4))
         keys = list(conditions)
-        positions = range(len(keys))
-        axis.bar([p - 0.2 for p in positions], [conditions[k]["mean_member"] for k in keys], 0.4, label="members")
-        axis.bar([p + 0.2 for p in positions], [conditions[k]["mean_nonmember"] for k in keys], 0.4,
-                 label="non-members (never inserted)")
+        positions = np.arange(len(keys))
+        axis.bar(positions - 0.2, [conditions[k]["mean_member"] for k in keys], 0.4, label="members",
+                 yerr=[_half_interval(-members[k]) for k in keys], capsize=3)
+        axis.bar(positions + 0.2, [conditions[k]["mean_nonmember"] for k in keys], 0.4,
+                 label="non-members (never inserted)", capsize=3,
+                 yerr=[_half_interval(-controls[conditions[k]["canary_length"]]) for k in keys])
         axis.set_xticks(list(positions), keys)
-        axis.set_ylabel("mean loss per token")
+        axis.set_ylabel("mean loss per token (95% interval of the mean)")
         axis.set_title(f"{name}: canary memorization by condition (length × repetitions)")
         axis.legend(loc="lower left")
         save(figure, f"{name}_canaries.png")
 
-        items = experiment["items"]
-        controls = {length: -np.array([i["loss"] for i in items if not i["member"] and i["canary_length"] == length])
-                    for length in {i["canary_length"] for i in items}}
         figure, axis = plt.subplots(figsize=(5.5, 5))
-        for key, condition in conditions.items():
-            members = -np.array([i["loss"] for i in items if i["member"]
-                                 and (i["canary_length"], i["repetitions"]) == (condition["canary_length"],
-                                                                                 condition["repetitions"])])
-            fpr, tpr = roc_curve(members, controls[condition["canary_length"]])
-            axis.step(fpr, tpr, where="post", label=key)
+        styles = ["-", "--", "-.", ":"]
+        for index, (key, condition) in enumerate(conditions.items()):
+            fpr, tpr = roc_curve(members[key], controls[condition["canary_length"]])
+            # curves that reach TPR 1 share the top edge: thinner, dashed lines drawn later keep each visible
+            axis.step(fpr, tpr, where="post", ls=styles[index % len(styles)], lw=2.5 - 1.5 * index / len(conditions),
+                      label=f"{key} (TPR {condition['membership']['tpr']:.2f} at FPR "
+                            f"{condition['membership']['fpr']:.3f})")
         axis.plot([0, 1], [0, 1], ls=":", color="grey", label="chance")
         axis.axvline(0.01, ls="--", color="grey", lw=0.8)
         axis.set_xscale("symlog", linthresh=0.01)
@@ -70,9 +74,16 @@ def write_plots(reports: list[dict], out: Path) -> list[str]:
         tiers = experiment["metrics"]["tiers"]
         figure, axis = plt.subplots(figsize=(7, 4))
         keys = sorted(tiers, key=int)
-        axis.bar([f"{k}×" for k in keys], [tiers[k]["accuracy"] for k in keys],
-                 color=["grey" if k == "0" else "tab:blue" for k in keys])
-        axis.set_xlabel("repetitions (0 = holdout)")
+        accuracy = [tiers[k]["accuracy"] for k in keys]
+        axis.bar([f"{k}×" for k in keys], accuracy, color=["grey" if k == "0" else "tab:blue" for k in keys],
+                 yerr=[1.96 * np.sqrt(a * (1 - a) / max(tiers[k]["questions"], 1)) for a, k in zip(accuracy, keys)],
+                 capsize=3)
+        choices = [len(i["choice_scores"]) for i in experiment["items"] if i.get("choice_scores")]
+        if choices:
+            axis.axhline(np.mean([1 / c for c in choices]), ls="--", color="black", lw=1,
+                         label="chance (1 / choices)")
+            axis.legend(fontsize="small")
+        axis.set_xlabel("repetitions (0 = holdout); bars: 95% binomial interval")
         axis.set_ylabel("accuracy (log-likelihood ranking)")
         axis.set_title(f"{name}: accuracy by contamination tier")
         save(figure, f"{name}_contamination.png")
@@ -132,6 +143,20 @@ def write_plots(reports: list[dict], out: Path) -> list[str]:
         axis.legend(fontsize="small")
         save(figure, f"{name}_watermark.png")
 
+    for name, experiment in _by_kind(last, "knowledge"):
+        probes = experiment.get("probes", [])
+        if not probes:
+            continue
+        figure, axis = plt.subplots(figsize=(max(6, 0.35 * len(probes) + 2), 4))
+        axis.bar(range(len(probes)), [p["probability"] for p in probes],
+                 color=["tab:green" if p["correct"] else "tab:grey" for p in probes])
+        axis.set_yscale("log")
+        axis.set_xlabel("probe (green: the target is in the greedy continuation)")
+        axis.set_ylabel("P(target | input), log scale")
+        axis.set_title(f"{name}: knowledge probes (mean {experiment['metrics']['probe_probability']:.3g}, "
+                       f"QA accuracy {experiment['metrics']['greedy_accuracy']:.2f})")
+        save(figure, f"{name}_knowledge.png")
+
     for name, experiment in _by_kind(last, "math"):
         accuracy = experiment["metrics"]["accuracy_by_ops"]
         figure, axis = plt.subplots(figsize=(7, 4))
@@ -172,13 +197,29 @@ def write_plots(reports: list[dict], out: Path) -> list[str]:
     return written
 
 
-def cpdt_heatmap(result: dict, path: Path) -> None:
-    """The paper's CPDT picture: rows × outcomes, each column scaled by its largest |difference| (so a column's
-    colours compare rows, not outcomes of different units); the value is printed in each cell, * marks p < 0.05."""
-    plt = _pyplot()
+def _half_interval(values: np.ndarray) -> float:
+    """Half the width of the normal 95% interval of a mean."""
+    return float(1.96 * values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+
+
+def cpdt_colours(result: dict) -> np.ndarray:
+    """Each cell's colour in [-1, 1] on one scale: difference ÷ its 95% CI half-width, clipped at ±3 and divided by
+    3; a cell with p ≥ 0.05 keeps 30% of it (faded)."""
     matrix = np.array([[np.nan if v is None else v for v in row] for row in result["matrix"]], dtype=float)
-    scale = np.nanmax(np.abs(matrix), axis=0, initial=0.0)
-    normalised = np.divide(matrix, scale, out=np.zeros_like(matrix), where=scale > 0)
+    half = np.array([[np.nan if low is None or high is None else (high - low) / 2 for low, high in row]
+                     for row in result["ci"]], dtype=float)
+    ratio = np.clip(np.divide(matrix, half, out=np.zeros_like(matrix), where=half > 0), -3, 3) / 3
+    p_values = np.array([[np.nan if p is None else p for p in row] for row in result["p_values"]], dtype=float)
+    return np.where(p_values < 0.05, ratio, ratio * 0.3)
+
+
+def cpdt_heatmap(result: dict, path: Path) -> None:
+    """The paper's CPDT picture: rows × outcomes on one colour scale for every cell, the difference divided by the
+    half-width of its 95% interval (so outcomes of different units compare, and a cell is coloured by how clearly
+    it differs from 0, not by its size within its column); the value is printed in each cell, * marks p < 0.05,
+    and cells with p ≥ 0.05 are faded."""
+    plt = _pyplot()
+    normalised = cpdt_colours(result)
     names = [o["experiment"] for o in result["outcomes"]]
     figure, axis = plt.subplots(figsize=(max(5.5, 2.5 + 1.3 * len(names)), 1.6 + 0.55 * len(result["matrix_rows"])))
     image = axis.imshow(normalised, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
@@ -191,8 +232,9 @@ def cpdt_heatmap(result: dict, path: Path) -> None:
     axis.set_yticks(range(len(result["matrix_rows"])), result["matrix_rows"])
     axis.set_xlabel("outcome Y_i (experiment measured)")
     axis.set_ylabel("row: data inserted")
-    axis.set_title("CPDT: Y_i(row) − Y_i(none); * p < 0.05", fontsize=10)
-    figure.colorbar(image, ax=axis, label="÷ column max |diff|")
+    axis.set_title("CPDT: Y_i(row) − Y_i(none); * p < 0.05 (others faded)", fontsize=10)
+    bar = figure.colorbar(image, ax=axis, label="difference ÷ its 95% CI half-width")
+    bar.set_ticks([-1, -1 / 3, 0, 1 / 3, 1], labels=["≤ −3", "−1", "0", "+1", "≥ +3"])
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
@@ -211,10 +253,12 @@ def control_plot(summary: dict, total_steps: int, path: Path) -> None:
         probes = [r["probe"] for r in probed] + [summary["final_probe"][name]]
         line, = top.plot(steps, probes, "o-", label=f"{name}: probe")
         target = summary["final_target"][name]
-        top.plot([0, total_steps], [0, target], "--", color=line.get_color(), label=f"{name}: target p*·s/S")
+        ramp = np.linspace(max(1, total_steps / 100), total_steps, 50)  # p*·s/S is 0 at s = 0: off a log axis
+        top.plot(ramp, target * ramp / total_steps, "--", color=line.get_color(), label=f"{name}: target p*·s/S")
         bottom.step([r["first_step"] for r in mine] + [total_steps], [r["count"] for r in mine] + [mine[-1]["count"]],
                     where="post", label=name)
-    top.set_ylabel("mean P(target | input)")
+    top.set_yscale("log")
+    top.set_ylabel("mean P(target | input), log scale")
     top.legend(fontsize=8)
     bottom.set_ylabel("documents in window")
     bottom.set_xlabel("step")

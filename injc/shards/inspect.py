@@ -137,9 +137,15 @@ class Report:
         layout = self.manifest.layout
         steps = np.arange(layout.steps)
         figure, axis = plt.subplots(figsize=(10, 4), dpi=120)
-        shares = [self.step_tokens[e["name"]] / layout.tokens_per_step * 100 for e in self.experiments]
+        drawn = [e["name"] for e in self.experiments if self.step_tokens[e["name"]].any()]  # tokens, not directives
+        shares = [self.step_tokens[name] / layout.tokens_per_step * 100 for name in drawn]
         if shares:
-            axis.stackplot(steps, *shares, labels=[e["name"] for e in self.experiments], step="post")
+            axis.stackplot(steps, *shares, labels=drawn, step="post")
+        for index, directive in enumerate(self.manifest.data.get("directives", [])):
+            for position, step in enumerate(directive["steps"]):  # embedding noise writes no token: marked apart
+                axis.axvline(step, color="black", ls=":", lw=0.8,
+                             label=f"{directive['experiment']}: embedding noise" if position == 0 else None)
+        if shares or self.manifest.data.get("directives"):
             axis.legend(loc="upper right", fontsize="small")
         axis.set_xlabel("optimizer step")
         axis.set_ylabel("inserted tokens (% of step)")

@@ -49,3 +49,37 @@ def test_verbatim_compares_the_continuation_with_the_tokens_right_after_the_pref
     result = verbatim.evaluate(ctx, {"instances_replaced": 3}, {"sequences": sequences})
     assert [i["exact_match"] for i in result["items"]] == [True, True, False]
     assert result["metrics"]["exact_match_rate"] == pytest.approx(2 / 3)
+
+
+def test_the_order_control_scores_each_member_with_its_canary_ids_shuffled():
+    """A model that knows only the exact canary sequence: loss 1 with the ids in order, 2 otherwise; so a member's
+    difference to its shuffled self is −1 unless its shuffle happens to keep the order."""
+    canary, host = [10, 11, 12, 13], [1, 2, 3]
+    items = [{"item": i, "member": i < 6, "repetitions": 4 if i < 6 else 0, "canary_length": 4} for i in range(9)]
+    tokens = {"memp": [(4 if i < 6 else 0, np.array([0, *host, *canary, 0])) for i in range(9)]}
+    scored = []
+
+    def text_losses(texts):
+        scored.extend(list(t) for t in texts)
+        return np.array([1.0 if list(t[-4:]) == canary else 2.0 for t in texts])
+
+    ctx = SimpleNamespace(items=tokens, text_tokens=lambda t: t[1:-1],
+                          scorer=SimpleNamespace(text_losses=text_losses))
+    result = canaries.evaluate(ctx, {"name": "memp"}, {"canary": "random", "items": items})
+    expected = [1.0 - (1.0 if list(np.random.default_rng(i).permutation(canary)) == canary else 2.0) for i in range(6)]
+    control = result["metrics"]["conditions"]["len4×4"]["vs_shuffled"]
+    assert control["difference"] == pytest.approx(np.mean(expected)) and control["n"] == 6
+    shuffled = scored[9:]  # after the 9 items themselves: the 6 members, shuffled
+    assert [sorted(t[-4:]) for t in shuffled] == [canary] * 6 and all(t[:3] == host for t in shuffled)
+
+
+def test_cpdt_colours_share_one_scale_and_fade_what_is_not_significant():
+    from injc.evals.plots import cpdt_colours
+
+    # a significant −0.26 nats against a non-significant +0.03 (another unit) and a clear +0.5 accuracy
+    result = {"matrix": [[-0.26, 0.03], [None, 0.5]], "p_values": [[0.001, 0.6], [None, 0.0001]],
+              "ci": [[[-0.36, -0.16], [-0.07, 0.13]], [[None, None], [0.4, 0.6]]]}
+    colours = cpdt_colours(result)
+    assert colours[0, 0] == pytest.approx(-2.6 / 3)  # −0.26 / 0.10, on the ±3 scale
+    assert colours[0, 1] == pytest.approx(0.3 * 0.3 / 3)  # +0.03 / 0.10, faded
+    assert colours[1, 1] == 1.0 and colours[1, 0] == 0  # +0.5 / 0.1 clipped at +3; a missing cell is blank

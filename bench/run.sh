@@ -7,5 +7,7 @@ echo "== P1 build throughput, schedule (bench_compiler.py)"
 python3 bench/bench_compiler.py --ray
 echo "== P4 trainer overhead, devices and strategies, litgpt pretrain (bench_train.py)"
 python3 bench/bench_train.py --litgpt
+echo "== start-up of injc --help, inspect, locate (bench_startup.py)"
+python3 bench/bench_startup.py
 echo "== P2, P3, P5, inspect/verify, export (bench_scale.py)"
 python3 bench/bench_scale.py "$@"

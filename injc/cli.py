@@ -106,9 +106,12 @@ def build(plan, out_dir, clean, force, workers, only, seed, until_step, extend, 
                                "shards": result.shards, "insertions": result.insertions,
                                "inserted_tokens": result.inserted_tokens, "seconds": round(result.seconds, 3),
                                "tokens_per_second": round(result.tokens_per_second),
-                               "until_step": result.until_step, "backfilled": result.backfilled}))
+                               "until_step": result.until_step, "backfilled": result.backfilled,
+                               "warnings": list(result.warnings)}))
     else:
         click.echo(result.summary())
+        for warning in result.warnings:
+            click.echo(f"injc: warning: {warning}", err=True)
 
 
 @main.command()
@@ -213,8 +216,6 @@ def locate(manifest, text, tokens, experiment, item, export_dir, as_json):
     """Every occurrence of a token sequence in the stream: offset, step, row, col, and whether it is a recorded
     insertion (experiment, item, repetition) or natural text. --text searches the text as given and after a space
     (how a word reads mid-document), and says which form each occurrence has."""
-    from tokenizers import Tokenizer
-
     from injc.shards.locate import item_tokens, text_forms, token_ids
     from injc.shards.locate import locate as run_locate
     from injc.shards.manifest import load_manifest
@@ -225,6 +226,8 @@ def locate(manifest, text, tokens, experiment, item, export_dir, as_json):
         raise InjcError("--item goes with --experiment")
     loaded = load_manifest(manifest)
     if text is not None:
+        from tokenizers import Tokenizer
+
         tokenizer = Tokenizer.from_file(str(loaded.root / loaded.data["tokenizer"]["path"]))
         queries = [({"query_text": form}, ids) for form, ids in text_forms(tokenizer, text)]
     elif tokens is not None:

@@ -105,6 +105,15 @@ def test_correct_dtypes_still_build(token_plan, tmp_path):
         assert np.array_equal(stream.tokens(0, 600), np.tile(np.arange(1, 300), 3)[:600])
 
 
+def test_a_token_corpus_without_eos_builds_with_a_warning(token_plan, project, tmp_path):
+    plan = token_plan("<u2", "uint16")  # ids 1..299: the tokenizer's EOS (id 0) never appears
+    result = run_injc("build", plan, "--out", tmp_path / "o")
+    assert result.returncode == 0 and "injc: warning: the token corpus holds no EOS id (0)" in result.stderr
+    assert any("holds no EOS id (0)" in w for w in injc.check(plan).warnings)
+    np.tile(np.r_[np.arange(1, 300), 0], 60).astype("<u2").tofile(project.root / "tok" / "a.bin")
+    assert injc.build(plan, tmp_path / "with-eos", progress=False).warnings == ()
+
+
 # --- Ctrl-C ------------------------------------------------------------------------------------------------------
 
 

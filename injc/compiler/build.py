@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from injc.compiler.corpus import base_stream, fingerprint_files
+from injc.compiler.corpus import base_stream, fingerprint_files, token_corpus_warnings
 from injc.compiler.plan import Plan, load_plan
 from injc.compiler.schedule import SCHEDULE_VERSION, Request, Schedule, compile_schedule
 from injc.compiler.source import PreparedStream, corpus_too_small, streaming_counts
@@ -75,6 +75,8 @@ class BuildResult:
     """Copies that could not stay prefix-stable (see docs/format.md, "The schedule is prefix-stable")."""
     until_step: int | None = None
     """Steps written by a staged build (None: the whole run)."""
+    warnings: tuple[str, ...] = ()
+    """What looks wrong but does not stop the build (a token corpus without EOS)."""
 
     @property
     def tokens_per_second(self) -> float:
@@ -477,9 +479,11 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
                         + (f" ({error.filename})" if error.filename else "")) from None
     shards, schedule = result
     written = until_step * plan.layout.tokens_per_step
+    warnings = (token_corpus_warnings(plan.corpus.files, plan.corpus.dtype, tokenizer.eos_id)
+                if plan.corpus.format == "tokens" else [])
     return BuildResult(out_dir, out_dir / MANIFEST_NAME, written, shards, len(schedule), int(schedule.length.sum()),
                        time.perf_counter() - started, schedule.backfilled,
-                       until_step if until_step < plan.layout.steps else None)
+                       until_step if until_step < plan.layout.steps else None, tuple(warnings))
 
 
 def _build_into(tmp: Path, full_plan: Plan, tokenizer: LoadedTokenizer, clean: bool, progress: bool,

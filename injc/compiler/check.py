@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import zstandard
 
 from injc.compiler.build import schedule_payloads, with_counts
-from injc.compiler.corpus import base_stream, check_token_file
+from injc.compiler.corpus import base_stream, check_token_file, token_corpus_warnings
 from injc.compiler.plan import CorpusConfig, Plan, load_plan
 from injc.errors import InjcError, InputError
 from injc.injectors.base import Context, HoldoutPool, Payload
@@ -211,6 +211,8 @@ def check(plan_path: str | Path) -> CheckReport:
         report.warnings.append("the corpus estimate is within 10% of what the plan needs: the build may run out")
     else:
         report.lines.append(what + ": enough")
+    if plan.corpus.format == "tokens":
+        report.warnings += token_corpus_warnings(plan.corpus.files, plan.corpus.dtype, tokenizer.eos_id)
     dynamic = {e.name: [e.control.initial] * e.windows for e in plan.experiments
                if getattr(e, "control", None) is not None}
     if dynamic:

@@ -79,6 +79,18 @@ def check_token_file(path: Path, declared: str, vocab_size: int) -> None:
         _outside_vocabulary(path, sample, 0, vocab_size, declared)
 
 
+def token_corpus_warnings(files: list[Path], declared: str, eos_id: int) -> list[str]:
+    """What a format = "tokens" corpus written with another tokenizer shows even when its ids fit the vocabulary:
+    no EOS (this tokenizer's document separator) in the first TOKEN_SAMPLE ids of any file."""
+    dtype = np.dtype(declared).newbyteorder("<")
+    sampled = [np.fromfile(path, dtype=dtype, count=TOKEN_SAMPLE) for path in files]
+    if any((sample == eos_id).any() for sample in sampled) or not any(len(sample) for sample in sampled):
+        return []
+    return [f"the token corpus holds no EOS id ({eos_id}) in the first {TOKEN_SAMPLE:,} tokens of any of its "
+            f"{len(files):,} files: was it tokenized with another tokenizer, or without document separators? The "
+            f"payloads are EOS-wrapped, so the model would see EOS only around insertions"]
+
+
 def _outside_vocabulary(path: Path, chunk: np.ndarray, begin: int, vocab_size: int, declared: str):
     bad = int(np.argmax(chunk >= vocab_size))
     raise InputError(f"corpus file {str(path)!r} token {begin + bad:,} has id {int(chunk[bad]):,}, outside the "

@@ -87,14 +87,43 @@ def without_eos_wrappers(tokens: np.ndarray, eos_id: int) -> np.ndarray:
     return tokens[start:end]
 
 
+def read_columns(path: Path, columns: list[str]) -> dict[str, np.ndarray]:
+    """Columns of a Parquet table as numpy arrays, read from their Arrow buffers (string columns through their
+    dictionary, as object arrays). pyarrow's own conversions (to_numpy, to_pylist, as_py) import pandas, about
+    0.3 s of every `injc inspect` and `injc locate`; these columns hold no nulls."""
+    table = pq.ParquetFile(path, read_dictionary=[c for c in columns if c == "experiment"]).read(columns=columns)
+    return {name: _column_values(table.column(name)) for name in columns}
+
+
+def _column_values(column) -> np.ndarray:
+    parts = []
+    for chunk in column.chunks:
+        if hasattr(chunk, "dictionary"):
+            parts.append(np.asarray(_strings(chunk.dictionary), dtype=object)[_numbers(chunk.indices)])
+        else:
+            parts.append(_numbers(chunk))
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def _numbers(array) -> np.ndarray:
+    values = np.frombuffer(array.buffers()[1], dtype=np.dtype(str(array.type)), count=array.offset + len(array))
+    return values[array.offset:]
+
+
+def _strings(array) -> list[str]:
+    """A (small) string array's values, from its offsets and data buffers."""
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int32, count=array.offset + len(array) + 1)[array.offset:]
+    data = array.buffers()[2].to_pybytes() if len(array) else b""
+    return [data[start:end].decode("utf-8") for start, end in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
+
+
 def read_items(path: Path) -> dict[str, list[tuple[int, np.ndarray]]]:
     """experiment → [(copies, tokens)] in item order."""
-    table = pq.read_table(path)
+    table = pq.ParquetFile(path, read_dictionary=["experiment"]).read(columns=["experiment", "copies", "tokens"])
     result: dict[str, list[tuple[int, np.ndarray]]] = {}
-    names = table.column("experiment").to_pylist()
-    copies = table.column("copies").to_numpy()
+    names, copies = _column_values(table.column("experiment")), _column_values(table.column("copies"))
     tokens = table.column("tokens").combine_chunks()
-    offsets, values = tokens.offsets.to_numpy(), tokens.values.to_numpy()
-    for row, name in enumerate(names):
+    offsets, values = _numbers(tokens.offsets), _numbers(tokens.values)
+    for row, name in enumerate(names.tolist()):
         result.setdefault(name, []).append((int(copies[row]), values[offsets[row]:offsets[row + 1]].astype(np.int64)))
     return result

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from injc.shards.insertions import read_columns
 from injc.shards.manifest import Manifest, load_manifest
 
 BAR_WIDTH = 40
@@ -159,9 +160,8 @@ class Report:
 
 def inspect(manifest_path: str | Path) -> Report:
     manifest = load_manifest(manifest_path)
-    table = pq.read_table(manifest.insertions_path, columns=["experiment", "step", "length"])
-    names = table.column("experiment").to_numpy(zero_copy_only=False)
-    step, length = table.column("step").to_numpy(), table.column("length").to_numpy()
+    table = read_columns(manifest.insertions_path, ["experiment", "step", "length"])
+    names, step, length = table["experiment"], table["step"], table["length"]
     steps = manifest.layout.steps
     step_tokens = {}
     for entry in manifest.experiments:

@@ -12,11 +12,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from injc.errors import InjcError, some_of
 from injc.shards.exports import EXPORT_NAME, ROWS_NAME
-from injc.shards.insertions import read_items, without_eos_wrappers
+from injc.shards.insertions import read_columns, read_items, without_eos_wrappers
 from injc.shards.layout import inverse_permutation
 from injc.shards.manifest import Manifest, load_manifest
 from injc.shards.stream import TokenStream
@@ -115,8 +114,8 @@ def locate(manifest: Manifest | str | Path, sequence, export: str | Path | None 
     manifest = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
     stream = TokenStream(manifest)
     offsets = find_sequence(stream, sequence)
-    table = pq.read_table(manifest.insertions_path, columns=["experiment", "item", "repetition", "offset", "length"])
-    starts, lengths = table["offset"].to_numpy(), table["length"].to_numpy()
+    table = read_columns(manifest.insertions_path, ["experiment", "item", "repetition", "offset", "length"])
+    starts, lengths = table["offset"], table["length"]
     inside = np.searchsorted(starts, offsets, side="right") - 1
     layout = manifest.layout
     position = _export_position(Path(export), manifest) if export else None
@@ -125,8 +124,8 @@ def locate(manifest: Manifest | str | Path, sequence, export: str | Path | None 
         step, row, col = (int(v) for v in layout.locate(offset))
         record = {"offset": offset, "step": step, "row": row, "col": col, "kind": "natural"}
         if index >= 0 and offset + len(sequence) <= starts[index] + lengths[index]:
-            record.update(kind="inserted", experiment=table["experiment"][index].as_py(),
-                          item=int(table["item"][index].as_py()), repetition=int(table["repetition"][index].as_py()))
+            record.update(kind="inserted", experiment=str(table["experiment"][index]), item=int(table["item"][index]),
+                          repetition=int(table["repetition"][index]))
         if position is not None:
             record["file"], record["file_row"] = position(offset // layout.seq_len)
         found.append(record)

@@ -182,7 +182,7 @@ def verify(manifest):
 @click.option("--to", "target", required=True,
               help="The trainer whose own loader will read the export: olmo-core, megatron, litdata or nanogpt.")
 @click.option("--seed", type=click.IntRange(min=0),
-              help="The trainer's data seed (olmo-core, megatron: it decides the order).")
+              help="The trainer's data seed (olmo-core, megatron: it decides the order; refused for the others).")
 @click.option("--num-workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="litdata: the StreamingDataLoader's num_workers to write the order for.")
 @click.option("--num-ranks", type=click.IntRange(min=1), default=1, show_default=True,
@@ -190,8 +190,8 @@ def verify(manifest):
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Export folder (new).")
 @_user_errors
 def export(manifest, target, seed, num_workers, num_ranks, out_dir):
-    """Write MANIFEST's build in a trainer's own order and format, so that the trainer's unmodified default loader
-    serves the manifest's step k at step k (see docs/trainers.md)."""
+    """Write MANIFEST's build in a trainer's own order and format, so that the trainer's own loader, with the
+    settings export.json states, serves the manifest's step k at step k (see docs/trainers.md)."""
     from injc.shards.exports import export as run_export
 
     if (num_workers or num_ranks > 1) and target != "litdata":

@@ -12,14 +12,12 @@ The whole data path in one place:
 
 import dataclasses
 import hashlib
-import itertools
 import json
 import math
-import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -29,14 +27,15 @@ import numpy as np
 from tqdm import tqdm
 
 from injc.compiler.corpus import base_stream, fingerprint_files, token_corpus_warnings
+from injc.compiler.outputs import check_output, check_stage, replace_output, resume_state, seed_from_stage, staged_build
 from injc.compiler.plan import Plan, load_plan
 from injc.compiler.schedule import SCHEDULE_VERSION, Request, Schedule, compile_schedule
 from injc.compiler.source import PreparedStream, corpus_too_small, streaming_counts
 from injc.compiler.workers import RayExecutor, ray_session, ray_shard_writer
-from injc.errors import InjcError, LayoutError, some_of
+from injc.errors import InjcError, LayoutError
 from injc.injectors.base import Context, HoldoutPool, Payload
-from injc.shards.exports import EXPORT_NAME, ROWS_NAME, OlmoCoreFiles, olmo_core_loader, write_export_record
-from injc.shards.files import folder_lock, fsync_path, sha256_array, sha256_file, write_atomic
+from injc.shards.exports import ROWS_NAME, OlmoCoreFiles, olmo_core_loader, write_export_record
+from injc.shards.files import folder_lock, sha256_file, write_atomic
 from injc.shards.insertions import write_insertions, write_items
 from injc.shards.manifest import (
     EVALS_FOLDER,
@@ -215,120 +214,6 @@ def needs_prepared_stream(plan: Plan) -> bool:
     return plan.corpus.holdout_tokens > 0 or any(getattr(e, "reads_base_stream", False) for e in plan.experiments)
 
 
-def _resume_state(partial: Path, key: dict, read_back: Callable[[], OlmoCoreFiles] | None = None) -> list[dict]:
-    """Completion records of shards a previous run of the same build finished and that are still intact.
-
-    A partial folder of a different build (other plan, inputs, flags or injc version) is discarded. A shard
-    written into a trainer's order (no path) is read back through the files `read_back()` opens (once) and hashed.
-    """
-    key_path = partial / "build.json"
-    if partial.is_dir() and (not key_path.is_file() or json.loads(key_path.read_text()) != key):
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True, exist_ok=True)
-    write_atomic(key_path, json.dumps(key, sort_keys=True).encode())
-    (partial / "done").mkdir(exist_ok=True)
-    records, files = [], None
-    for index in itertools.count():
-        record_path = partial / "done" / f"{index:05d}.json"
-        if not record_path.is_file():
-            break
-        record = json.loads(record_path.read_text())
-        shard = record["shard"]
-        if shard["path"] is None:
-            try:
-                files = files or (read_back() if read_back else None)
-            except OSError:
-                break
-            if files is None or sha256_array(files.read(shard["first_token"], shard["num_tokens"])) != shard["sha256"]:
-                break
-        elif not (partial / shard["path"]).is_file() or sha256_file(partial / shard["path"]) != shard["sha256"]:
-            break
-        records.append(record)
-    if files is not None:
-        files.close()
-    for stale in (partial / "done").glob("*.json"):
-        if int(stale.stem) >= len(records):
-            stale.unlink()
-    return records
-
-
-def _replace_output(partial: Path, out_dir: Path) -> None:
-    """Move the finished build into place; an old output is swapped out first, then deleted."""
-    trash = out_dir.parent / f".{out_dir.name}.injc-old"
-    shutil.rmtree(trash, ignore_errors=True)
-    if out_dir.exists():
-        out_dir.rename(trash)
-    partial.rename(out_dir)
-    fsync_path(out_dir.parent)
-    shutil.rmtree(trash, ignore_errors=True)
-
-
-BUILD_ENTRIES = {MANIFEST_NAME, INSERTIONS_NAME, ITEMS_NAME, TOKENIZER_NAME, HOLDOUT_NAME, EVALS_FOLDER, SHARDS_FOLDER}
-"""Everything a finished build folder holds: `--force` replaces a folder holding these and nothing else."""
-
-
-def is_injc_build(folder: Path) -> bool:
-    """A finished injc build: its manifest says so, and it holds nothing injc did not write."""
-    try:
-        data = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        return False
-    entries = BUILD_ENTRIES | ({EXPORT_NAME, ROWS_NAME} if data.get("row_order") else set())
-    return all(entry.name in entries for entry in folder.iterdir())
-
-
-def check_output(out_dir: Path, inputs: list[Path], force: bool) -> None:
-    """Refuse any --out whose replacement could destroy a user's files.
-
-    Never: a folder that holds one of the plan's inputs (or is one). Without `force`: anything non-empty.
-    With `force`: only an earlier injc build (see `is_injc_build`) or an empty folder.
-    """
-    if not out_dir.exists():
-        return
-    if not out_dir.is_dir():
-        raise InjcError(f"--out {str(out_dir)!r} is a file, not a folder")
-    resolved = out_dir.resolve()
-    for path in inputs:
-        target = path.resolve()
-        if target == resolved or resolved in target.parents:
-            raise InjcError(f"--out {str(out_dir)!r} holds the plan's input {str(path)!r}; a build never "
-                            f"replaces its own inputs: pick another --out")
-    entries = sorted(entry.name for entry in out_dir.iterdir())
-    if not entries:
-        return
-    if not force:
-        raise InjcError(f"output {str(out_dir)!r} already exists and is not empty; pass --force to replace an "
-                        f"earlier injc build")
-    if not is_injc_build(out_dir):
-        raise InjcError(f"--force replaces only an earlier injc build or an empty folder; {str(out_dir)!r} is "
-                        f"neither (it holds {some_of(entries)}): move it away yourself or pick another --out")
-
-
-def staged_build(out_dir: Path) -> dict | None:
-    """The manifest of a staged build (one written with --until-step short of the run) in `out_dir`, or None."""
-    try:
-        data = json.loads((out_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and "until_step" in data and "stage" in data else None
-
-
-def _seed_from_stage(partial: Path, out_dir: Path, stage: dict) -> None:
-    """Start the partial folder of an extension from the staged build's finished shards: hard links (copies
-    where the file system has none), never rewritten; the stage's last, short shard is written anew."""
-    (partial / SHARDS_FOLDER).mkdir(parents=True, exist_ok=True)
-    for index, record in enumerate(stage["done"]):
-        target = partial / record["shard"]["path"]
-        if not target.exists():
-            try:
-                os.link(out_dir / record["shard"]["path"], target)
-            except OSError:
-                shutil.copyfile(out_dir / record["shard"]["path"], target)
-        write_atomic(partial / "done" / f"{index:05d}.json", json.dumps(record).encode())
-
-
 def with_counts(plan: Plan, counts: dict[str, list[int]], until_step: int) -> tuple[Plan, dict[str, list[int]]]:
     """The plan with the decided counts of its dynamic experiments, and those counts as far as the written steps
     reach (what the stream depends on: the build key's `counts`)."""
@@ -344,35 +229,6 @@ def with_counts(plan: Plan, counts: dict[str, list[int]], until_step: int) -> tu
     decided = {name: [int(n) for n in values[:math.ceil(until_step / dynamic[name].window_steps)]]
                for name, values in sorted(counts.items())}
     return dataclasses.replace(plan, experiments=experiments), decided
-
-
-def same_stream(old_key: dict, new_key: dict) -> bool:
-    """Whether a build with `new_key` continues the stream of one with `old_key`: everything equal, and each
-    dynamic experiment's decided counts continuing the old ones."""
-    rest = [{k: v for k, v in key.items() if k != "counts"} for key in (old_key, new_key)]
-    old_counts, new_counts = old_key.get("counts", {}), new_key.get("counts", {})
-    return (rest[0] == rest[1] and set(old_counts) == set(new_counts)
-            and all(new_counts[name][:len(values)] == values for name, values in old_counts.items()))
-
-
-def _check_stage(out_dir: Path, staged: dict | None, key: dict, until_step: int, extend: bool, force: bool) -> bool:
-    """Whether this build grows the staged build in `out_dir` (--force without --extend starts afresh);
-    refuses an --extend that cannot."""
-    if force and not extend:
-        return False
-    same_plan = staged is not None and same_stream(staged.get("build_key", {}), key)
-    if extend and staged is None:
-        raise InjcError(f"--extend: {str(out_dir)!r} holds no staged build (one written with --until-step short "
-                        f"of the run; a complete build has nothing to extend); build it with --until-step first")
-    if extend and not same_plan:
-        old_key = staged.get("build_key", {})
-        differs = sorted(k for k in key if k != "counts" and old_key.get(k) != key[k]) or ["the decided counts"]
-        raise InjcError(f"--extend: {str(out_dir)!r} is a staged build of another plan or inputs (differing: "
-                        f"{', '.join(differs)}); extend it with the plan and options it was built with")
-    if same_plan and until_step <= staged["until_step"]:
-        raise InjcError(f"{str(out_dir)!r} already holds steps [0, {staged['until_step']:,}); pass a larger "
-                        f"--until-step (or none, for the whole run) to extend it")
-    return same_plan
 
 
 def select(plan: Plan, only: Sequence[str] | None) -> tuple[int, ...]:
@@ -453,7 +309,7 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
                    "selected": list(selected), "skip_tokens": plan.corpus.skip_tokens, "fraction": fraction,
                    "target": target,
                    **({"counts": decided} if decided else {})}
-            growing = _check_stage(out_dir, staged, key, until_step, extend, force)
+            growing = check_stage(out_dir, staged, key, until_step, extend, force)
             if not growing:
                 check_output(out_dir, plan.input_files(), force)
             try:
@@ -463,14 +319,14 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
                     def read_back():
                         return OlmoCoreFiles(partial, SHARDS_FOLDER + "/", plan.layout.total_rows,
                                              plan.layout.seq_len, tokenizer.dtype, target_seed, resume=True)
-                done = _resume_state(partial, resume_key, read_back)
+                done = resume_state(partial, resume_key, read_back)
                 if growing and not done:
-                    _seed_from_stage(partial, out_dir, staged["stage"])
-                    done = _resume_state(partial, resume_key)
+                    seed_from_stage(partial, out_dir, staged["stage"])
+                    done = resume_state(partial, resume_key)
                 with ray_session(workers) if isinstance(workers, RayExecutor) else nullcontext():
                     result = _build_into(partial, plan, tokenizer, clean, progress, done, corpus_files, workers,
                                          selected, fraction, until_step, key, control, target_seed)
-                _replace_output(partial, out_dir)
+                replace_output(partial, out_dir)
             except (InjcError, OSError):
                 shutil.rmtree(partial, ignore_errors=True)
                 raise

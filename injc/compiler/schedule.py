@@ -32,21 +32,19 @@ overflows its last step is carried into the next. Working memory is thus that of
 and the schedule is the same for any window size (tested).
 """
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 
+from injc.compiler.draws import EXACT, copy_keys, experiment_key
+from injc.compiler.placement import arrange, place_exactly, place_window
 from injc.errors import LayoutError
 from injc.shards.layout import Layout
 
 SCHEDULE_VERSION = 2
 """Names the placement rules: the same plan and seed give the same schedule within a version (docs/format.md)."""
-MAX_ROUNDS = 32
 WINDOW_COPIES = 1 << 20
 """About how many copies one window of steps holds while it is placed."""
-ROUND, ACCEPT, EXACT, ORDER, GAP = range(5)
-"""What a draw is for: part of its hash, so that draws for different purposes are independent."""
 
 
 @dataclass(frozen=True)
@@ -178,44 +176,6 @@ def _joined(parts: list[_Copies], ranges: _Ranges, first_step: int, step_segment
     return _Copies(*columns, ranges, first_step, step_segments, backfilling)
 
 
-def mix(values: np.ndarray) -> np.ndarray:
-    """The splitmix64 finalizer: a bijective, well-mixed hash of uint64 values (a new array; updated in place)."""
-    values = np.array(values, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        values ^= values >> np.uint64(30)
-        values *= np.uint64(0xBF58476D1CE4E5B9)
-        values ^= values >> np.uint64(27)
-        values *= np.uint64(0x94D049BB133111EB)
-        values ^= values >> np.uint64(31)
-    return values
-
-
-def draw_bits(keys: np.ndarray, *purpose: int) -> np.ndarray:
-    """63 random bits per key for one purpose (a tuple of small ints), as int64."""
-    salt = np.uint64(0)
-    for part in purpose:
-        salt = mix(np.uint64(salt) ^ np.uint64(part + 1))
-    bits = mix(keys ^ salt)
-    bits >>= np.uint64(1)
-    return bits.view(np.int64)
-
-
-def draw_uniform(keys: np.ndarray, *purpose: int) -> np.ndarray:
-    """A uniform float in [0, 1) per key for one purpose."""
-    return (draw_bits(keys, *purpose) >> 10).astype(np.float64) * 2.0 ** -53
-
-
-def experiment_key(seed: int, name: str) -> np.uint64:
-    """The hash every copy key of an experiment starts from: its name, not its place in the plan."""
-    return np.uint64(int.from_bytes(hashlib.blake2b(f"{seed}\0{name}".encode(), digest_size=8).digest(), "little"))
-
-
-def copy_keys(seed: int, name: str, item: np.ndarray, repetition: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        inner = mix(item.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) + repetition.astype(np.uint64))
-        return mix(inner ^ experiment_key(seed, name))
-
-
 def _check_explicit(layout: Layout, requests: list[Request]) -> tuple[np.ndarray, np.ndarray]:
     """Gather explicit intervals; refuse any outside the run or overlapping another."""
     problems, starts, ends, owners = [], [], [], []
@@ -272,28 +232,6 @@ def free_segments(layout: Layout, blocked_start: np.ndarray, blocked_end: np.nda
     start = np.maximum(row * seq_len, gap_start[gap])
     end = np.minimum((row + 1) * seq_len, gap_end[gap])
     return start, end - start
-
-
-def _random_order_within(segment: np.ndarray, keys: np.ndarray, *purpose: int) -> np.ndarray:
-    """A permutation sorting by segment, in a hashed random order within each segment.
-
-    One int64 sort key (segment, 32 hash bits) is fast; where two copies of a segment share those bits the order
-    is made again from all 63 bits, so that it never depends on the order the copies came in."""
-    bits = draw_bits(keys, *purpose)
-    sort_key = (segment << 32) | (bits >> 31)
-    order = np.argsort(sort_key)
-    ordered = sort_key[order]
-    if (ordered[1:] == ordered[:-1]).any():
-        return np.lexsort((bits, segment))
-    return order
-
-
-def _running_totals(segment_sorted: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """For copies grouped by segment: the total length of each copy and those before it in its segment."""
-    total = np.cumsum(lengths)
-    group_start = np.flatnonzero(np.r_[True, segment_sorted[1:] != segment_sorted[:-1]])
-    group_size = np.diff(np.r_[group_start, len(segment_sorted)])
-    return total - np.repeat(total[group_start] - lengths[group_start], group_size)
 
 
 def _copy_ids_to_items(copies: np.ndarray) -> np.ndarray | None:
@@ -372,158 +310,6 @@ def _window_copies(ranges: _Ranges, requests: list[Request], decoders: list, see
                    step_segments)
 
 
-def _accept(copies: _Copies, pending: np.ndarray, room: np.ndarray, *purpose: int) -> np.ndarray:
-    """Among `pending` copies (with a drawn segment), keep, per segment in random order, those that fit `room`."""
-    segment = copies.segment[pending]
-    order = _random_order_within(segment, copies.key[pending], ACCEPT, *purpose)
-    segment, lengths = segment[order], copies.length[pending][order]
-    fits = _running_totals(segment, lengths) <= room[segment]
-    accepted = pending[order[fits]]
-    np.subtract.at(room, segment[fits], lengths[fits])
-    return accepted
-
-
-def _draw(copies: _Copies, pending: np.ndarray, weight: np.ndarray, *purpose: int) -> np.ndarray:
-    """Draw a segment for each pending copy among those it may use, proportional to `weight`; -1 where all are
-    zero.
-
-    Where a copy's step has equal weights (most steps of a fresh run) the draw takes a shortcut that gives exactly
-    the searched result: with weight w over n segments, the segment is lo + ⌊u·n·w⌋ // w (the same floating-point
-    product as the search's target). Only the other copies search the cumulative weights."""
-    low_segment, high_segment = copies.bounds(pending)
-    draw = draw_uniform(copies.key[pending], ROUND, *purpose)
-    segment = np.full(len(pending), -1, dtype=np.int64)
-    searched = high_segment > low_segment
-    if not copies.backfilling and len(weight):
-        starts = np.minimum(copies.step_segments[:-1], len(weight) - 1)
-        lowest, highest = np.minimum.reduceat(weight, starts), np.maximum.reduceat(weight, starts)
-        step = copies.step[pending] - copies.first_step
-        equal = lowest[step] == highest[step]
-        fast = np.flatnonzero(equal)
-        width, low, high = lowest[step[fast]], low_segment[fast], high_segment[fast]
-        usable = (width > 0) & (high > low)
-        fast, width, low, high = fast[usable], width[usable], low[usable], high[usable]
-        segment[fast] = low + np.floor(draw[fast] * ((high - low) * width)).astype(np.int64) // width
-        searched &= ~equal
-    if searched.any():
-        cumulative = np.concatenate([[0], np.cumsum(weight)])
-        low, high = cumulative[low_segment[searched]], cumulative[high_segment[searched]]
-        target = low + np.floor(draw[searched] * (high - low)).astype(np.int64)
-        by_target = np.argsort(target)  # searching sorted targets reads the cumulative weights in order: 3× faster
-        found = np.empty_like(target)
-        found[by_target] = np.searchsorted(cumulative, target[by_target], side="right") - 1
-        segment[searched] = np.where(high > low, found, -1)
-    return segment
-
-
-def _place_class(copies: _Copies, pending: np.ndarray, room: np.ndarray, shortest: int, *purpose: int) -> np.ndarray:
-    """Assign segments to one length class (lengths ≥ `shortest`) in vectorized rounds; returns those unplaced.
-    A step's copies stop drawing after a round that placed none of them there (whatever happens in other steps)."""
-    stalled = []
-    for round_ in range(MAX_ROUNDS):
-        if len(pending) == 0:
-            break
-        copies.segment[pending] = _draw(copies, pending, np.where(room >= shortest, room, 0), *purpose, round_)
-        drawn = pending[copies.segment[pending] >= 0]
-        accepted = _accept(copies, drawn, room, *purpose, round_) if len(drawn) else drawn
-        placed = np.zeros(len(copies.length), dtype=bool)
-        placed[accepted] = True
-        pending = pending[~placed[pending]]
-        progressed = np.zeros(len(copies.step_segments), dtype=bool)
-        progressed[copies.step[accepted] - copies.first_step] = True
-        moving = progressed[copies.step[pending] - copies.first_step]
-        stalled.append(pending[~moving])
-        pending = pending[moving]
-    return np.concatenate([pending, *stalled])
-
-
-def _place_all(copies: _Copies, pending: np.ndarray, room: np.ndarray, pass_: int) -> np.ndarray:
-    """Place the copies whose range ends at this step first (they cannot move on), then the rest; each group in
-    length classes (powers of two), longest first, like first-fit-decreasing, so long copies are not crowded out
-    of a dense step by short ones. Returns the copies that fit nowhere in their step."""
-    last_chance = copies.step[pending] == copies.of_range("end_step", pending) - 1
-    failed = []
-    for group, members in enumerate((pending[last_chance], pending[~last_chance])):
-        classes = np.floor(np.log2(copies.length[members])).astype(np.int64)
-        for length_class in np.unique(classes)[::-1]:
-            purpose = (pass_, group, int(length_class))
-            left = _place_class(copies, members[classes == length_class], room, 1 << int(length_class), *purpose)
-            failed.append(_place_exactly(copies, left, room, EXACT, *purpose))
-    return np.concatenate(failed) if failed else np.zeros(0, dtype=np.int64)
-
-
-def _place_exactly(copies: _Copies, pending: np.ndarray, room: np.ndarray, *purpose: int) -> np.ndarray:
-    """Place stragglers one at a time, longest first (ties by key); returns those that fit nowhere."""
-    failed = []
-    pending = pending[np.lexsort((copies.key[pending], -copies.length[pending]))]
-    draws = draw_uniform(copies.key[pending], *purpose)
-    lows, highs = copies.bounds(pending)
-    for index, draw, low, high in zip(pending.tolist(), draws.tolist(), lows.tolist(), highs.tolist()):
-        length = copies.length[index]
-        candidates = low + np.flatnonzero(room[low:high] >= length)
-        if len(candidates) == 0:
-            failed.append(index)
-            continue
-        weight = room[candidates]
-        chosen = candidates[np.searchsorted(np.cumsum(weight), draw * weight.sum(), side="right")]
-        copies.segment[index] = chosen
-        room[chosen] -= length
-    return np.asarray(failed, dtype=np.int64)
-
-
-def _place_window(copies: _Copies, room: np.ndarray, end_step: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rules 2 and 3 in one window: place every copy in its step, pass after pass, moving what does not fit one
-    step on. A copy carried in from the last window joins the pass it would have been in had the two windows been
-    placed as one. Returns (copies carried past the window's end, copies run past their range's end)."""
-    waiting, pending, pass_ = np.arange(len(copies.length)), np.zeros(0, dtype=np.int64), 0
-    carried, overrun = [], []
-    while len(waiting) or len(pending):
-        if len(pending) == 0:
-            pass_ = int(copies.passes[waiting].min())  # an empty pass draws nothing: skip it
-        joining = copies.passes[waiting] == pass_
-        failed = _place_all(copies, np.concatenate([pending, waiting[joining]]), room, pass_)
-        waiting = waiting[~joining]
-        copies.step[failed] += 1
-        ended = copies.step[failed] >= copies.of_range("end_step", failed)
-        overrun.append(failed[ended])
-        failed = failed[~ended]
-        beyond = copies.step[failed] >= end_step
-        carried.append(failed[beyond])
-        copies.passes[failed[beyond]] = pass_ + 1
-        pending, pass_ = failed[~beyond], pass_ + 1
-    nothing = np.zeros(0, dtype=np.int64)
-    return np.concatenate([nothing, *carried]), np.concatenate([nothing, *overrun])
-
-
-def _arrange(segment: np.ndarray, key: np.ndarray, length: np.ndarray, seg_start: np.ndarray,
-             room: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Offsets of copies (random order within each segment, the segment's slack split into sorted uniform gaps),
-    and the permutation that sorts them by offset (segments are in stream order, copies in a segment ascend).
-    Depends only on each segment's own copies and its final room."""
-    order = _random_order_within(segment, key, ORDER)
-    segment_sorted, lengths = segment[order], length[order]
-    before_copy = _running_totals(segment_sorted, lengths)
-    before_copy -= lengths
-    del lengths
-    # Sorted uniform gaps without a sort: the running sums of m exponentials over the sum of m + 1 are the
-    # order statistics of m uniforms; the (m+1)-th draw is keyed by the segment's first token.
-    spacing = draw_uniform(key[order], GAP)
-    np.log1p(np.negative(spacing, out=spacing), out=spacing)
-    running = _running_totals(segment_sorted, np.negative(spacing, out=spacing))
-    del spacing
-    last = np.r_[segment_sorted[1:] != segment_sorted[:-1], True]
-    closing = -np.log1p(-draw_uniform(seg_start[segment_sorted[last]].astype(np.uint64), GAP))
-    running /= np.repeat(running[last] + closing, np.diff(np.r_[0, np.flatnonzero(last) + 1]))
-    del last, closing
-    slack = room[segment_sorted]
-    running *= slack + 1
-    gaps = np.minimum(running.astype(np.int64), slack)
-    del running, slack
-    offsets = np.empty(len(segment), dtype=np.int64)
-    offsets[order] = seg_start[segment_sorted] + gaps + before_copy
-    return offsets, order
-
-
 def _unplaced_problems(requests, copies: _Copies, failed, room) -> list[str]:
     """Explain, per experiment, which copies found no room and how much room is left where they may go."""
     problems = []
@@ -596,7 +382,7 @@ def _with_backfilled(columns: list[np.ndarray], count: int, copies: _Copies, req
         mine = owner == index
         keys[mine] = copy_keys(seed, requests[index].name, item[rows[mine]], repetition[rows[mine]])
     segment = np.concatenate([row_segment[touched], copies.segment])
-    offsets, order = _arrange(segment, np.concatenate([keys, copies.key]),
+    offsets, order = arrange(segment, np.concatenate([keys, copies.key]),
                               np.concatenate([length[touched], copies.length]), seg_start, room)
     moved = [np.concatenate([column[touched], added]) for column, added in
              zip((experiment, item, repetition), (copies.of_range("request", slice(None)), copies.item,
@@ -631,12 +417,12 @@ def compile_schedule(layout: Layout, requests: list[Request], seed: int, window_
         own = _window_copies(ranges, requests, decoders, seed, first, end, view)
         copies = _joined([*carried, own], ranges, first, view)
         window_room = room[base:step_segments[end]]
-        carry, over = _place_window(copies, window_room, end)
+        carry, over = place_window(copies, window_room, end)
         carried, done = [copies.taken(carry)], np.ones(len(copies.length), dtype=bool)
         overrun.append(copies.taken(over))
         done[carry] = done[over] = False
         placed = copies.taken(np.flatnonzero(done))
-        offsets, order = _arrange(placed.segment, placed.key, placed.length, seg_start[base:], window_room)
+        offsets, order = arrange(placed.segment, placed.key, placed.length, seg_start[base:], window_room)
         rows = slice(filled, filled + len(order))
         for column, values in zip(columns, (placed.of_range("request", order), placed.item[order],
                                             placed.repetition[order], offsets[order], placed.length[order])):
@@ -647,7 +433,7 @@ def compile_schedule(layout: Layout, requests: list[Request], seed: int, window_
         late = _joined(overrun, ranges, 0, step_segments, backfilling=True)
         if len(late.length):
             late.segment[:] = -1
-            failed = _place_exactly(late, np.arange(len(late.length)), room, EXACT, -1)
+            failed = place_exactly(late, np.arange(len(late.length)), room, EXACT, -1)
             if len(failed):
                 raise LayoutError(*_unplaced_problems(requests, late, failed, room))
             backfilled = len(late.length)

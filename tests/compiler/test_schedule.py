@@ -1,14 +1,8 @@
 import numpy as np
 import pytest
 
-from injc.compiler.schedule import (
-    ORDER,
-    Request,
-    _random_order_within,
-    compile_schedule,
-    draw_bits,
-    free_segments,
-)
+from injc.compiler.draws import ORDER, draw_bits, random_order_within
+from injc.compiler.schedule import Request, compile_schedule, free_segments
 from injc.errors import LayoutError
 from injc.shards.layout import Layout
 
@@ -251,7 +245,7 @@ def test_the_random_order_in_a_segment_does_not_depend_on_the_order_copies_come_
     tied = keys[first[counts > 1][0]], keys[np.flatnonzero(fast_bits == values[counts > 1][0])[1]]
     pair = np.array(tied, dtype=np.uint64)
     segment = np.zeros(2, dtype=np.int64)
-    forward, backward = _random_order_within(segment, pair, ORDER), _random_order_within(segment, pair[::-1], ORDER)
+    forward, backward = random_order_within(segment, pair, ORDER), random_order_within(segment, pair[::-1], ORDER)
     assert pair[forward].tolist() == pair[::-1][backward].tolist()
 
 

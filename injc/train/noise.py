@@ -11,6 +11,7 @@ import torch
 
 from injc.errors import ManifestError
 from injc.shards.manifest import Manifest, load_manifest
+from injc.shards.stream import TokenStream
 
 
 def noise_seed(seed: int, step: int, row: int) -> int:
@@ -47,21 +48,21 @@ class EmbeddingNoise:
                 self.by_step[int(step)] = directive
         self.step = -1
         self.rows: list[int] = []
+        self._stream: TokenStream | None = None
+        self._batch = np.zeros((0, 0), dtype=np.int64)
         self._positions: dict[int, dict[bytes, list[int]]] = {}
         """Per input width: each row's first `width` tokens → the step-batch rows they can be (unused ones)."""
 
     def at(self, step: int) -> None:
         """Tell the hook the optimizer step the next forward passes belong to (the manifest's step)."""
         if step != self.step and step in self.by_step:
-            from injc.shards.stream import TokenStream
-
-            batch = TokenStream(self.manifest).batch(step)
-            self._batch, self._positions = batch, {}
+            self._stream = self._stream or TokenStream(self.manifest)
+            self._batch, self._positions = self._stream.batch(step).astype(np.int64), {}
         self.step = step
 
     def _rows_of(self, tokens: torch.Tensor) -> list[int]:
         """The step-batch rows a pass's token ids are, each used once (identical rows: in order of use)."""
-        ids = tokens.detach().to("cpu").numpy().astype(self._batch.dtype)
+        ids = tokens.detach().to("cpu").numpy().astype(np.int64)
         width = ids.shape[-1]
         if width not in self._positions:
             self._positions[width] = {}

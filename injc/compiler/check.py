@@ -173,7 +173,7 @@ def validate_payloads(plan: Plan, tokenizer: LoadedTokenizer) -> None:
     corpus is tokenized. Model-scored canaries (canary = "model", a forward pass per host) are left to the build."""
     holdout = _SizedTail(plan.corpus.holdout_tokens, tokenizer.eos_id) if plan.corpus.holdout_tokens else None
     ctx = Context(tokenizer, plan.layout, plan.seed, corpus_token_counts=_counts_not_read, holdout=holdout)
-    problems = []
+    errors = []
     for experiment in plan.experiments:
         if getattr(experiment, "reads_base_stream", False) or getattr(experiment, "canary", None) == "model":
             continue
@@ -182,9 +182,9 @@ def validate_payloads(plan: Plan, tokenizer: LoadedTokenizer) -> None:
         except _NeedsCorpus:
             continue
         except InjcError as error:
-            problems += error.problems
-    if problems:
-        raise InputError(*problems)
+            errors.append(error)
+    if errors:  # the first error's kind (a plan, input or layout problem), with every problem found
+        raise type(errors[0])(*(problem for error in errors for problem in error.problems))
 
 
 def check(plan_path: str | Path) -> CheckReport:

@@ -175,8 +175,9 @@ def test_a_clean_build_is_not_watermarked_and_noise_steps_are_never_shared(strea
     from injc.train.noise import EmbeddingNoise
 
     with pytest.raises(injc.ManifestError, match="share step 8"):
-        EmbeddingNoise([{"kind": "embedding_noise", "steps": [3, 8], "std": 0.1, "seed": 1},
-                        {"kind": "embedding_noise", "steps": [8], "std": 0.1, "seed": 2}])
+        EmbeddingNoise(injc.Manifest(stream_project.root, {"directives": [
+            {"kind": "embedding_noise", "steps": [3, 8], "std": 0.1, "seed": 1},
+            {"kind": "embedding_noise", "steps": [8], "std": 0.1, "seed": 2}]}))
 
 
 def test_tail_is_required_and_sized(stream_project):

@@ -303,11 +303,14 @@ def _step_list(ctx, param, value):
 @click.option("--strategy", type=click.Choice(["ddp", "fsdp"]), default="ddp", show_default=True,
               help="Several devices: ddp (each rank holds the whole model) or fsdp (parameters, gradients and "
                    "optimizer state sharded over the ranks).")
+@click.option("--logger", type=click.Choice(["csv", "tensorboard", "wandb"]),
+              help="Also log loss, learning rate and tokens/s per step under OUT/logs/ (Lightning's loggers; "
+                   "wandb honours WANDB_MODE=offline). metrics.jsonl is written either way.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no closing summary.")
 @_user_errors
 def train(manifest, model, init, init_optimizer, out_dir, micro_batch_size, steps, save_steps, save_every, resume,
           force, audit, full_verify, lr, min_lr, warmup_steps, weight_decay, grad_clip, seed, override_settings,
-          device, devices, num_nodes, strategy, quiet):
+          device, devices, num_nodes, strategy, logger, quiet):
     """Train a LitGPT model on MANIFEST's shards, step-exact: step s is exactly stream[s*B*L:(s+1)*B*L]."""
     try:
         from injc.train.trainer import TrainConfig, process_rank
@@ -320,7 +323,7 @@ def train(manifest, model, init, init_optimizer, out_dir, micro_batch_size, step
                          save_every=save_every, resume=resume, force=force, audit=audit, verify=full_verify, lr=lr,
                          min_lr=min_lr, warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip,
                          seed=seed, override_settings=override_settings, device=device, devices=devices,
-                         num_nodes=num_nodes, strategy=strategy)
+                         num_nodes=num_nodes, strategy=strategy, logger=logger)
     final = run_train(manifest, config, progress=not quiet)
     if process_rank(config) == 0:  # one line, not one per process
         click.echo(f"trained: {final}")

@@ -33,9 +33,9 @@ def latest_checkpoint(out: Path) -> Path | None:
 
 
 def is_run_entry(name: str) -> bool:
-    """What `injc train` writes into a run folder: logs, step-NNNNNN/ and final/ checkpoints (and their hidden
-    temporary twins, left by a process killed while saving)."""
-    return (name in ("metrics.jsonl", "audit.jsonl")
+    """What `injc train` writes into a run folder: metrics, audit, logs/ (--logger), step-NNNNNN/ and final/
+    checkpoints (and their hidden temporary twins, left by a process killed while saving)."""
+    return (name in ("metrics.jsonl", "audit.jsonl", "logs")
             or re.fullmatch(r"\.?(final|step-\d{6,})(\.tmp|\.old)?", name) is not None)
 
 

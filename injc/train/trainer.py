@@ -47,6 +47,7 @@ from injc.train.folders import (
 )
 from injc.train.fsdp import fsdp_strategy, full_state, load_optimizer
 from injc.train.noise import attach_embedding_noise
+from injc.train.tracking import close_logger, experiment_logger
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,9 @@ class TrainConfig:
     strategy: str = "ddp"
     """When devices × num_nodes > 1: 'ddp' (Fabric DDP: gloo on the CPU, nccl on CUDA) or 'fsdp' (parameters,
     gradients and optimizer state sharded: injc.train.fsdp)."""
+    logger: str | None = None
+    """Also log loss, learning rate and tokens/s per step with a Lightning logger: 'csv', 'tensorboard' or 'wandb'
+    (under OUT/logs/; see injc.train.tracking). metrics.jsonl is written either way."""
 
 
 def learning_rate(step: int, total: int, config: TrainConfig) -> float:
@@ -348,6 +352,7 @@ def _train(manifest: Manifest, config: TrainConfig, total: int, progress: bool) 
     save_steps = set(config.save_steps)
     metrics = open(out / "metrics.jsonl", "a", buffering=1) if lead else None  # line-buffered: a live log
     audit = open(out / "audit.jsonl", "a") if config.audit and lead else None
+    tracker = experiment_logger(config.logger, out, start) if config.logger and lead else None
     bar = tqdm(total=total, initial=start, unit="step", desc="train", file=sys.stderr, disable=not (progress and lead),
                dynamic_ncols=True)
     began, step_loss = time.perf_counter(), float("nan")
@@ -378,9 +383,11 @@ def _train(manifest: Manifest, config: TrainConfig, total: int, progress: bool) 
                 optimizer.zero_grad(set_to_none=True)
                 step_loss = float(fabric.all_reduce(loss_sum, reduce_op="sum")) / layout.batch_size
                 seconds = time.perf_counter() - started
+                logged = {"loss": step_loss, "lr": lr, "tokens_per_sec": layout.tokens_per_step / seconds}
                 if metrics is not None:
-                    metrics.write(json.dumps({"step": step, "loss": step_loss, "lr": lr,
-                                              "tokens_per_sec": layout.tokens_per_step / seconds}) + "\n")
+                    metrics.write(json.dumps({"step": step, **logged}) + "\n")
+                if tracker is not None:
+                    tracker.log_metrics(logged, step=step)
                 bar.set_postfix_str(f"loss {step_loss:.4f}  lr {lr:.2e}  {layout.tokens_per_step / seconds:,.0f} tok/s",
                                     refresh=False)
                 bar.update()
@@ -407,6 +414,8 @@ def _train(manifest: Manifest, config: TrainConfig, total: int, progress: bool) 
                           f"from it") from None
     finally:
         bar.close()
+        if tracker is not None:
+            close_logger(tracker)
         if metrics is not None:
             metrics.close()
         if audit is not None:

@@ -33,6 +33,7 @@ from injc.injectors.knowledge import decide
 from injc.shards.files import folder_lock, write_atomic
 from injc.shards.manifest import MANIFEST_NAME, load_manifest
 from injc.train.folders import latest_checkpoint
+from injc.train.tracking import close_logger, experiment_logger
 from injc.train.trainer import TrainConfig, train
 
 RECORDS = "control.jsonl"
@@ -53,6 +54,9 @@ class RunConfig:
     seed: int | None = None
     evaluate: bool = True
     progress: bool = True
+    logger: str | None = None
+    """csv, tensorboard or wandb: each window's training (under train/logs/) and each decision's probe, target and
+    count (under logs/, at the window's first step) are logged there too."""
 
 
 def read_records(path: Path) -> list[dict]:
@@ -112,7 +116,9 @@ def _loop(config: RunConfig, plan, dynamic: list) -> dict:
         _write_records(out / RECORDS, records)
         counts = decided_counts(records, names)
     windows = math.ceil(steps / window)
-    for current in range(len(counts[names[0]]) - 1, windows):
+    first = len(counts[names[0]]) - 1
+    tracker = experiment_logger(config.logger, out, first * window) if config.logger else None
+    for current in range(first, windows):
         end = min((current + 1) * window, steps)
         manifest = out / "build" / MANIFEST_NAME
         written = load_manifest(manifest).until_step if manifest.is_file() else 0
@@ -123,7 +129,8 @@ def _loop(config: RunConfig, plan, dynamic: list) -> dict:
         checkpoint = train(manifest, TrainConfig(
             model=config.model, out=out / "train", init=config.init, steps=end, save_steps=(end,),
             resume=started, force=not started and (out / "train").exists(), micro_batch_size=config.micro_batch_size,
-            lr=config.lr, min_lr=config.min_lr, device=config.device, seed=config.seed), progress=config.progress)
+            lr=config.lr, min_lr=config.min_lr, device=config.device, seed=config.seed, logger=config.logger),
+            progress=config.progress)
         if current + 1 == windows:
             break
         probes = _probe(manifest, checkpoint, names, config.device)
@@ -136,9 +143,15 @@ def _loop(config: RunConfig, plan, dynamic: list) -> dict:
             records.append({"experiment": experiment.name, "window": current + 1, "first_step": end,
                             "probe": probes[experiment.name], "target": target, "count": count, "why": why})
             counts[experiment.name].append(count)
+            if tracker is not None:
+                tracker.log_metrics({f"{experiment.name}/probe": probes[experiment.name],
+                                     f"{experiment.name}/target": target, f"{experiment.name}/count": count}, step=end)
         _write_records(out / RECORDS, records)
     final = out / "train" / "final"
     final_probes = _probe(manifest, final, names, config.device)
+    if tracker is not None:
+        tracker.log_metrics({f"{name}/probe": value for name, value in final_probes.items()}, step=steps)
+        close_logger(tracker)
     summary = {"records": records, "final_probe": final_probes,
                "final_target": {e.name: e.control.target for e in dynamic}}
     control_plot(summary, steps, out / "control.png")

@@ -192,3 +192,16 @@ def test_a_stopped_loop_says_how_it_continues_and_a_second_loop_on_its_folder_is
     with folder_lock(tmp_path / "busy", "run loop"):  # this process runs a loop in it; another command comes
         result = run_injc("run", loop(), "--model", tmp_path / "tiny.yaml", "--out", tmp_path / "busy", "--quiet")
     assert_user_error(result, f"another injc run loop is writing {str(tmp_path / 'busy')!r}")
+
+
+def test_the_loop_logs_each_decision_where_the_logger_writes(loop, tmp_path):
+    import csv
+
+    summary = run_loop(loop(), tmp_path / "logged", logger="csv")
+    with open(tmp_path / "logged" / "logs" / "csv" / "from-step-000000" / "metrics.csv") as handle:
+        rows = [r for r in csv.DictReader(handle) if r.get("facts/count")]
+    decided = [r for r in summary["records"] if r["probe"] is not None]
+    assert [int(r["step"]) for r in rows] == [d["first_step"] for d in decided]
+    assert [float(r["facts/probe"]) for r in rows] == pytest.approx([d["probe"] for d in decided])
+    assert [int(float(r["facts/count"])) for r in rows] == [d["count"] for d in decided]
+    assert (tmp_path / "logged" / "train" / "logs" / "csv").is_dir()

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every benchmark figure of the README's table, each next to its anchor measured in the same run.
+# Every benchmark figure of docs/benchmarks.md, each next to its anchor measured in the same run.
 #   bash bench/run.sh            (about 10 minutes on 2 cores; add --huge to bench_scale.py for 100M copies)
 set -euo pipefail
 cd "$(dirname "$0")/.."

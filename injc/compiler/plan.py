@@ -1,7 +1,7 @@
 """The plan: a strict TOML file describing the layout, tokenizer, corpus and experiments of one run.
 
 Loading collects every problem (unknown keys, wrong types, bad values, missing files) and raises one `PlanError`
-that lists them all, each with its TOML location. See README "Plan reference" for every key.
+that lists them all, each with its TOML location. See docs/plan.md for every key.
 """
 
 import dataclasses

@@ -5,7 +5,7 @@
 writes questions.jsonl (multiple choice: question, choices, answer, benchmark), hosts.jsonl (dialogue-like host
 texts), prompts.jsonl (instructions), knowledge.jsonl (paraphrases of fictional facts) and probes.jsonl
 (cloze input/target pairs about those facts). For real benchmarks, export them from HF `datasets` to the same
-JSONL fields (see README).
+JSONL fields (see docs/plan.md).
 """
 
 import argparse

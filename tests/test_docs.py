@@ -18,3 +18,64 @@ def test_every_relative_link_of_the_readme_and_docs_resolves():
 def test_the_docs_site_lists_every_page():
     nav = (REPO / "mkdocs.yml").read_text()
     assert sorted(re.findall(r": (\w+\.md)$", nav, re.M)) == sorted(p.name for p in (REPO / "docs").glob("*.md"))
+
+
+COMMON = {"name", "kind", "cpdt_outcome", "placement", "start_step", "end_step"}
+"""Keys every kind takes, documented once above the kinds table of docs/plan.md."""
+
+
+def documented_keys() -> dict[str, dict[str, str | None]]:
+    """docs/plan.md's kinds table: kind → {key: its documented default as written, or None}."""
+    import tomllib
+
+    table = (REPO / "docs" / "plan.md").read_text().split("| kind | keys (defaults) |")[1].split("\n\n")[0]
+    kinds = {}
+    for row in table.splitlines()[2:]:
+        kind, keys = re.match(r"\| `([\w-]+)` \| (.*?) \| [^|]*\|$", row).groups()
+        entries = {}
+        for code in re.findall(r"`([^`]+)`", keys.replace("\\|", "|")):
+            key, _, default = code.partition(" = ")
+            if re.fullmatch(r"[a-z_]+", key):
+                try:
+                    entries.setdefault(key, repr(tomllib.loads(f"x = {default}")["x"]) if default else None)
+                except tomllib.TOMLDecodeError:
+                    entries.setdefault(key, None)
+        kinds[kind] = entries
+    return kinds
+
+
+def test_the_plan_reference_names_every_key_each_kind_reads_with_its_default(monkeypatch):
+    """Every shipped plan loaded with a TableReader that records each key read and its default: each key of each
+    kind is in its row of docs/plan.md, and a default written there (`key = value`) is the code's."""
+    import injc
+    from injc.tables import REQUIRED, TableReader
+
+    read: dict[str, dict] = {}
+    get, int_list = TableReader.get, TableReader.int_list
+
+    def recording_get(self, key, default):
+        read.setdefault(self.where, {}).setdefault(key, default)
+        return get(self, key, default)
+
+    def recording_int_list(self, key, default, minimum):
+        read.setdefault(self.where, {})[key] = default
+        return int_list(self, key, default, minimum)
+
+    monkeypatch.setattr(TableReader, "get", recording_get)
+    monkeypatch.setattr(TableReader, "int_list", recording_int_list)
+    kinds_read: dict[str, dict] = {}
+    for plan in sorted((REPO / "examples" / "demo").glob("*.toml")):
+        read.clear()
+        for experiment in injc.load_plan(plan).experiments:
+            for where, keys in read.items():  # 'experiments[2] "facts"' and its subtables ('….control')
+                if f'"{experiment.name}"' in where:
+                    kinds_read.setdefault(experiment.kind, {}).update(keys)
+    documented = documented_keys()
+    assert set(kinds_read) == set(documented)  # the shipped plans use every kind
+    for kind, keys in kinds_read.items():
+        undocumented = sorted(set(keys) - COMMON - set(documented[kind]))
+        assert undocumented == [], kind
+        for key, default in keys.items():
+            written = documented[kind].get(key)
+            if written is not None and default is not REQUIRED:
+                assert written == repr(default), (kind, key)

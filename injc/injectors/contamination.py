@@ -22,9 +22,7 @@ FIELDS = {"question", "answer_text", "choices", "benchmark"}
 
 def read_tiers(reader: TableReader, key: str, default: dict[int, int]) -> dict[int, int] | None:
     """A TOML table {repetitions = count}; keys are whole numbers ≥ 0 written as TOML keys."""
-    value = reader.get(key, None)
-    if value is None:
-        return dict(default)
+    value = reader.get(key, {str(repetitions): count for repetitions, count in default.items()})  # as TOML writes it
     if not isinstance(value, dict) or not value:
         reader.problem("expected a table like {0 = 1000, 4 = 800}", key)
         return None

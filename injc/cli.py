@@ -348,10 +348,12 @@ def train(manifest, model, init, init_optimizer, out_dir, micro_batch_size, step
 @click.option("--warmup-steps", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--micro-batch-size", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--device", help="cpu, cuda, ... (default: cuda when available).")
+@click.option("--logger", type=click.Choice(["csv", "tensorboard", "wandb"]),
+              help="Also log each row's training under its run folder (SEED/ROW/run/logs/).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_user_errors
 def cpdt(plan, checkpoint, out_dir, steps, seeds, jobs, fraction, lr, min_lr, warmup_steps, micro_batch_size, device,
-         quiet):
+         logger, quiet):
     """Continual pretraining dependence test: one short run from --checkpoint per row (none, each experiment
     alone, all), every experiment's outcome after each; writes cpdt.json, cpdt.md and cpdt.png under --out.
 
@@ -365,7 +367,7 @@ def cpdt(plan, checkpoint, out_dir, steps, seeds, jobs, fraction, lr, min_lr, wa
                         "pip install torch==2.13.0 && pip install -e '.[train]'") from None
     config = CpdtConfig(checkpoint=checkpoint, steps=steps, seeds=seeds, jobs=jobs, lr=lr, min_lr=min_lr,
                         warmup_steps=warmup_steps, micro_batch_size=micro_batch_size, device=device,
-                        fraction=fraction)
+                        fraction=fraction, logger=logger)
     run_cpdt(plan, config, out_dir, progress=not quiet)
     click.echo(f"wrote {out_dir}/cpdt.json, cpdt.md and cpdt.png")
 

@@ -103,6 +103,8 @@ class CpdtConfig:
     fraction: float | None = None
     """Rescale each experiment's copies to about this share of a row's tokens (None: the plan's own shares)."""
     device: str | None = None
+    logger: str | None = None
+    """csv, tensorboard or wandb: each row's training is logged under its run folder (ROW/run/logs/)."""
 
 
 @dataclass(frozen=True)
@@ -171,7 +173,8 @@ def _train_and_evaluate(job: dict) -> None:
         train(folder / "build" / MANIFEST_NAME,
               TrainConfig(model=None, init=Path(config.checkpoint), out=folder / "run", steps=job["steps"],
                           force=True, lr=config.lr, min_lr=config.min_lr, warmup_steps=config.warmup_steps,
-                          micro_batch_size=config.micro_batch_size, device=config.device, seed=job["seed"]),
+                          micro_batch_size=config.micro_batch_size, device=config.device, seed=job["seed"],
+                          logger=config.logger),
               progress=False)
     report = evaluate_checkpoint(job["all_manifest"], final, progress=False)
     write_atomic(folder / "eval.json", (json.dumps(report) + "\n").encode())
@@ -255,7 +258,8 @@ def cpdt(plan_path: str | Path, config: CpdtConfig, out: str | Path, progress: b
                         f"{', plus holdout_tokens' if plan.corpus.holdout_tokens else ''}); the corpus has "
                         f"{'about ' if not estimate.exact else ''}{estimate.tokens:,}: use fewer --seeds")
     design = {"plan_sha256": plan.sha256, "checkpoint": str(Path(config.checkpoint).resolve()), "steps": steps,
-              **{k: v for k, v in asdict(config).items() if k not in ("checkpoint", "steps", "jobs", "device")}}
+              **{k: v for k, v in asdict(config).items() if k not in ("checkpoint", "steps", "jobs", "device",
+                                                                      "logger")}}
     design_path = out / "design.json"
     if design_path.is_file() and json.loads(design_path.read_text()) != design:
         raise InjcError(f"{str(out)!r} holds a CPDT run of another design (plan, checkpoint or settings differ): "

@@ -54,7 +54,8 @@ def design(tmp_path_factory, tokenizer_path):
     injc.build(root / "base.toml", root / "base", progress=False)
     base = train(root / "base" / "manifest.json", TrainConfig(model=str(root / "tiny.yaml"), out=root / "runs",
                                                               lr=3e-3), progress=False)
-    result = cpdt(root / "cpdt.toml", CpdtConfig(checkpoint=base, seeds=3, jobs=2), root / "report", progress=False)
+    result = cpdt(root / "cpdt.toml", CpdtConfig(checkpoint=base, seeds=3, jobs=2, logger="csv"), root / "report",
+                  progress=False)
     return root, base, result
 
 
@@ -164,3 +165,15 @@ def test_outcomes_read_the_per_item_values_of_each_kind():
     assert OUTCOMES["math"][1](maths).tolist() == [0.0, 1.0]
     facts = {"probes": [{"probability": 0.3, "correct": True}, {"probability": 0.6, "correct": False}]}
     assert OUTCOMES["knowledge"][1](facts).tolist() == [1.0, 0.0]  # QA accuracy, the paper's Table 8
+
+
+def test_each_rows_training_is_logged_where_the_logger_writes(design):
+    import csv
+    import json
+
+    root, _, _ = design
+    run = root / "report" / "seed-1" / "digits" / "run"
+    with open(run / "logs" / "csv" / "from-step-000000" / "metrics.csv") as handle:
+        losses = [float(r["loss"]) for r in csv.DictReader(handle) if r.get("loss")]
+    assert losses == pytest.approx([json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().split("\n")
+                                    if line])

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import injc
-from injc.shards.exports import _megatron_index, export, verify_export
+from injc.shards.exports import export, verify_export
+from injc.shards.megatron import megatron_index
 from tests.conftest import CANARIES, flip_bit
 from tests.test_cli import assert_user_error
 from tests.test_cli import injc as run_injc
@@ -207,7 +208,7 @@ def test_megatron_lm_with_its_own_defaults_and_the_stated_arguments_serves_every
     assert rows_served(megatron_lm_dataset(tmp_path / "meg" / "data", 7, tmp_path / "c7")[0], stream) <= 8
     without = megatron_lm_dataset(tmp_path / "meg" / "data", 1234, tmp_path / "c-no-extra", extra_token=False)[0]
     assert rows_served(without, stream) < 150  # 134 of 160 samples at their step: not step-exact
-    _megatron_index(tmp_path / "meg" / "data.idx", 8, 64, np.arange(160) * 128)
+    megatron_index(tmp_path / "meg" / "data.idx", 8, 64, np.arange(160) * 128)
     assert rows_served(megatron_lm_dataset(tmp_path / "meg" / "data", 1234, tmp_path / "c-plain")[0], stream) <= 8
 
 

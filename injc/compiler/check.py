@@ -149,10 +149,15 @@ def estimate_corpus_tokens(corpus: CorpusConfig, tokenizer: LoadedTokenizer) -> 
                           f"({per_byte:.3f} tokens per byte on disk)")
 
 
+def _corpus_free_context(plan: Plan, tokenizer: LoadedTokenizer) -> Context:
+    """A payload context without the corpus: reaching for token counts or held-out documents raises _NeedsCorpus."""
+    holdout = _SizedTail(plan.corpus.holdout_tokens, tokenizer.eos_id) if plan.corpus.holdout_tokens else None
+    return Context(tokenizer, plan.layout, plan.seed, corpus_token_counts=_counts_not_read, holdout=holdout)
+
+
 def _experiment_payloads(plan: Plan, tokenizer: LoadedTokenizer) -> tuple[list, list[Payload], list[str]]:
     """(configs, payloads) of every experiment that can be made without the corpus, and the names skipped."""
-    holdout = _SizedTail(plan.corpus.holdout_tokens, tokenizer.eos_id) if plan.corpus.holdout_tokens else None
-    ctx = Context(tokenizer, plan.layout, plan.seed, corpus_token_counts=_counts_not_read, holdout=holdout)
+    ctx = _corpus_free_context(plan, tokenizer)
     configs, payloads, skipped = [], [], []
     for experiment in plan.experiments:
         if getattr(experiment, "reads_base_stream", False):
@@ -171,9 +176,7 @@ def validate_payloads(plan: Plan, tokenizer: LoadedTokenizer) -> None:
     """Make every payload that needs no pass over the corpus, and raise every problem of every experiment at once:
     what `injc build` runs before it reads the corpus, so a bad payload line is reported in seconds, not after the
     corpus is tokenized. Model-scored canaries (canary = "model", a forward pass per host) are left to the build."""
-    holdout = _SizedTail(plan.corpus.holdout_tokens, tokenizer.eos_id) if plan.corpus.holdout_tokens else None
-    ctx = Context(tokenizer, plan.layout, plan.seed, corpus_token_counts=_counts_not_read, holdout=holdout)
-    errors = []
+    ctx, errors = _corpus_free_context(plan, tokenizer), []
     for experiment in plan.experiments:
         if getattr(experiment, "reads_base_stream", False) or getattr(experiment, "canary", None) == "model":
             continue

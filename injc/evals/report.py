@@ -137,10 +137,14 @@ def check_checkpoints(manifest_path: str | Path, checkpoints: list[Path], others
     return warnings
 
 
+def _mean_loss_text(value: float | None) -> str:
+    return "mean loss —" if value is None else f"mean loss {value:.4f}"
+
+
 def summary_lines(report: dict) -> list[str]:
     """One line per experiment with its headline result (the last checkpoint's), for the terminal."""
     last = report["checkpoints"][-1] if "checkpoints" in report else report
-    lines = [f"{name} ({e['kind']}): {headline(e) or 'mean loss ' + format(e['metrics'].get('mean_loss') or 0, '.4f')}"
+    lines = [f"{name} ({e['kind']}): {headline(e) or _mean_loss_text(e['metrics'].get('mean_loss'))}"
              for name, e in last["experiments"].items()]
     if last.get("heldout"):
         lines.append(f"held-out loss {last['heldout']['loss']:.4f} ({last['heldout']['rows']} never-trained rows)")

@@ -96,11 +96,6 @@ def compare(a: np.ndarray, b: np.ndarray, labels: tuple[str, str] = ("inserted",
     }
 
 
-def normal_sf(x: float) -> float:
-    """P(Z > x) for a standard normal Z."""
-    return 0.5 * math.erfc(x / math.sqrt(2))
-
-
 def normal_cdf(x: float) -> float:
     """P(Z ≤ x) for a standard normal Z (the lower tail, accurate far into it)."""
     return 0.5 * math.erfc(-x / math.sqrt(2))

@@ -267,9 +267,11 @@ def test_bad_payloads_of_every_experiment_are_refused_before_the_corpus_is_read(
     def no_corpus(*args, **kwargs):
         raise AssertionError("the corpus was read before the payloads were checked")
 
+    import injc.compiler.payloads as payloads_module
+
     monkeypatch.setattr(build_module, "PreparedStream", no_corpus)
     monkeypatch.setattr(build_module, "base_stream", no_corpus)
-    monkeypatch.setattr(build_module, "streaming_counts", no_corpus)
+    monkeypatch.setattr(payloads_module, "streaming_counts", no_corpus)
     write_jsonl(project.root / "payloads" / "canaries.jsonl", [{"text": "ok"}, {"txt": 1}, {"text": ""}, {"x": 2}])
     write_jsonl(project.root / "payloads" / "more.jsonl", [{"text": "fine"}, {"text": 5}])
     plan = project(CANARIES + '\n[[experiments]]\nname = "more"\nkind = "texts"\nfile = "payloads/more.jsonl"\n',

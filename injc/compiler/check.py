@@ -18,8 +18,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import zstandard
 
-from injc.compiler.build import schedule_payloads, with_counts
+from injc.compiler.build import with_counts
 from injc.compiler.corpus import base_stream, check_token_file, token_corpus_warnings
+from injc.compiler.payloads import schedule_payloads
 from injc.compiler.plan import CorpusConfig, Plan, load_plan
 from injc.errors import InjcError, InputError
 from injc.injectors.base import Context, HoldoutPool, Payload

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from injc.compiler.draws import EXACT, copy_keys, experiment_key
+from injc.compiler.explicit import COLUMN_TYPES, check_explicit, free_segments, merge_pinned, pinned_columns
 from injc.compiler.placement import arrange, place_exactly, place_window
 from injc.errors import LayoutError
 from injc.shards.layout import Layout
@@ -83,8 +84,6 @@ class Schedule:
         return len(self.offset)
 
 
-COLUMN_TYPES = (np.int32, np.int64, np.int32, np.int64, np.int32)
-"""The Schedule's columns, in order."""
 
 
 @dataclass
@@ -174,64 +173,6 @@ def _joined(parts: list[_Copies], ranges: _Ranges, first_step: int, step_segment
             backfilling: bool = False) -> _Copies:
     columns = [np.concatenate([getattr(part, name) for part in parts]) for name in _PER_COPY]
     return _Copies(*columns, ranges, first_step, step_segments, backfilling)
-
-
-def _check_explicit(layout: Layout, requests: list[Request]) -> tuple[np.ndarray, np.ndarray]:
-    """Gather explicit intervals; refuse any outside the run or overlapping another."""
-    problems, starts, ends, owners = [], [], [], []
-    for index, request in enumerate(requests):
-        if request.mode != "explicit":
-            continue
-        offsets = np.asarray(request.offsets, dtype=np.int64)
-        lengths = np.asarray(request.lengths, dtype=np.int64)
-        outside = np.flatnonzero((offsets < 0) | (offsets + lengths > layout.total_tokens))
-        for item in outside[:5]:
-            problems.append(
-                f"experiment {request.name!r}: item {item} at offset {offsets[item]:,} (length {lengths[item]}) "
-                f"falls outside the run of {layout.total_tokens:,} tokens"
-            )
-        starts.append(offsets)
-        ends.append(offsets + lengths)
-        owners.append(np.stack([np.full(len(offsets), index), np.arange(len(offsets))], axis=1))
-    if problems:
-        raise LayoutError(*problems)
-    if not starts:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    start, end, owner = np.concatenate(starts), np.concatenate(ends), np.concatenate(owners)
-    order = np.argsort(start, kind="stable")
-    start, end, owner = start[order], end[order], owner[order]
-    clash = np.flatnonzero(start[1:] < end[:-1])
-    for i in clash[:5]:
-        (a_req, a_item), (b_req, b_item) = owner[i], owner[i + 1]
-        problems.append(
-            f"explicit insertions overlap: experiment {requests[a_req].name!r} item {a_item} "
-            f"[{start[i]:,}, {end[i]:,}) and experiment {requests[b_req].name!r} item {b_item} "
-            f"[{start[i + 1]:,}, {end[i + 1]:,})"
-        )
-    if len(clash) > 5:
-        problems.append(f"... and {len(clash) - 5} more overlapping explicit insertions")
-    if problems:
-        raise LayoutError(*problems)
-    return start, end
-
-
-def free_segments(layout: Layout, blocked_start: np.ndarray, blocked_end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Start and capacity of the free segments: rows minus the sorted, disjoint blocked intervals."""
-    seq_len = layout.seq_len
-    if len(blocked_start) == 0:
-        start = np.arange(layout.total_rows, dtype=np.int64) * seq_len
-        return start, np.full(layout.total_rows, seq_len, dtype=np.int64)
-    gap_start = np.concatenate([[0], blocked_end])
-    gap_end = np.concatenate([blocked_start, [layout.total_tokens]])
-    keep = gap_end > gap_start
-    gap_start, gap_end = gap_start[keep], gap_end[keep]
-    first_row, last_row = gap_start // seq_len, (gap_end - 1) // seq_len
-    pieces = last_row - first_row + 1
-    gap = np.repeat(np.arange(len(gap_start)), pieces)
-    row = np.repeat(first_row, pieces) + (np.arange(pieces.sum()) - np.repeat(np.cumsum(pieces) - pieces, pieces))
-    start = np.maximum(row * seq_len, gap_start[gap])
-    end = np.minimum((row + 1) * seq_len, gap_end[gap])
-    return start, end - start
 
 
 def _copy_ids_to_items(copies: np.ndarray) -> np.ndarray | None:
@@ -342,33 +283,6 @@ def _capacity_problems(requests, ranges: _Ranges, room) -> list[str]:
     return problems
 
 
-def _pinned_columns(requests: list[Request]) -> list[np.ndarray]:
-    """The explicit copies as Schedule columns, sorted by offset."""
-    parts = []
-    for index, request in enumerate(requests):
-        if request.mode == "explicit" and len(request.lengths):
-            count = len(request.lengths)
-            parts.append((np.full(count, index), np.arange(count), np.zeros(count),
-                          np.asarray(request.offsets), np.asarray(request.lengths)))
-    columns = [np.concatenate(c).astype(t) if parts else np.zeros(0, dtype=t)
-               for c, t in zip(zip(*parts) if parts else [()] * 5, COLUMN_TYPES)]
-    by_offset = np.argsort(columns[3], kind="stable")
-    return [column[by_offset] for column in columns]
-
-
-def _merge_pinned(columns: list[np.ndarray], count: int, pinned: list[np.ndarray]) -> None:
-    """Move the first `count` rows (sorted by offset) up to make room for the pinned rows at their places, in the
-    columns' own memory (they were made long enough for both)."""
-    if len(pinned[3]) == 0:
-        return
-    position = np.arange(count) + np.searchsorted(pinned[3], columns[3][:count])
-    for_pinned = np.ones(len(columns[3]), dtype=bool)
-    for_pinned[position] = False
-    for column, values in zip(columns, pinned):
-        column[position] = column[:count].copy()
-        column[for_pinned] = values
-
-
 def _with_backfilled(columns: list[np.ndarray], count: int, copies: _Copies, requests: list[Request], seed: int,
                      seg_start: np.ndarray, room: np.ndarray) -> list[np.ndarray]:
     """The placed rows with the backfilled copies added: the segments these went to are laid out again, whole."""
@@ -398,7 +312,7 @@ def compile_schedule(layout: Layout, requests: list[Request], seed: int, window_
 
     `window_steps`: steps placed at a time (default: about WINDOW_COPIES copies a window); the schedule does not
     depend on it, only the memory and time it takes."""
-    blocked_start, blocked_end = _check_explicit(layout, requests)
+    blocked_start, blocked_end = check_explicit(layout, requests)
     seg_start, room = free_segments(layout, blocked_start, blocked_end)
     step_segments = np.searchsorted(seg_start, np.arange(layout.steps + 1) * layout.tokens_per_step)
     ranges = _make_ranges(layout, requests, seed, step_segments)
@@ -407,7 +321,7 @@ def compile_schedule(layout: Layout, requests: list[Request], seed: int, window_
         raise LayoutError(*problems)
     decoders = [None if request.mode == "explicit" else _copy_ids_to_items(request.copies) for request in requests]
     total = sum(len(ids) for ids in ranges.ids)
-    pinned = _pinned_columns(requests)
+    pinned = pinned_columns(requests)
     columns = [np.empty(total + len(pinned[3]), dtype=t) for t in COLUMN_TYPES]
     window_steps = window_steps or max(1, layout.steps * WINDOW_COPIES // max(total, 1))
     filled, carried, overrun = 0, [], []
@@ -442,5 +356,5 @@ def compile_schedule(layout: Layout, requests: list[Request], seed: int, window_
             for column, values in zip(columns, placed):
                 column[:total] = values
             filled = total
-    _merge_pinned(columns, filled, pinned)
+    merge_pinned(columns, filled, pinned)
     return Schedule(*columns, backfilled=backfilled)

@@ -47,7 +47,8 @@ from injc.evals.stats import bootstrap_ci, sign_flip_pvalue
 from injc.shards.files import write_atomic
 from injc.shards.manifest import MANIFEST_NAME
 from injc.tokenizer import load_tokenizer
-from injc.train.trainer import TrainConfig, checkpoint_config, train
+from injc.train.checkpoints import checkpoint_config
+from injc.train.trainer import TrainConfig, train
 
 LOSS_KINDS = ("texts", "tokens", "canaries", "documents", "iid", "forgetting")
 

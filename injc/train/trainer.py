@@ -36,6 +36,7 @@ from injc.shards.files import folder_lock
 from injc.shards.manifest import Manifest, load_manifest
 from injc.shards.stream import TokenStream
 from injc.shards.verify import verify
+from injc.train.checkpoints import gathered, init_checkpoint, load_optimizer_state, save_checkpoint
 from injc.train.data import batch_sha256, micro_batches
 from injc.train.folders import (
     RECORDED_SETTINGS,
@@ -45,7 +46,7 @@ from injc.train.folders import (
     prepare_run_folder,
     resolve_settings,
 )
-from injc.train.fsdp import fsdp_strategy, full_state, load_optimizer
+from injc.train.fsdp import fsdp_strategy
 from injc.train.noise import attach_embedding_noise
 from injc.train.tracking import close_logger, experiment_logger
 
@@ -123,74 +124,6 @@ def model_config(name_or_file: str, manifest: Manifest):
     vocab = manifest.data["layout"]["vocab_size"]
     fields.update(block_size=manifest.layout.seq_len - 1, vocab_size=vocab, padded_vocab_size=vocab)
     return Config(**fields)
-
-
-def init_checkpoint(folder: Path, manifest: Manifest):
-    """(LitGPT Config, state dict) of a checkpoint to continue from; see `checkpoint_config`."""
-    config = checkpoint_config(folder, manifest.data["layout"]["vocab_size"], manifest.layout.seq_len)
-    try:
-        state = torch.load(Path(folder) / "lit_model.pth", map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises EOFError, RuntimeError or its loader's own error for a bad file
-        raise InjcError(f"--init {str(folder)!r}: lit_model.pth cannot be read ({error or type(error).__name__})") \
-            from None
-    return config, state.get("model", state)
-
-
-def checkpoint_config(folder: Path, vocab: int, seq_len: int):
-    """The LitGPT Config of a checkpoint folder that a run of `seq_len`-token rows over `vocab` ids can continue:
-    block_size ≥ seq_len − 1 and an embedding with a row for every id; anything else is a clear error."""
-    from litgpt import Config
-
-    folder = Path(folder)
-    missing = [name for name in ("lit_model.pth", "model_config.yaml") if not (folder / name).is_file()]
-    if missing:
-        raise InjcError(f"--init {str(folder)!r} is not a LitGPT checkpoint folder (no {', '.join(missing)})")
-    config = Config.from_file(folder / "model_config.yaml")
-    context = seq_len - 1
-    problems = []
-    if config.padded_vocab_size < vocab:
-        problems.append(f"--init {str(folder)!r} has {config.padded_vocab_size:,} embedding rows but the manifest's "
-                        f"tokenizer has {vocab:,} ids: it was trained with another tokenizer")
-    if config.block_size < context:
-        problems.append(f"--init {str(folder)!r} has context {config.block_size:,} but the manifest's rows need "
-                        f"{context:,} (seq_len − 1)")
-    if problems:
-        raise InjcError(*problems)
-    return config
-
-
-def _checkpoint(folder: Path, weights_and_moments: tuple[dict, dict], config, steps_done: int, manifest: Manifest,
-                init: str | None, settings: dict) -> None:
-    """Write a checkpoint ((model, optimizer) state dicts) into a hidden temporary folder, then rename it into
-    place: a checkpoint folder is always whole, whenever the process dies (an older one is swapped out first)."""
-    from litgpt.utils import save_config
-
-    partial, old = folder.with_name(f".{folder.name}.tmp"), folder.with_name(f".{folder.name}.old")
-    for leftover in (partial, old):
-        shutil.rmtree(leftover, ignore_errors=True)
-    partial.mkdir(parents=True)
-    torch.save(weights_and_moments[0], partial / "lit_model.pth")
-    torch.save(weights_and_moments[1], partial / "optimizer.pth")
-    save_config(config, partial)
-    state = {"steps_done": steps_done, "manifest": str(manifest.root / "manifest.json"), **manifest.identity,
-             "init": init, "settings": settings}
-    (partial / "train_state.json").write_text(json.dumps(state, indent=2) + "\n")
-    if folder.exists():
-        folder.rename(old)
-    partial.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _gathered(model, optimizer, sharded: bool, lead: bool) -> tuple[dict, dict] | None:
-    """What a checkpoint saves: gathered from the shards with FSDP (every rank takes part), else rank 0's own."""
-    if sharded:
-        return full_state(model, optimizer)
-    return (model.state_dict(), optimizer.state_dict()) if lead else None
-
-
-def _load_optimizer(model, optimizer, path: Path, sharded: bool, device) -> None:
-    state = torch.load(path, map_location="cpu" if sharded else device, weights_only=True)
-    load_optimizer(model, optimizer, state) if sharded else optimizer.load_state_dict(state)
 
 
 def rank_rows(batch_size: int, world_size: int, rank: int) -> range:
@@ -326,9 +259,9 @@ def _train(manifest: Manifest, config: TrainConfig, total: int, progress: bool) 
         path = Path(config.init) / "optimizer.pth"
         if not path.is_file():
             raise InjcError(f"--init-optimizer: {str(config.init)!r} has no optimizer.pth")
-        _load_optimizer(model, optimizer, path, sharded, fabric.device)
+        load_optimizer_state(model, optimizer, path, sharded, fabric.device)
     if latest is not None:
-        _load_optimizer(model, optimizer, latest / "optimizer.pth", sharded, fabric.device)
+        load_optimizer_state(model, optimizer, latest / "optimizer.pth", sharded, fabric.device)
     init = str(config.init) if config.init is not None else None
     if start == total:
         if progress and lead:
@@ -342,9 +275,9 @@ def _train(manifest: Manifest, config: TrainConfig, total: int, progress: bool) 
     fabric.barrier()
 
     def save(folder: Path, steps_done: int) -> None:
-        state = _gathered(model, optimizer, sharded, lead)
+        state = gathered(model, optimizer, sharded, lead)
         if lead:
-            _checkpoint(folder, state, model_cfg, steps_done, manifest, init, settings)
+            save_checkpoint(folder, state, model_cfg, steps_done, manifest, init, settings)
         fabric.barrier()
 
     noise = attach_embedding_noise(manifest, model.transformer.wte)

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from injc.compiler.draws import ORDER, draw_bits, random_order_within
-from injc.compiler.schedule import Request, compile_schedule, free_segments
+from injc.compiler.explicit import free_segments
+from injc.compiler.schedule import Request, compile_schedule
 from injc.errors import LayoutError
 from injc.shards.layout import Layout
 

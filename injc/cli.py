@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 
 from injc.errors import InjcError, Interrupted
+from injc.train.tracking import LOGGERS
 
 ON_INTERRUPT = {"build": "run the same command again to resume (finished shards are kept)",
                 "cpdt": "run the same command again to continue with the rows not finished",
@@ -303,7 +304,7 @@ def _step_list(ctx, param, value):
 @click.option("--strategy", type=click.Choice(["ddp", "fsdp"]), default="ddp", show_default=True,
               help="Several devices: ddp (each rank holds the whole model) or fsdp (parameters, gradients and "
                    "optimizer state sharded over the ranks).")
-@click.option("--logger", type=click.Choice(["csv", "tensorboard", "wandb"]),
+@click.option("--logger", type=click.Choice(LOGGERS),
               help="Also log loss, learning rate and tokens/s per step under OUT/logs/ (Lightning's loggers; "
                    "wandb honours WANDB_MODE=offline). metrics.jsonl is written either way.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no closing summary.")
@@ -348,7 +349,7 @@ def train(manifest, model, init, init_optimizer, out_dir, micro_batch_size, step
 @click.option("--warmup-steps", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--micro-batch-size", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--device", help="cpu, cuda, ... (default: cuda when available).")
-@click.option("--logger", type=click.Choice(["csv", "tensorboard", "wandb"]),
+@click.option("--logger", type=click.Choice(LOGGERS),
               help="Also log each row's training under its run folder (SEED/ROW/run/logs/).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_user_errors
@@ -385,7 +386,7 @@ def cpdt(plan, checkpoint, out_dir, steps, seeds, jobs, fraction, lr, min_lr, wa
 @click.option("--seed", type=int, help="Model init seed (default: the plan's seed).")
 @click.option("--device", help="cpu, cuda, ... (default: cuda when available).")
 @click.option("--no-eval", is_flag=True, help="Skip the final injc eval of the last checkpoint.")
-@click.option("--logger", type=click.Choice(["csv", "tensorboard", "wandb"]),
+@click.option("--logger", type=click.Choice(LOGGERS),
               help="Also log training (OUT/train/logs/) and each window's probe, target and count (OUT/logs/).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_user_errors

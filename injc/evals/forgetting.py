@@ -10,7 +10,7 @@ interval is that of an unpaired difference: with few rows it is wide, and the re
 import numpy as np
 
 from injc.evals.context import EvalContext
-from injc.evals.generic import mean_loss
+from injc.evals.generic import item_losses, mean_loss
 from injc.evals.stats import bootstrap_ci, compare, sign_flip_pvalue
 
 CONTROL_ROWS = 256
@@ -22,9 +22,7 @@ def evaluate(ctx: EvalContext, entry: dict, records: dict) -> dict:
     batch_size, steps_done = records["batch_size"], ctx.scorer.steps_done
     spare = ctx.unused_tail_rows()[:CONTROL_ROWS]
     control = ctx.scorer.text_losses(list(spare)) if len(spare) else None
-    baseline = None
-    if ctx.baseline is not None:
-        baseline = ctx.baseline.text_losses([ctx.text_tokens(t) for _, t in ctx.items.get(entry["name"], [])])
+    baseline = item_losses(ctx, entry["name"], ctx.baseline)[1] if ctx.baseline is not None else None
     batches = []
     for index, step in enumerate(records["steps"]):
         rows = slice(index * batch_size, (index + 1) * batch_size)

@@ -11,13 +11,13 @@ from injc.evals.context import EvalContext
 from injc.evals.stats import compare
 
 
-def item_losses(ctx: EvalContext, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(copies, loss) of every payload item of an experiment."""
+def item_losses(ctx: EvalContext, name: str, scorer=None) -> tuple[np.ndarray, np.ndarray]:
+    """(copies, loss) of every payload item of an experiment, scored by the checkpoint (or `scorer`)."""
     items = ctx.items.get(name, [])
     if not items:
         return np.zeros(0, dtype=np.int64), np.zeros(0)
     copies = np.array([c for c, _ in items])
-    return copies, ctx.scorer.text_losses([ctx.text_tokens(t) for _, t in items])
+    return copies, (scorer or ctx.scorer).text_losses([ctx.text_tokens(t) for _, t in items])
 
 
 def mean_loss(ctx: EvalContext, entry: dict) -> dict:

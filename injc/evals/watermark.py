@@ -50,9 +50,9 @@ def evaluate(ctx: EvalContext, entry: dict, records: dict) -> dict:
         per_step.append({"step": step, "mean_x": float(member.mean()), "mean_x_holdout": float(fresh.mean())})
     if not members:
         return {"metrics": {"note": "no watermarked step was trained before this checkpoint"}, "items": []}
-    return {"metrics": summarize(np.concatenate(members), np.concatenate(holdout)), "items": per_step,
-            "x": np.concatenate(members).tolist(), "x_holdout": np.concatenate(holdout).tolist(),
-            "p_values": [normal_cdf(v) for v in np.concatenate(members)]}
+    x, x0 = np.concatenate(members), np.concatenate(holdout)
+    return {"metrics": summarize(x, x0), "items": per_step, "x": x.tolist(), "x_holdout": x0.tolist(),
+            "p_values": [normal_cdf(v) for v in x]}
 
 
 def summarize(x: np.ndarray, x0: np.ndarray) -> dict:

@@ -270,7 +270,8 @@ def _step_list(ctx, param, value):
 @click.argument("manifest", type=click.Path())
 @click.option("--model", help="LitGPT config name (e.g. pythia-14m) or a YAML file of Config fields (a fresh model).")
 @click.option("--init", "init", type=click.Path(file_okay=False),
-              help="Continue from this LitGPT checkpoint folder (its weights and config) instead of --model.")
+              help="Continue from this checkpoint (its weights and config) instead of --model: a LitGPT folder, or "
+                   "a Hugging Face folder of GPT-NeoX/Pythia, Llama or OLMo-2 (converted by LitGPT's converter).")
 @click.option("--init-optimizer", is_flag=True, help="With --init: load its optimizer.pth too (default: fresh AdamW).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run folder.")
 @click.option("--micro-batch-size", type=click.IntRange(min=1),
@@ -307,11 +308,13 @@ def _step_list(ctx, param, value):
 @click.option("--logger", type=click.Choice(LOGGERS),
               help="Also log loss, learning rate and tokens/s per step under OUT/logs/ (Lightning's loggers; "
                    "wandb honours WANDB_MODE=offline). metrics.jsonl is written either way.")
+@click.option("--hf", is_flag=True, help="Also write every checkpoint as a Hugging Face folder (<checkpoint>/hf), "
+                                        "which transformers, vLLM and lm-evaluation-harness load.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no closing summary.")
 @_user_errors
 def train(manifest, model, init, init_optimizer, out_dir, micro_batch_size, steps, save_steps, save_every, resume,
           force, audit, full_verify, lr, min_lr, warmup_steps, weight_decay, grad_clip, seed, override_settings,
-          device, devices, num_nodes, strategy, logger, quiet):
+          device, devices, num_nodes, strategy, logger, hf, quiet):
     """Train a LitGPT model on MANIFEST's shards, step-exact: step s is exactly stream[s*B*L:(s+1)*B*L]."""
     try:
         from injc.train.trainer import TrainConfig, process_rank
@@ -324,7 +327,7 @@ def train(manifest, model, init, init_optimizer, out_dir, micro_batch_size, step
                          save_every=save_every, resume=resume, force=force, audit=audit, verify=full_verify, lr=lr,
                          min_lr=min_lr, warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip,
                          seed=seed, override_settings=override_settings, device=device, devices=devices,
-                         num_nodes=num_nodes, strategy=strategy, logger=logger)
+                         num_nodes=num_nodes, strategy=strategy, logger=logger, hf=hf)
     final = run_train(manifest, config, progress=not quiet)
     if process_rank(config) == 0:  # one line, not one per process
         click.echo(f"trained: {final}")
@@ -333,7 +336,8 @@ def train(manifest, model, init, init_optimizer, out_dir, micro_batch_size, step
 @main.command()
 @click.argument("plan", type=click.Path(dir_okay=False))
 @click.option("--checkpoint", required=True, type=click.Path(file_okay=False),
-              help="The LitGPT checkpoint every row continues from (its vocabulary and context must fit the plan).")
+              help="The checkpoint every row continues from: LitGPT's, or a Hugging Face GPT-NeoX, Llama or OLMo-2 "
+                   "folder (its vocabulary and context must fit the plan).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Design folder.")
 @click.option("--steps", type=click.IntRange(min=1), help="Steps per row (default: the plan's run; never more).")
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
@@ -377,7 +381,8 @@ def cpdt(plan, checkpoint, out_dir, steps, seeds, jobs, fraction, lr, min_lr, wa
 @click.argument("plan", type=click.Path(dir_okay=False))
 @click.option("--model", help="LitGPT config name or YAML file of Config fields (a fresh model).")
 @click.option("--init", "init", type=click.Path(file_okay=False),
-              help="Instead of --model: continue from this LitGPT checkpoint (weights and config).")
+              help="Instead of --model: continue from this checkpoint (weights and config): LitGPT's, or a Hugging "
+                   "Face GPT-NeoX, Llama or OLMo-2 folder.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Loop folder: build/, train/, control.jsonl, control.png, eval/.")
 @click.option("--micro-batch-size", type=click.IntRange(min=1), default=4, show_default=True)
@@ -411,7 +416,8 @@ def run_command(plan, model, init, out_dir, micro_batch_size, lr, min_lr, seed, 
 
 @main.command(name="verbatim-candidates")
 @click.argument("manifest", type=click.Path())
-@click.option("--checkpoint", required=True, type=click.Path(file_okay=False), help="The model to test windows on.")
+@click.option("--checkpoint", required=True, type=click.Path(file_okay=False),
+              help="The model to test windows on: a LitGPT checkpoint or a Hugging Face folder.")
 @click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False),
               help="JSONL to write: one {\"tokens\", \"offset\"} per window (verbatim-removal's file).")
 @click.option("--count", type=click.IntRange(min=1), default=1000, show_default=True, help="Stop after this many.")
@@ -437,8 +443,9 @@ def verbatim_candidates(manifest, checkpoint, out_file, count, prefix, suffix, s
 @click.argument("manifest", type=click.Path())
 @click.argument("more_checkpoints", nargs=-1, type=click.Path(file_okay=False), metavar="[CHECKPOINT]...")
 @click.option("--checkpoint", "checkpoints", required=True, multiple=True,
-              help="A checkpoint folder (lit_model.pth + model_config.yaml). For curves: repeat it, list more "
-                   "folders after it (what the shell makes of --checkpoint runs/r/step-*), or quote a glob "
+              help="A checkpoint folder: LitGPT's (lit_model.pth + model_config.yaml) or a Hugging Face model "
+                   "folder (config.json + safetensors), scored on the build's token ids. For curves: repeat it, "
+                   "list more folders after it (what the shell makes of --checkpoint runs/r/step-*), or quote a glob "
                    "(--checkpoint 'runs/r/step-*').")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Report folder.")
 @click.option("--verify", "full_verify", is_flag=True, help="Re-hash the build (injc verify) before evaluating.")
@@ -448,9 +455,11 @@ def verbatim_candidates(manifest, checkpoint, out_file, count, prefix, suffix, s
 @click.option("--baseline", type=click.Path(file_okay=False),
               help="A checkpoint that never saw the inserted data (the clean run, `injc build --clean`): each "
                    "forgetting batch is compared with itself under it, row by row.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Sequences per forward pass (on CUDA, under bf16 autocast).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_user_errors
-def eval_command(manifest, more_checkpoints, checkpoints, out_dir, full_verify, judge, baseline, quiet):
+def eval_command(manifest, more_checkpoints, checkpoints, out_dir, full_verify, judge, baseline, batch_size, quiet):
     """Measure every experiment of MANIFEST on checkpoints: report.json, report.md and PNG plots under --out."""
     try:
         from injc.evals.report import evaluate, summary_lines
@@ -464,7 +473,29 @@ def eval_command(manifest, more_checkpoints, checkpoints, out_dir, full_verify, 
         if problems:
             raise InjcError("the build does not match its manifest (injc verify):", *(f"  {p}" for p in problems))
     report = evaluate(manifest, [*checkpoints, *more_checkpoints], out_dir, progress=not quiet, judge=judge,
-                      baseline=baseline, on_warning=lambda warning: click.echo(f"injc: warning: {warning}", err=True))
+                      baseline=baseline, on_warning=lambda warning: click.echo(f"injc: warning: {warning}", err=True),
+                      batch_size=batch_size)
     for line in summary_lines(report):
         click.echo(line)
     click.echo(f"wrote {out_dir}/report.json, report.md and plots")
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(exists=True))
+@click.option("--to", "to", required=True, type=click.Choice(["hf", "litgpt"]),
+              help="hf: a Hugging Face folder (from a LitGPT checkpoint or nanoGPT's ckpt.pt); litgpt: a LitGPT "
+                   "checkpoint (from a Hugging Face GPT-NeoX, Llama or OLMo-2 folder).")
+@click.option("--out", "out_dir", required=True, type=click.Path(), help="The folder to write.")
+@click.option("--manifest", type=click.Path(dir_okay=False),
+              help="The build whose tokenizer goes into the HF folder (default: the one the checkpoint's "
+                   "train_state.json names).")
+@click.option("--force", is_flag=True, help="Replace --out if it exists.")
+@_user_errors
+def convert(checkpoint, to, out_dir, manifest, force):
+    """Convert CHECKPOINT between LitGPT's format and a Hugging Face folder (LitGPT's own weight converters)."""
+    try:
+        from injc.train.hf import convert as run_convert
+    except ImportError as error:
+        raise InjcError(f"convert needs torch, litgpt and transformers ({error.name} is missing): "
+                        "pip install torch==2.13.0 && pip install -e '.[train,hf]'") from None
+    click.echo(f"wrote {run_convert(checkpoint, to, out_dir, manifest, force)}")

@@ -17,10 +17,11 @@ from injc.errors import InjcError
 from injc.evals import canaries, contamination, forgetting, generic, knowledge, math, poisoning, verbatim, watermark
 from injc.evals.context import EvalContext
 from injc.evals.markdown import headline, render
-from injc.evals.model import Scorer
+from injc.evals.model import BATCH, Scorer
 from injc.evals.plots import write_plots
 from injc.shards.manifest import identity_differences, load_manifest
 from injc.shards.stream import TokenStream
+from injc.train.hf import embedding_rows_and_context
 
 FAMILIES = {
     "canaries": canaries.evaluate,
@@ -74,16 +75,20 @@ def manifest_warnings(train_state: dict | None, manifest, checkpoint: str | Path
     return []
 
 
-def evaluate_checkpoint(manifest_path: str | Path, checkpoint: str | Path, progress: bool = True,
-                        judge: str | Path | None = None, baseline: str | Path | None = None) -> dict:
+def evaluate_checkpoint(manifest_path: str | Path, checkpoint: "str | Path | Scorer", progress: bool = True,
+                        judge: str | Path | None = None, baseline: str | Path | None = None,
+                        batch_size: int = BATCH) -> dict:
     """One checkpoint's report; `judge` (a checkpoint) judges generations where a family needs it (poisoning);
     `baseline` (a checkpoint that never saw the inserted data, the clean run) is the paired control where a family
-    uses one (forgetting)."""
+    uses one (forgetting). Each checkpoint is a LitGPT or Hugging Face folder; `batch_size` sequences share a
+    forward pass; a Scorer already loaded (a notebook's, a benchmark's) is used as it is."""
     manifest = load_manifest(manifest_path)
     TokenStream(manifest)  # refuses shards whose sizes differ from the manifest
-    scorer = Scorer(checkpoint, manifest.data["layout"]["eos_id"])
-    judge_scorer = Scorer(judge, manifest.data["layout"]["eos_id"]) if judge is not None else None
-    baseline_scorer = Scorer(baseline, manifest.data["layout"]["eos_id"]) if baseline is not None else None
+    eos = manifest.data["layout"]["eos_id"]
+    scorer, judge_scorer, baseline_scorer = (
+        folder if folder is None or isinstance(folder, Scorer) else Scorer(folder, eos, batch_size=batch_size)
+        for folder in (checkpoint, judge, baseline))
+    checkpoint = scorer.checkpoint
     ctx = EvalContext.open(manifest, scorer, judge_scorer, baseline_scorer)
     experiments = {}
     for entry in tqdm(manifest.experiments, desc=f"eval {Path(checkpoint).name}", disable=not progress,
@@ -110,25 +115,27 @@ def json_safe(value):
 
 
 def check_checkpoints(manifest_path: str | Path, checkpoints: list[Path], others: dict[str, Path | None]) -> list[str]:
-    """Before any evaluation: every checkpoint (and judge, baseline) is a LitGPT folder whose embedding has a row
-    for every id of the build (else one error line each); returns the warnings of checkpoints trained on another
-    build, so they are said at once rather than after the evaluation."""
-    from litgpt import Config
-
+    """Before any evaluation: every checkpoint (and judge, baseline) is a LitGPT or Hugging Face folder whose
+    embedding has a row for every id of the build and whose context holds a row (seq_len − 1 tokens), else one
+    error line each; returns the warnings of checkpoints trained on another build, so they are said at once rather
+    than after the evaluation."""
     manifest = load_manifest(manifest_path)
-    vocab = manifest.data["layout"]["vocab_size"]
+    vocab, context = manifest.data["layout"]["vocab_size"], manifest.layout.seq_len - 1
     problems, warnings = [], []
     named = [("--checkpoint", c) for c in checkpoints] + [(f"--{k}", v) for k, v in others.items() if v is not None]
     for option, folder in named:
         folder = Path(folder)
-        if not (folder / "lit_model.pth").is_file() or not (folder / "model_config.yaml").is_file():
-            problems.append(f"{option} {str(folder)!r} is not a checkpoint folder (lit_model.pth and "
-                            f"model_config.yaml)")
+        try:
+            rows, positions = embedding_rows_and_context(folder, option)
+        except InjcError as error:
+            problems += error.problems
             continue
-        rows = Config.from_file(folder / "model_config.yaml").padded_vocab_size
         if rows < vocab:
             problems.append(f"{option} {str(folder)!r} has {rows:,} embedding rows but the build's tokenizer has "
                             f"{vocab:,} ids: it was trained with another tokenizer")
+        if positions is not None and positions < context:
+            problems.append(f"{option} {str(folder)!r} has context {positions:,} but the build's rows need "
+                            f"{context:,} (seq_len − 1)")
         if option == "--checkpoint":
             state = folder / "train_state.json"
             warnings += manifest_warnings(json.loads(state.read_text()) if state.is_file() else None, manifest, folder)
@@ -153,7 +160,7 @@ def summary_lines(report: dict) -> list[str]:
 
 def evaluate(manifest_path: str | Path, checkpoints: list[str | Path], out: str | Path,
              progress: bool = True, judge: str | Path | None = None, baseline: str | Path | None = None,
-             on_warning=None) -> dict:
+             on_warning=None, batch_size: int = BATCH) -> dict:
     """Evaluate each checkpoint (folders or globs; sorted by training steps) and write report.json, report.md and
     plots to `out`. Each report's `warnings` says when a checkpoint was trained on another manifest; `on_warning`
     (a callable) hears each one before the evaluation starts."""
@@ -163,7 +170,7 @@ def evaluate(manifest_path: str | Path, checkpoints: list[str | Path], out: str 
     for warning in check_checkpoints(manifest_path, checkpoints, {"judge": judge, "baseline": baseline}):
         if on_warning is not None:
             on_warning(warning)
-    reports = [evaluate_checkpoint(manifest_path, c, progress, judge, baseline) for c in checkpoints]
+    reports = [evaluate_checkpoint(manifest_path, c, progress, judge, baseline, batch_size) for c in checkpoints]
     reports.sort(key=lambda r: (r["steps_done"] is None, r["steps_done"] or 0))
     report = json_safe(reports[0] if len(reports) == 1 else {"checkpoints": reports})
     out = Path(out)

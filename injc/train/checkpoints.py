@@ -12,11 +12,24 @@ import torch
 from injc.errors import InjcError
 from injc.shards.manifest import Manifest
 from injc.train.fsdp import full_state, load_optimizer
+from injc.train.hf import (
+    HF,
+    build_tokenizer,
+    checkpoint_format,
+    hf_to_litgpt,
+    litgpt_config,
+    litgpt_to_hf,
+    read_hf_config,
+    save_hf_folder,
+)
 
 
 def init_checkpoint(folder: Path, manifest: Manifest):
-    """(LitGPT Config, state dict) of a checkpoint to continue from; see `checkpoint_config`."""
+    """(LitGPT Config, state dict) of a checkpoint to continue from (see `checkpoint_config`); a Hugging Face
+    folder is converted with LitGPT's own converter on the way in."""
     config = checkpoint_config(folder, manifest.data["layout"]["vocab_size"], manifest.layout.seq_len)
+    if checkpoint_format(folder, "--init") == HF:
+        return hf_to_litgpt(folder, config.block_size)
     try:
         state = torch.load(Path(folder) / "lit_model.pth", map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises EOFError, RuntimeError or its loader's own error for a bad file
@@ -26,15 +39,16 @@ def init_checkpoint(folder: Path, manifest: Manifest):
 
 
 def checkpoint_config(folder: Path, vocab: int, seq_len: int):
-    """The LitGPT Config of a checkpoint folder that a run of `seq_len`-token rows over `vocab` ids can continue:
-    block_size ≥ seq_len − 1 and an embedding with a row for every id; anything else is a clear error."""
+    """The LitGPT Config of a checkpoint folder (LitGPT's, or a Hugging Face folder of an architecture LitGPT
+    converts) that a run of `seq_len`-token rows over `vocab` ids can continue: block_size ≥ seq_len − 1 and an
+    embedding with a row for every id; anything else is a clear error."""
     from litgpt import Config
 
     folder = Path(folder)
-    missing = [name for name in ("lit_model.pth", "model_config.yaml") if not (folder / name).is_file()]
-    if missing:
-        raise InjcError(f"--init {str(folder)!r} is not a LitGPT checkpoint folder (no {', '.join(missing)})")
-    config = Config.from_file(folder / "model_config.yaml")
+    if checkpoint_format(folder, "--init") == HF:
+        config = litgpt_config(read_hf_config(folder), folder, folder.name, seq_len - 1)
+    else:
+        config = Config.from_file(folder / "model_config.yaml")
     context = seq_len - 1
     problems = []
     if config.padded_vocab_size < vocab:
@@ -49,9 +63,10 @@ def checkpoint_config(folder: Path, vocab: int, seq_len: int):
 
 
 def save_checkpoint(folder: Path, weights_and_moments: tuple[dict, dict], config, steps_done: int, manifest: Manifest,
-                init: str | None, settings: dict) -> None:
-    """Write a checkpoint ((model, optimizer) state dicts) into a hidden temporary folder, then rename it into
-    place: a checkpoint folder is always whole, whenever the process dies (an older one is swapped out first)."""
+                init: str | None, settings: dict, hf: bool = False) -> None:
+    """Write a checkpoint ((model, optimizer) state dicts; with `hf` also its Hugging Face folder `hf/`) into a
+    hidden temporary folder, then rename it into place: a checkpoint folder is always whole, whenever the process
+    dies (an older one is swapped out first)."""
     from litgpt.utils import save_config
 
     partial, old = folder.with_name(f".{folder.name}.tmp"), folder.with_name(f".{folder.name}.old")
@@ -64,6 +79,10 @@ def save_checkpoint(folder: Path, weights_and_moments: tuple[dict, dict], config
     state = {"steps_done": steps_done, "manifest": str(manifest.root / "manifest.json"), **manifest.identity,
              "init": init, "settings": settings}
     (partial / "train_state.json").write_text(json.dumps(state, indent=2) + "\n")
+    if hf:
+        weights = {key: value.detach().cpu() for key, value in weights_and_moments[0].items()}
+        tokenizer = build_tokenizer(manifest.root / "manifest.json")
+        save_hf_folder(partial / "hf", *litgpt_to_hf(config, weights), *tokenizer, partial / "train_state.json")
     if folder.exists():
         folder.rename(old)
     partial.rename(folder)

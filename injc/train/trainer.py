@@ -47,6 +47,7 @@ from injc.train.folders import (
     resolve_settings,
 )
 from injc.train.fsdp import fsdp_strategy
+from injc.train.hf import hf_config_of
 from injc.train.noise import attach_embedding_noise
 from injc.train.tracking import close_logger, experiment_logger
 
@@ -57,7 +58,8 @@ class TrainConfig:
     """A LitGPT config name (e.g. pythia-14m) or a YAML file of LitGPT Config fields (None with `init`)."""
     out: Path
     init: Path | None = None
-    """Start from this LitGPT checkpoint's weights and config (continued pretraining) instead of a fresh model."""
+    """Start from this checkpoint's weights and config (continued pretraining) instead of a fresh model: a LitGPT
+    checkpoint, or a Hugging Face folder of an architecture LitGPT converts (GPT-NeoX, Llama, OLMo-2)."""
     init_optimizer: bool = False
     """With `init`: also load its optimizer.pth (AdamW moments); otherwise the optimizer starts fresh."""
     micro_batch_size: int | None = None
@@ -100,6 +102,9 @@ class TrainConfig:
     logger: str | None = None
     """Also log loss, learning rate and tokens/s per step with a Lightning logger: 'csv', 'tensorboard' or 'wandb'
     (under OUT/logs/; see injc.train.tracking). metrics.jsonl is written either way."""
+    hf: bool = False
+    """Also write every checkpoint as a Hugging Face folder (`<checkpoint>/hf`: config.json, model.safetensors and
+    the build's tokenizer), which transformers, vLLM and lm-evaluation-harness load."""
 
 
 def learning_rate(step: int, total: int, config: TrainConfig) -> float:
@@ -227,6 +232,8 @@ def _train(manifest: Manifest, config: TrainConfig, total: int, progress: bool) 
         model_cfg, init_state = init_checkpoint(config.init, manifest)
     else:
         model_cfg, init_state = model_config(config.model, manifest), None
+    if config.hf:
+        hf_config_of(model_cfg)  # a model transformers has no counterpart for is refused before any step
     out = Path(config.out)
     world = config.devices * config.num_nodes
     sharded = config.strategy == "fsdp" and world > 1
@@ -277,7 +284,7 @@ def _train(manifest: Manifest, config: TrainConfig, total: int, progress: bool) 
     def save(folder: Path, steps_done: int) -> None:
         state = gathered(model, optimizer, sharded, lead)
         if lead:
-            save_checkpoint(folder, state, model_cfg, steps_done, manifest, init, settings)
+            save_checkpoint(folder, state, model_cfg, steps_done, manifest, init, settings, config.hf)
         fabric.barrier()
 
     noise = attach_embedding_noise(manifest, model.transformer.wte)

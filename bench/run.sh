@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Every benchmark figure of docs/benchmarks.md, each next to its anchor measured in the same run.
-#   bash bench/run.sh            (about 10 minutes on 2 cores; add --huge to bench_scale.py for 100M copies)
+#   bash bench/run.sh            (about 15 minutes on 2 cores; add --huge to bench_scale.py for 100M copies)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "== P1 build throughput, schedule (bench_compiler.py)"
 python3 bench/bench_compiler.py --ray
 echo "== P4 trainer overhead, devices and strategies, litgpt pretrain (bench_train.py)"
 python3 bench/bench_train.py --litgpt
+echo "== P7 eval throughput (bench_eval.py)"
+python3 bench/bench_eval.py
 echo "== start-up of injc --help, inspect, locate (bench_startup.py)"
 python3 bench/bench_startup.py
 echo "== P2, P3, P5, inspect/verify, export (bench_scale.py)"

@@ -1,4 +1,6 @@
-"""The `injc` command: thin click glue over the Python API (one function per subcommand).
+"""The `injc` command: thin click glue over the Python API (one function per subcommand). This file holds the
+group, the error handling and the data commands (check, build, inspect, verify, export, locate); the commands
+that take a model (train, eval, run, cpdt, verbatim-candidates, convert) are in cli_models.py.
 
     injc build examples/demo/plan.toml --out out/demo
     injc inspect out/demo/manifest.json [--json] [--plot density.png] [--step 12]
@@ -18,7 +20,6 @@ from pathlib import Path
 import click
 
 from injc.errors import InjcError, Interrupted
-from injc.train.tracking import LOGGERS
 
 ON_INTERRUPT = {"build": "run the same command again to resume (finished shards are kept)",
                 "cpdt": "run the same command again to continue with the rows not finished",
@@ -26,7 +27,7 @@ ON_INTERRUPT = {"build": "run the same command again to resume (finished shards 
 """What an interrupted command leaves and how to continue, when there is more to say than 'interrupted'."""
 
 
-def _user_errors(command):
+def user_errors(command):
     """Turn InjcError (and OSError) into its lines on stderr and exit code 2; Ctrl-C into one line and 130."""
 
     @wraps(command)
@@ -83,7 +84,7 @@ def main():
                                "(one copy; the folder is also its export, see docs/trainers.md).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@_user_errors
+@user_errors
 def build(plan, out_dir, clean, force, workers, only, seed, until_step, extend, executor, ray_address, target, quiet,
           as_json):
     """Compile PLAN (a TOML file) into shards, insertions.parquet and manifest.json under --out."""
@@ -117,7 +118,7 @@ def build(plan, out_dir, clean, force, workers, only, seed, until_step, extend, 
 
 @main.command()
 @click.argument("plan", type=click.Path(dir_okay=False))
-@_user_errors
+@user_errors
 def check(plan):
     """Validate PLAN and every input it names, and estimate whether the corpus is long enough; writes nothing.
 
@@ -135,7 +136,7 @@ def check(plan):
               help="Draw insertion density over steps to this PNG (and print only where it went).")
 @click.option("--step", type=click.IntRange(min=0), help="List every insertion of this step.")
 @click.option("--text", "show_text", is_flag=True, help="With --step: each payload decoded to text.")
-@_user_errors
+@user_errors
 def inspect(manifest, as_json, plot, step, show_text):
     """Show what MANIFEST's build injected where: per experiment, and per step."""
     from injc.shards.inspect import inspect as run_inspect
@@ -158,7 +159,7 @@ def inspect(manifest, as_json, plot, step, show_text):
 
 @main.command()
 @click.argument("manifest", type=click.Path())
-@_user_errors
+@user_errors
 def verify(manifest):
     """Re-read every byte of MANIFEST's build and, for an `injc export` folder (or a `--target` build, which is
     both), its files' hashes and that its rows in the trainer's order are the manifest's steps; exit 1 on any
@@ -189,7 +190,7 @@ def verify(manifest):
 @click.option("--num-ranks", type=click.IntRange(min=1), default=1, show_default=True,
               help="litdata: the data-parallel ranks (each reads batch_size / ranks rows a step).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Export folder (new).")
-@_user_errors
+@user_errors
 def export(manifest, target, seed, num_workers, num_ranks, out_dir):
     """Write MANIFEST's build in a trainer's own order and format, so that the trainer's own loader, with the
     settings export.json states, serves the manifest's step k at step k (see docs/trainers.md)."""
@@ -212,7 +213,7 @@ def export(manifest, target, seed, num_workers, num_ranks, out_dir):
               help="An injc export folder: also give the file and row the trainer reads each occurrence from.")
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON object: the queries searched, every occurrence, and the counts (also when none).")
-@_user_errors
+@user_errors
 def locate(manifest, text, tokens, experiment, item, export_dir, as_json):
     """Every occurrence of a token sequence in the stream: offset, step, row, col, and whether it is a recorded
     insertion (experiment, item, repetition) or natural text. --text searches the text as given and after a space
@@ -254,248 +255,4 @@ def locate(manifest, text, tokens, experiment, item, export_dir, as_json):
                f"{total['natural']:,} natural" + (f" (searched {searched})" if searched else ""))
 
 
-def _step_list(ctx, param, value):
-    if not value:
-        return ()
-    try:
-        steps = tuple(int(v) for v in value.split(","))
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated step counts, got {value!r}") from None
-    if any(s < 1 for s in steps):
-        raise click.BadParameter("step counts must be ≥ 1")
-    return steps
-
-
-@main.command()
-@click.argument("manifest", type=click.Path())
-@click.option("--model", help="LitGPT config name (e.g. pythia-14m) or a YAML file of Config fields (a fresh model).")
-@click.option("--init", "init", type=click.Path(file_okay=False),
-              help="Continue from this checkpoint (its weights and config) instead of --model: a LitGPT folder, or "
-                   "a Hugging Face folder of GPT-NeoX/Pythia, Llama or OLMo-2 (converted by LitGPT's converter).")
-@click.option("--init-optimizer", is_flag=True, help="With --init: load its optimizer.pth too (default: fresh AdamW).")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run folder.")
-@click.option("--micro-batch-size", type=click.IntRange(min=1),
-              help="Rows per forward pass (gradients accumulate to one step per manifest step). Default: 4.")
-@click.option("--steps", type=click.IntRange(min=1), help="Train only the first N steps.")
-@click.option("--save-steps", callback=_step_list,
-              help="Checkpoint after exactly these step counts, a list: 100,250,1000 (see --save-every).")
-@click.option("--save-every", type=click.IntRange(min=1),
-              help="Checkpoint after every N steps: 100 saves after steps 100, 200, ... (see --save-steps).")
-@click.option("--resume", is_flag=True, help="Continue after the latest checkpoint in --out (same manifest only).")
-@click.option("--force", is_flag=True, help="Replace an earlier run in --out (a folder holding only what injc "
-                                           "train writes). Without --resume or --force, --out must be empty.")
-@click.option("--audit", is_flag=True, help="Write OUT/audit.jsonl: sha256 of every step's batch.")
-@click.option("--verify", "full_verify", is_flag=True, help="Re-hash every shard before training.")
-@click.option("--lr", type=float, help="Peak learning rate. Default: 4e-4.")
-@click.option("--min-lr", type=float, help="Learning rate at the end of the cosine decay. Default: 4e-5.")
-@click.option("--warmup-steps", type=click.IntRange(min=0), help="Default: 10% of the run, at most 2,000.")
-@click.option("--weight-decay", type=float, help="AdamW weight decay. Default: 0.1.")
-@click.option("--grad-clip", type=float, help="Max gradient norm, 0 = no clipping. Default: 1.0.")
-@click.option("--seed", type=int, help="Model init seed (default: the plan's seed).")
-@click.option("--override-settings", is_flag=True,
-              help="With --resume: settings given here replace the recorded ones. Without it a resumed run keeps "
-                   "every recorded setting (--lr, --min-lr, --warmup-steps, --weight-decay, --grad-clip, "
-                   "--micro-batch-size, --seed), and a different value given is an error.")
-@click.option("--device", help="cpu, cuda, ... (default: cuda when available).")
-@click.option("--devices", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Processes on this machine (Lightning Fabric DDP; spawned by this command). Each step still "
-                   "consumes exactly the step's batch: rank r takes rows [r·B/N, (r+1)·B/N).")
-@click.option("--num-nodes", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Machines (launch one process per device on each, as Fabric does: torchrun or Slurm).")
-@click.option("--strategy", type=click.Choice(["ddp", "fsdp"]), default="ddp", show_default=True,
-              help="Several devices: ddp (each rank holds the whole model) or fsdp (parameters, gradients and "
-                   "optimizer state sharded over the ranks).")
-@click.option("--logger", type=click.Choice(LOGGERS),
-              help="Also log loss, learning rate and tokens/s per step under OUT/logs/ (Lightning's loggers; "
-                   "wandb honours WANDB_MODE=offline). metrics.jsonl is written either way.")
-@click.option("--hf", is_flag=True, help="Also write every checkpoint as a Hugging Face folder (<checkpoint>/hf), "
-                                        "which transformers, vLLM and lm-evaluation-harness load.")
-@click.option("--quiet", is_flag=True, help="No progress bar and no closing summary.")
-@_user_errors
-def train(manifest, model, init, init_optimizer, out_dir, micro_batch_size, steps, save_steps, save_every, resume,
-          force, audit, full_verify, lr, min_lr, warmup_steps, weight_decay, grad_clip, seed, override_settings,
-          device, devices, num_nodes, strategy, logger, hf, quiet):
-    """Train a LitGPT model on MANIFEST's shards, step-exact: step s is exactly stream[s*B*L:(s+1)*B*L]."""
-    try:
-        from injc.train.trainer import TrainConfig, process_rank
-        from injc.train.trainer import train as run_train
-    except ImportError as error:
-        raise InjcError(f"training needs torch and litgpt ({error.name} is missing): "
-                        "pip install torch==2.13.0 && pip install -e '.[train]'") from None
-    config = TrainConfig(model=model, out=out_dir, init=init, init_optimizer=init_optimizer,
-                         micro_batch_size=micro_batch_size, steps=steps, save_steps=save_steps,
-                         save_every=save_every, resume=resume, force=force, audit=audit, verify=full_verify, lr=lr,
-                         min_lr=min_lr, warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip,
-                         seed=seed, override_settings=override_settings, device=device, devices=devices,
-                         num_nodes=num_nodes, strategy=strategy, logger=logger, hf=hf)
-    final = run_train(manifest, config, progress=not quiet)
-    if process_rank(config) == 0:  # one line, not one per process
-        click.echo(f"trained: {final}")
-
-
-@main.command()
-@click.argument("plan", type=click.Path(dir_okay=False))
-@click.option("--checkpoint", required=True, type=click.Path(file_okay=False),
-              help="The checkpoint every row continues from: LitGPT's, or a Hugging Face GPT-NeoX, Llama or OLMo-2 "
-                   "folder (its vocabulary and context must fit the plan).")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Design folder.")
-@click.option("--steps", type=click.IntRange(min=1), help="Steps per row (default: the plan's run; never more).")
-@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Repeats: seed s moves placements, items (plan seed + s) and the corpus window (s runs further "
-                   "in); p-values test over seeds, over items with 1.")
-@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Rows trained at once, in separate processes.")
-@click.option("--fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              help="Each experiment's share of a row's tokens, by rescaling its copies (default: the plan's shares; "
-                   "explicit placements keep theirs).")
-@click.option("--lr", type=float, default=4e-4, show_default=True)
-@click.option("--min-lr", type=float, default=4e-5, show_default=True)
-@click.option("--warmup-steps", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--micro-batch-size", type=click.IntRange(min=1), default=4, show_default=True)
-@click.option("--device", help="cpu, cuda, ... (default: cuda when available).")
-@click.option("--logger", type=click.Choice(LOGGERS),
-              help="Also log each row's training under its run folder (SEED/ROW/run/logs/).")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-@_user_errors
-def cpdt(plan, checkpoint, out_dir, steps, seeds, jobs, fraction, lr, min_lr, warmup_steps, micro_batch_size, device,
-         logger, quiet):
-    """Continual pretraining dependence test: one short run from --checkpoint per row (none, each experiment
-    alone, all), every experiment's outcome after each; writes cpdt.json, cpdt.md and cpdt.png under --out.
-
-    A killed run continues with the rows it has not finished when the same command is run again.
-    """
-    try:
-        from injc.evals.cpdt import CpdtConfig
-        from injc.evals.cpdt import cpdt as run_cpdt
-    except ImportError as error:
-        raise InjcError(f"cpdt needs torch and litgpt ({error.name} is missing): "
-                        "pip install torch==2.13.0 && pip install -e '.[train]'") from None
-    config = CpdtConfig(checkpoint=checkpoint, steps=steps, seeds=seeds, jobs=jobs, lr=lr, min_lr=min_lr,
-                        warmup_steps=warmup_steps, micro_batch_size=micro_batch_size, device=device,
-                        fraction=fraction, logger=logger)
-    run_cpdt(plan, config, out_dir, progress=not quiet)
-    click.echo(f"wrote {out_dir}/cpdt.json, cpdt.md and cpdt.png")
-
-
-@main.command(name="run")
-@click.argument("plan", type=click.Path(dir_okay=False))
-@click.option("--model", help="LitGPT config name or YAML file of Config fields (a fresh model).")
-@click.option("--init", "init", type=click.Path(file_okay=False),
-              help="Instead of --model: continue from this checkpoint (weights and config): LitGPT's, or a Hugging "
-                   "Face GPT-NeoX, Llama or OLMo-2 folder.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Loop folder: build/, train/, control.jsonl, control.png, eval/.")
-@click.option("--micro-batch-size", type=click.IntRange(min=1), default=4, show_default=True)
-@click.option("--lr", type=float, default=4e-4, show_default=True)
-@click.option("--min-lr", type=float, default=4e-5, show_default=True)
-@click.option("--seed", type=int, help="Model init seed (default: the plan's seed).")
-@click.option("--device", help="cpu, cuda, ... (default: cuda when available).")
-@click.option("--no-eval", is_flag=True, help="Skip the final injc eval of the last checkpoint.")
-@click.option("--logger", type=click.Choice(LOGGERS),
-              help="Also log training (OUT/train/logs/) and each window's probe, target and count (OUT/logs/).")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
-@_user_errors
-def run_command(plan, model, init, out_dir, micro_batch_size, lr, min_lr, seed, device, no_eval, logger, quiet):
-    """The dynamic-control loop for per_window = "dynamic" experiments: build a window, train to its end, probe,
-    decide the next window's count (the paper's Algorithm 1 or the plan's controller), ..., evaluate.
-
-    Killed at any moment, the same command continues from the last finished window with identical results.
-    """
-    try:
-        from injc.evals.control import RunConfig, probe_table, run
-    except ImportError as error:
-        raise InjcError(f"run needs torch and litgpt ({error.name} is missing): "
-                        "pip install torch==2.13.0 && pip install -e '.[train]'") from None
-    summary = run(RunConfig(Path(plan), Path(out_dir), model=model, init=Path(init) if init else None,
-                            micro_batch_size=micro_batch_size, lr=lr, min_lr=min_lr, device=device, seed=seed,
-                            evaluate=not no_eval, progress=not quiet, logger=logger))
-    click.echo(probe_table(summary), nl=False)
-    click.echo(f"final probe {', '.join(f'{k} {v:.4f}' for k, v in summary['final_probe'].items())}; wrote "
-               f"{out_dir}/control.jsonl, control.png" + ("" if no_eval else ", eval/"))
-
-
-@main.command(name="verbatim-candidates")
-@click.argument("manifest", type=click.Path())
-@click.option("--checkpoint", required=True, type=click.Path(file_okay=False),
-              help="The model to test windows on: a LitGPT checkpoint or a Hugging Face folder.")
-@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False),
-              help="JSONL to write: one {\"tokens\", \"offset\"} per window (verbatim-removal's file).")
-@click.option("--count", type=click.IntRange(min=1), default=1000, show_default=True, help="Stop after this many.")
-@click.option("--prefix", type=click.IntRange(min=1), default=25, show_default=True)
-@click.option("--suffix", type=click.IntRange(min=1), default=25, show_default=True)
-@click.option("--stride", type=click.IntRange(min=1), help="Tokens between window starts (default: prefix + suffix).")
-@click.option("--max-windows", type=click.IntRange(min=1), help="Scan at most this many windows.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-@_user_errors
-def verbatim_candidates(manifest, checkpoint, out_file, count, prefix, suffix, stride, max_windows, quiet):
-    """Windows of MANIFEST's stream that --checkpoint completes verbatim (greedy continuation of the prefix equals
-    the suffix; windows inside one row, without EOS), the paper's selection for verbatim removal."""
-    try:
-        from injc.evals.verbatim import candidates
-    except ImportError as error:
-        raise InjcError(f"verbatim-candidates needs torch and litgpt ({error.name} is missing): "
-                        "pip install torch==2.13.0 && pip install -e '.[train]'") from None
-    found = candidates(manifest, checkpoint, out_file, count, prefix, suffix, stride, max_windows, not quiet)
-    click.echo(f"wrote {out_file}: {len(found):,} windows completed verbatim")
-
-
-@main.command(name="eval")
-@click.argument("manifest", type=click.Path())
-@click.argument("more_checkpoints", nargs=-1, type=click.Path(file_okay=False), metavar="[CHECKPOINT]...")
-@click.option("--checkpoint", "checkpoints", required=True, multiple=True,
-              help="A checkpoint folder: LitGPT's (lit_model.pth + model_config.yaml) or a Hugging Face model "
-                   "folder (config.json + safetensors), scored on the build's token ids. For curves: repeat it, "
-                   "list more folders after it (what the shell makes of --checkpoint runs/r/step-*), or quote a glob "
-                   "(--checkpoint 'runs/r/step-*').")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Report folder.")
-@click.option("--verify", "full_verify", is_flag=True, help="Re-hash the build (injc verify) before evaluating.")
-@click.option("--judge", type=click.Path(file_okay=False),
-              help="A checkpoint that judges generations by perplexity (denial-of-service poisoning), e.g. the "
-                   "clean control run's model.")
-@click.option("--baseline", type=click.Path(file_okay=False),
-              help="A checkpoint that never saw the inserted data (the clean run, `injc build --clean`): each "
-                   "forgetting batch is compared with itself under it, row by row.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
-              help="Sequences per forward pass (on CUDA, under bf16 autocast).")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-@_user_errors
-def eval_command(manifest, more_checkpoints, checkpoints, out_dir, full_verify, judge, baseline, batch_size, quiet):
-    """Measure every experiment of MANIFEST on checkpoints: report.json, report.md and PNG plots under --out."""
-    try:
-        from injc.evals.report import evaluate, summary_lines
-    except ImportError as error:
-        raise InjcError(f"evals need torch and litgpt ({error.name} is missing): "
-                        "pip install torch==2.13.0 && pip install -e '.[train]'") from None
-    if full_verify:
-        from injc.shards.verify import verify as run_verify
-
-        problems = run_verify(manifest)
-        if problems:
-            raise InjcError("the build does not match its manifest (injc verify):", *(f"  {p}" for p in problems))
-    report = evaluate(manifest, [*checkpoints, *more_checkpoints], out_dir, progress=not quiet, judge=judge,
-                      baseline=baseline, on_warning=lambda warning: click.echo(f"injc: warning: {warning}", err=True),
-                      batch_size=batch_size)
-    for line in summary_lines(report):
-        click.echo(line)
-    click.echo(f"wrote {out_dir}/report.json, report.md and plots")
-
-
-@main.command()
-@click.argument("checkpoint", type=click.Path(exists=True))
-@click.option("--to", "to", required=True, type=click.Choice(["hf", "litgpt"]),
-              help="hf: a Hugging Face folder (from a LitGPT checkpoint or nanoGPT's ckpt.pt); litgpt: a LitGPT "
-                   "checkpoint (from a Hugging Face GPT-NeoX, Llama or OLMo-2 folder).")
-@click.option("--out", "out_dir", required=True, type=click.Path(), help="The folder to write.")
-@click.option("--manifest", type=click.Path(dir_okay=False),
-              help="The build whose tokenizer goes into the HF folder (default: the one the checkpoint's "
-                   "train_state.json names).")
-@click.option("--force", is_flag=True, help="Replace --out if it exists.")
-@_user_errors
-def convert(checkpoint, to, out_dir, manifest, force):
-    """Convert CHECKPOINT between LitGPT's format and a Hugging Face folder (LitGPT's own weight converters)."""
-    try:
-        from injc.train.hf import convert as run_convert
-    except ImportError as error:
-        raise InjcError(f"convert needs torch, litgpt and transformers ({error.name} is missing): "
-                        "pip install torch==2.13.0 && pip install -e '.[train,hf]'") from None
-    click.echo(f"wrote {run_convert(checkpoint, to, out_dir, manifest, force)}")
+import injc.cli_models  # noqa: E402,F401  (registers the model commands on `main`)

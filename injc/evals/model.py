@@ -60,7 +60,7 @@ class HFModel:
     def __init__(self, folder: Path, device: torch.device):
         from transformers import AutoModelForCausalLM
 
-        self.model = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32).to(device)
+        self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).to(device)
         self.context = hf_context(read_hf_config(folder)) or 2 ** 31
 
     def logits(self, tokens: torch.Tensor) -> torch.Tensor:

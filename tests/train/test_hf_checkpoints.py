@@ -38,7 +38,7 @@ def hf_folder(path, architecture: str, seed: int = 0, **more):
 
 
 def hf_logits(folder, tokens):
-    model = transformers.AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32).eval()
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     with torch.no_grad():
         return model(input_ids=tokens).logits
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from injc.errors import InjcError
 from injc.train.hf import HF, checkpoint_format, hf_context, read_hf_config
 
 BATCH = 16
@@ -60,7 +61,17 @@ class HFModel:
     def __init__(self, folder: Path, device: torch.device):
         from transformers import AutoModelForCausalLM
 
-        self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).to(device)
+        try:
+            model, loading = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32,
+                                                                  output_loading_info=True)
+        except Exception as error:  # transformers raises many types for a folder it cannot load
+            raise InjcError(f"{str(folder)!r}: transformers cannot load it "
+                            f"({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
+        if loading["missing_keys"] or loading["mismatched_keys"]:  # transformers would fill them in at random
+            missing = sorted(loading["missing_keys"]) + [key for key, *_ in loading["mismatched_keys"]]
+            raise InjcError(f"{str(folder)!r}: transformers cannot load it (its weights do not match its "
+                            f"config.json: {len(missing)} missing or misshapen, e.g. {missing[0]!r})")
+        self.model = model.to(device)
         self.context = hf_context(read_hf_config(folder)) or 2 ** 31
 
     def logits(self, tokens: torch.Tensor) -> torch.Tensor:

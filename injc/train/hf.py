@@ -78,9 +78,16 @@ def _model_type(config: dict, folder) -> str:
 def litgpt_config(config: dict, folder, name: str, context: int | None = None) -> "object":
     """The LitGPT Config that computes what an HF GPT-NeoX, Llama or OLMo-2 config describes (block_size: its
     positions, else `context`, else 4096)."""
+    model_type = _model_type(config, folder)
+    try:
+        return _litgpt_config(config, folder, name, context, model_type)
+    except KeyError as error:
+        raise InjcError(f"{str(folder)!r}: config.json has no {error} for its {model_type} model") from None
+
+
+def _litgpt_config(config: dict, folder, name: str, context: int | None, model_type: str):
     from litgpt import Config
 
-    model_type = _model_type(config, folder)
     common = dict(name=name, block_size=hf_context(config) or context or 4096, vocab_size=config["vocab_size"],
                   padded_vocab_size=config["vocab_size"], n_layer=config["num_hidden_layers"],
                   n_embd=config["hidden_size"], n_head=config["num_attention_heads"],
@@ -129,8 +136,8 @@ def hf_to_litgpt(folder: str | Path, context: int | None = None):
     from litgpt.scripts import convert_hf_checkpoint as hf2lit
 
     folder = Path(folder)
-    config = litgpt_config(read_hf_config(folder), folder, folder.name, context)
-    model_type = _model_type(read_hf_config(folder), folder)
+    hf_config = read_hf_config(folder)
+    config, model_type = litgpt_config(hf_config, folder, folder.name, context), _model_type(hf_config, folder)
     copy = {"gpt_neox": partial(hf2lit.copy_weights_gpt_neox, config),
             "llama": partial(hf2lit.copy_weights_hf_llama, config, {}),
             "olmo2": partial(hf2lit.copy_weights_olmo2, config, {})}[model_type]

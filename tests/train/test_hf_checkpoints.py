@@ -104,7 +104,9 @@ def _invoke(*args):
 
 
 def _one_error_line(result):
-    lines = result.output.strip().splitlines()
+    """The one error line of a refused command (a warning said before it, e.g. of a folder without injc's
+    train_state.json, is not an error)."""
+    lines = [line for line in result.output.strip().splitlines() if not line.startswith("injc: warning: ")]
     assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("injc: error: "), result.output
     assert "Traceback" not in result.output
     return lines[0]
@@ -120,6 +122,10 @@ def test_bad_model_folders_are_one_line_each_and_nothing_is_written(built, tmp_p
     torch.manual_seed(0)
     transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=VOCAB, n_positions=CONTEXT, n_embd=32, n_layer=1,
                                                          n_head=2)).save_pretrained(tmp_path / "gpt2")
+    no_layers = hf_folder(tmp_path / "no-layers", "llama")
+    config = json.loads((no_layers / "config.json").read_text())
+    del config["num_hidden_layers"]
+    (no_layers / "config.json").write_text(json.dumps(config))
     no_bias = tmp_path / "no-bias.yaml"  # GPT-NeoX's MLP without biases: transformers' GPT-NeoX always has them
     no_bias.write_text((built / "tiny.yaml").read_text().replace("bias: true", "bias: false"))
     cases = [
@@ -142,6 +148,10 @@ def test_bad_model_folders_are_one_line_each_and_nothing_is_written(built, tmp_p
          tmp_path / "r10"),
         (("train", manifest, "--model", no_bias, "--hf", "--out", tmp_path / "r11"), "no transformers counterpart",
          tmp_path / "r11"),
+        (("train", manifest, "--init", no_layers, "--out", tmp_path / "r12"), "config.json has no 'num_hidden_layers'",
+         tmp_path / "r12"),
+        (("eval", manifest, "--checkpoint", no_layers, "--out", tmp_path / "r13"), "transformers cannot load it",
+         tmp_path / "r13"),
     ]
     for args, message, out in cases:
         line = _one_error_line(_invoke(*args))
@@ -151,4 +161,5 @@ def test_bad_model_folders_are_one_line_each_and_nothing_is_written(built, tmp_p
     line = _one_error_line(_invoke("convert", small_vocab, "--to", "litgpt", "--out", tmp_path / "short"))
     assert "exists and is not empty (--force replaces it)" in line
     assert sorted(p.name for p in (tmp_path / "short").iterdir()) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["gpt2", "neither", "no-bias.yaml", "short", "small-vocab"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gpt2", "neither", "no-bias.yaml", "no-layers", "short",
+                                                           "small-vocab"]

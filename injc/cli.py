@@ -44,7 +44,7 @@ def user_errors(command):
         except InjcError as error:
             for line in error.problems:
                 click.echo(f"injc: error: {line}" if not line.startswith("  ") else line, err=True)
-            sys.exit(2)
+            sys.exit(getattr(error, "exit_code", 2))
         except OSError as error:  # a file system problem outside injc's control: one line, no traceback
             where = f" ({error.filename})" if error.filename else ""
             click.echo(f"injc: error: {error.strerror or error}{where}", err=True)

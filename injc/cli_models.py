@@ -149,9 +149,13 @@ def cpdt(plan, checkpoint, out_dir, steps, seeds, jobs, fraction, lr, min_lr, wa
 @click.option("--no-eval", is_flag=True, help="Skip the final injc eval of the last checkpoint.")
 @click.option("--logger", type=click.Choice(LOGGERS),
               help="Also log training (OUT/train/logs/) and each window's probe, target and count (OUT/logs/).")
+@click.option("--train-cmd", help="Train each window with this shell command instead of injc train (with --init): "
+                                  "{manifest} {data} {from_step} {to_step} {init} {out} are filled in; it must "
+                                  "leave a checkpoint (HF or LitGPT) in {out}. Output: OUT/train/window-NNNN.log.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @user_errors
-def run_command(plan, model, init, out_dir, micro_batch_size, lr, min_lr, seed, device, no_eval, logger, quiet):
+def run_command(plan, model, init, out_dir, micro_batch_size, lr, min_lr, seed, device, no_eval, logger, train_cmd,
+                quiet):
     """The dynamic-control loop for per_window = "dynamic" experiments: build a window, train to its end, probe,
     decide the next window's count (the paper's Algorithm 1 or the plan's controller), ..., evaluate.
 
@@ -164,7 +168,7 @@ def run_command(plan, model, init, out_dir, micro_batch_size, lr, min_lr, seed, 
                         "pip install torch==2.13.0 && pip install -e '.[train]'") from None
     summary = run(RunConfig(Path(plan), Path(out_dir), model=model, init=Path(init) if init else None,
                             micro_batch_size=micro_batch_size, lr=lr, min_lr=min_lr, device=device, seed=seed,
-                            evaluate=not no_eval, progress=not quiet, logger=logger))
+                            evaluate=not no_eval, progress=not quiet, logger=logger, train_cmd=train_cmd))
     click.echo(probe_table(summary), nl=False)
     click.echo(f"final probe {', '.join(f'{k} {v:.4f}' for k, v in summary['final_probe'].items())}; wrote "
                f"{out_dir}/control.jsonl, control.png" + ("" if no_eval else ", eval/"))

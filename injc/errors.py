@@ -35,5 +35,12 @@ class ManifestError(InjcError):
     """A manifest or its shards cannot be read as the format contract says."""
 
 
+class CommandFailed(InjcError):
+    """A command injc ran for the user (`injc run --train-cmd`) exited non-zero: the CLI exits with 1, not 2, since
+    the input may be fine and a rerun continue."""
+
+    exit_code = 1
+
+
 class Interrupted(Exception):
     """The user pressed Ctrl-C; the message says what was kept and how to continue. The CLI exits with 130."""

@@ -13,7 +13,8 @@ with a checkpoint step-NNNNNN/ at the end of every window, the one each decision
 control.jsonl (one record per experiment and window: window, first_step, probe, target, count, why),
 control.png (probe against target, and the counts), eval/ (the final report). Decisions are read back from
 control.jsonl, and the build and the run resume, so a run killed at any moment continues from the last finished
-window with identical results when the same command is run again.
+window with identical results when the same command is run again. With `train_cmd` each window is trained by the
+user's command instead (injc.evals.external), from the previous window's checkpoint.
 """
 
 import json
@@ -25,6 +26,7 @@ from injc.compiler.build import build
 from injc.compiler.plan import load_plan
 from injc.errors import InjcError, Interrupted
 from injc.evals.context import EvalContext
+from injc.evals.external import check_command, run_window
 from injc.evals.knowledge import probe_probabilities
 from injc.evals.model import Scorer
 from injc.evals.plots import control_plot
@@ -57,6 +59,8 @@ class RunConfig:
     logger: str | None = None
     """csv, tensorboard or wandb: each window's training (under train/logs/) and each decision's probe, target and
     count (under logs/, at the window's first step) are logged there too."""
+    train_cmd: str | None = None
+    """Train each window with this command instead of injc's trainer (see injc.evals.external); needs `init`."""
 
 
 def read_records(path: Path) -> list[dict]:
@@ -95,7 +99,12 @@ def run(config: RunConfig) -> dict:
                         'and injc train')
     if len({e.window_steps for e in dynamic}) > 1:
         raise InjcError("the dynamic experiments must share window_steps: the loop stops at one set of windows")
-    if (config.model is None) == (config.init is None):
+    if config.train_cmd is not None:
+        check_command(config.train_cmd)
+        if config.model is not None or config.init is None:
+            raise InjcError("--train-cmd continues a checkpoint: give --init (the model your trainer starts from), "
+                            "not --model")
+    elif (config.model is None) == (config.init is None):
         raise InjcError("give --model (a fresh model) or --init (continue from a checkpoint)")
     with folder_lock(Path(config.out), "run loop"):
         try:
@@ -117,6 +126,7 @@ def _loop(config: RunConfig, plan, dynamic: list) -> dict:
         counts = decided_counts(records, names)
     windows = math.ceil(steps / window)
     first = len(counts[names[0]]) - 1
+    checkpoint = config.init if first == 0 or config.train_cmd is None else out / "train" / f"window-{first - 1:04d}"
     tracker = experiment_logger(config.logger, out, first * window) if config.logger else None
     for current in range(first, windows):
         end = min((current + 1) * window, steps)
@@ -125,12 +135,7 @@ def _loop(config: RunConfig, plan, dynamic: list) -> dict:
         if written < end:
             build(config.plan, out / "build", until_step=end if end < steps else None, counts=counts,
                   control=records, progress=config.progress, force=written == 0 and (out / "build").exists())
-        started = latest_checkpoint(out / "train") is not None
-        checkpoint = train(manifest, TrainConfig(
-            model=config.model, out=out / "train", init=config.init, steps=end, save_steps=(end,),
-            resume=started, force=not started and (out / "train").exists(), micro_batch_size=config.micro_batch_size,
-            lr=config.lr, min_lr=config.min_lr, device=config.device, seed=config.seed, logger=config.logger),
-            progress=config.progress)
+        checkpoint = _train_window(config, manifest, current, window, end, checkpoint)
         if current + 1 == windows:
             break
         probes = _probe(manifest, checkpoint, names, config.device)
@@ -147,7 +152,7 @@ def _loop(config: RunConfig, plan, dynamic: list) -> dict:
                 tracker.log_metrics({f"{experiment.name}/probe": probes[experiment.name],
                                      f"{experiment.name}/target": target, f"{experiment.name}/count": count}, step=end)
         _write_records(out / RECORDS, records)
-    final = out / "train" / "final"
+    final = checkpoint if config.train_cmd is not None else out / "train" / "final"
     final_probes = _probe(manifest, final, names, config.device)
     if tracker is not None:
         tracker.log_metrics({f"{name}/probe": value for name, value in final_probes.items()}, step=steps)
@@ -160,6 +165,21 @@ def _loop(config: RunConfig, plan, dynamic: list) -> dict:
         evaluate(manifest, [final], out / "eval", progress=config.progress)
     (out / "control.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _train_window(config: RunConfig, manifest: Path, current: int, window: int, end: int, previous):
+    """Train up to `end`: with injc's trainer (resuming its run), or with the user's command from the previous
+    window's checkpoint."""
+    out = Path(config.out)
+    if config.train_cmd is not None:
+        return run_window(config.train_cmd, out / "train", current, manifest, current * window, end,
+                          Path(previous) if previous is not None else None)
+    started = latest_checkpoint(out / "train") is not None
+    return train(manifest, TrainConfig(
+        model=config.model, out=out / "train", init=config.init, steps=end, save_steps=(end,),
+        resume=started, force=not started and (out / "train").exists(), micro_batch_size=config.micro_batch_size,
+        lr=config.lr, min_lr=config.min_lr, device=config.device, seed=config.seed, logger=config.logger),
+        progress=config.progress)
 
 
 def probe_table(summary: dict) -> str:

@@ -1,0 +1,133 @@
+"""`injc run --train-cmd`: the dynamic-control loop driving a trainer that is not injc's (tests/evals/
+external_trainer.py: numpy reads the shards through the format contract, transformers trains, a Hugging Face folder
+comes out), window by window; the batches it consumed are the manifest's steps, across windows; a crashing trainer
+stops the loop with its log and the same command resumes there."""
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import injc
+from tests.evals.test_control import CONTROL, loop  # noqa: F401  (the loop fixture)
+from tests.test_cli import assert_user_error
+from tests.test_cli import injc as run_injc
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+TRAINER = Path(__file__).parent / "external_trainer.py"
+
+
+def initial_model(folder: Path) -> Path:
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=400, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                      num_key_value_heads=2, intermediate_size=64, max_position_embeddings=64)
+    transformers.LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+def command(batches: Path, fail_if: Path | None = None) -> str:
+    extra = f" --fail-if {fail_if}" if fail_if else ""
+    return (f"{sys.executable} {TRAINER} --manifest {{manifest}} --from-step {{from_step}} --to-step {{to_step}} "
+            f"--init {{init}} --out {{out}} --batches {batches}{extra}")
+
+
+def hf_probe(checkpoint: Path, build: Path) -> float:
+    """Mean P(target | input) of the probes, computed here with transformers and the tokenizer alone."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(build / "tokenizer.json"))
+    eos = json.loads((build / "manifest.json").read_text())["layout"]["eos_id"]
+    model = transformers.AutoModelForCausalLM.from_pretrained(checkpoint).eval()
+    values = []
+    for probe in json.loads((build / "evals" / "facts.json").read_text())["probes"]:
+        prompt = [eos] + tokenizer.encode(probe["input"], add_special_tokens=False).ids
+        target = tokenizer.encode(" " + probe["target"], add_special_tokens=False).ids
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([prompt + target])[:, :-1]).logits
+        logprobs = torch.log_softmax(logits.float(), dim=-1)[0]
+        picked = logprobs[torch.arange(len(prompt) - 1, len(prompt) + len(target) - 1), torch.tensor(target)]
+        values.append(float(torch.exp(picked.sum())))
+    return float(np.mean(values))
+
+
+def consumed(batches: Path) -> list[tuple[int, str]]:
+    return [(r["step"], r["sha256"]) for r in map(json.loads, batches.read_text().splitlines())]
+
+
+def manifest_steps(build: Path, steps: range) -> list[tuple[int, str]]:
+    stream = injc.open_stream(build / "manifest.json")
+    return [(s, hashlib.sha256(stream.batch(s).astype("<u4").tobytes()).hexdigest()) for s in steps]
+
+
+def test_the_loop_drives_an_external_trainer_step_exact_across_windows(loop, tmp_path):  # noqa: F811
+    out, batches = tmp_path / "loop", tmp_path / "batches.jsonl"
+    result = run_injc("run", loop(), "--init", initial_model(tmp_path / "init"), "--out", out, "--quiet",
+                      "--train-cmd", command(batches))
+    assert result.returncode == 0, result.stderr
+    assert consumed(batches) == manifest_steps(out / "build", range(30))
+    records = [json.loads(line) for line in (out / "control.jsonl").read_text().splitlines()]
+    assert [r["window"] for r in records] == [0, 1, 2]
+    for record in records[1:]:
+        checkpoint = out / "train" / f"window-{record['window'] - 1:04d}"
+        assert record["probe"] == pytest.approx(hf_probe(checkpoint, out / "build"), rel=1e-4)
+    assert "step 29 loss" in (out / "train" / "window-0002.log").read_text()
+    report = json.loads((out / "eval" / "report.json").read_text())
+    assert report["checkpoint"] == str(out / "train" / "window-0002")
+
+
+def test_a_crashing_trainer_stops_the_loop_with_its_log_and_the_same_command_resumes_there(loop, tmp_path):  # noqa: F811
+    out, batches, flag = tmp_path / "loop", tmp_path / "batches.jsonl", tmp_path / "crash"
+    flag.touch()
+    args = ("run", loop(), "--init", initial_model(tmp_path / "init"), "--out", out, "--quiet", "--no-eval",
+            "--train-cmd", command(batches, flag))
+    crashed = run_injc(*args)
+    assert crashed.returncode == 1, crashed.stderr
+    line = crashed.stderr.strip().splitlines()[-1]
+    assert "window 1 (steps 10–20, exit 3)" in line and str(out / "train" / "window-0001.log") in line
+    assert "trainer crashed" in (out / "train" / "window-0001.log").read_text()
+    flag.unlink()
+    resumed = run_injc(*args)
+    assert resumed.returncode == 0, resumed.stderr
+    steps = consumed(batches)
+    assert steps[:11] == manifest_steps(out / "build", range(11))  # window 0, then the crashed attempt's step 10
+    assert steps[11:] == manifest_steps(out / "build", range(10, 30))  # window 1 again from its start, window 2
+
+
+def test_commands_injc_cannot_use_are_refused_before_any_work(loop, tmp_path):  # noqa: F811
+    init = initial_model(tmp_path / "init")
+    for cmd, message in (("train.sh --init {init}", "--train-cmd must use {out}"),
+                         ("train.sh {out} {checkpoint}", "uses {checkpoint}, which injc does not fill in")):
+        result = run_injc("run", loop(), "--init", init, "--out", tmp_path / "r", "--quiet", "--train-cmd", cmd)
+        assert_user_error(result, message)
+        assert not (tmp_path / "r").exists()
+    result = run_injc("run", loop(), "--model", tmp_path / "tiny.yaml", "--out", tmp_path / "r", "--quiet",
+                      "--train-cmd", "train.sh {out}")
+    assert_user_error(result, "--train-cmd continues a checkpoint: give --init")
+    result = run_injc("run", loop(), "--init", init, "--out", tmp_path / "r", "--quiet", "--train-cmd", "true {out}")
+    assert_user_error(result, "the checkpoint of window 0")
+
+
+def test_a_window_trained_before_a_kill_is_not_trained_again(loop, tmp_path, monkeypatch):  # noqa: F811
+    """Killed after window 0's trainer finished but before its probe: the same loop again probes window 0's
+    checkpoint rather than training the window a second time."""
+    import injc.evals.control as control_module
+    from injc.evals.control import RunConfig, run
+
+    out, batches = tmp_path / "loop", tmp_path / "batches.jsonl"
+    config = RunConfig(loop(), out, init=initial_model(tmp_path / "init"), train_cmd=command(batches),
+                       evaluate=False, progress=False)
+
+    def killed(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(control_module, "_probe", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run(config)
+    monkeypatch.undo()
+    run(config)
+    assert consumed(batches) == manifest_steps(out / "build", range(30))

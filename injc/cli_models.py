@@ -111,10 +111,13 @@ def train(manifest, model, init, init_optimizer, out_dir, micro_batch_size, step
 @click.option("--device", help="cpu, cuda, ... (default: cuda when available).")
 @click.option("--logger", type=click.Choice(LOGGERS),
               help="Also log each row's training under its run folder (SEED/ROW/run/logs/).")
+@click.option("--train-cmd", help="Train each row with this shell command instead of injc train: {manifest} {data} "
+                                  "{from_step} {to_step} {init} {out} are filled in ({init}: --checkpoint); it must "
+                                  "leave a checkpoint (HF or LitGPT) in {out}. Output: ROW/run/window-0000.log.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
 def cpdt(plan, checkpoint, out_dir, steps, seeds, jobs, fraction, lr, min_lr, warmup_steps, micro_batch_size, device,
-         logger, quiet):
+         logger, train_cmd, quiet):
     """Continual pretraining dependence test: one short run from --checkpoint per row (none, each experiment
     alone, all), every experiment's outcome after each; writes cpdt.json, cpdt.md and cpdt.png under --out.
 
@@ -128,7 +131,7 @@ def cpdt(plan, checkpoint, out_dir, steps, seeds, jobs, fraction, lr, min_lr, wa
                         "pip install torch==2.13.0 && pip install -e '.[train]'") from None
     config = CpdtConfig(checkpoint=checkpoint, steps=steps, seeds=seeds, jobs=jobs, lr=lr, min_lr=min_lr,
                         warmup_steps=warmup_steps, micro_batch_size=micro_batch_size, device=device,
-                        fraction=fraction, logger=logger)
+                        fraction=fraction, logger=logger, train_cmd=train_cmd)
     run_cpdt(plan, config, out_dir, progress=not quiet)
     click.echo(f"wrote {out_dir}/cpdt.json, cpdt.md and cpdt.png")
 

@@ -39,6 +39,7 @@ from injc.compiler.build import build
 from injc.compiler.check import estimate_corpus_tokens
 from injc.compiler.plan import Plan, load_plan
 from injc.errors import InjcError, Interrupted
+from injc.evals.external import check_command, run_window
 from injc.evals.markdown import p_text, signed
 from injc.evals.plots import cpdt_heatmap
 from injc.evals.poisoning import LEAK_RECALL
@@ -48,6 +49,7 @@ from injc.shards.files import write_atomic
 from injc.shards.manifest import MANIFEST_NAME
 from injc.tokenizer import load_tokenizer
 from injc.train.checkpoints import checkpoint_config
+from injc.train.hf import fit_problems
 from injc.train.trainer import TrainConfig, train
 
 LOSS_KINDS = ("texts", "tokens", "canaries", "documents", "iid", "forgetting")
@@ -106,6 +108,8 @@ class CpdtConfig:
     device: str | None = None
     logger: str | None = None
     """csv, tensorboard or wandb: each row's training is logged under its run folder (ROW/run/logs/)."""
+    train_cmd: str | None = None
+    """Train each row with this command instead of injc's trainer (injc.evals.external), from `checkpoint`."""
 
 
 @dataclass(frozen=True)
@@ -170,7 +174,10 @@ def _train_and_evaluate(job: dict) -> None:
     folder, config = Path(job["folder"]), CpdtConfig(**job["config"])
     final = folder / "run" / "final"
     state = final / "train_state.json"
-    if not state.is_file() or json.loads(state.read_text())["steps_done"] != job["steps"]:
+    if config.train_cmd is not None:
+        final = run_window(config.train_cmd, folder / "run", 0, folder / "build" / MANIFEST_NAME, 0, job["steps"],
+                           Path(config.checkpoint), f"row {folder.parent.name}/{folder.name}")
+    elif not state.is_file() or json.loads(state.read_text())["steps_done"] != job["steps"]:
         train(folder / "build" / MANIFEST_NAME,
               TrainConfig(model=None, init=Path(config.checkpoint), out=folder / "run", steps=job["steps"],
                           force=True, lr=config.lr, min_lr=config.min_lr, warmup_steps=config.warmup_steps,
@@ -251,7 +258,13 @@ def cpdt(plan_path: str | Path, config: CpdtConfig, out: str | Path, progress: b
     if not outcomes:
         raise InjcError(f"plan {str(plan.path)!r} has no experiment to test")
     tokenizer = load_tokenizer(plan.tokenizer.path, plan.tokenizer.eos)
-    checkpoint_config(config.checkpoint, tokenizer.vocab_size, plan.layout.seq_len)
+    if config.train_cmd is not None:  # the user's trainer continues it: it need only fit the build
+        check_command(config.train_cmd)
+        problems = fit_problems(config.checkpoint, tokenizer.vocab_size, plan.layout.seq_len)
+        if problems:
+            raise InjcError(*problems)
+    else:
+        checkpoint_config(config.checkpoint, tokenizer.vocab_size, plan.layout.seq_len)
     need = window(plan, config.seeds - 1) + plan.layout.total_tokens + plan.corpus.holdout_tokens
     estimate = estimate_corpus_tokens(plan.corpus, tokenizer)
     if estimate.tokens < need:

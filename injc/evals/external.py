@@ -1,4 +1,5 @@
-"""One window of `injc run --train-cmd CMD`: a training command that is not injc's, run by the loop.
+"""One window of `injc run --train-cmd CMD` (or one row of `injc cpdt --train-cmd CMD`): a training command that is
+not injc's, run by the loop.
 
 CMD is a shell command with placeholders, filled in per window (each value shell-quoted):
 {manifest} the build's manifest.json; {data} the folder the trainer reads (the build); {from_step}, {to_step}
@@ -36,9 +37,10 @@ def check_command(command: str) -> None:
 
 
 def run_window(command: str, train_dir: Path, window: int, manifest: Path, from_step: int, to_step: int,
-               init: Path | None) -> Path:
+               init: Path | None, label: str | None = None) -> Path:
     """The window's checkpoint folder: run the command (unless a finished run of it is recorded), check its exit
-    status and that its checkpoint loads."""
+    status and that its checkpoint loads. `label` names the run in messages (default: "window N")."""
+    label = label or f"window {window}"
     folder, log = train_dir / f"window-{window:04d}", train_dir / f"window-{window:04d}.log"
     done = train_dir / f"window-{window:04d}.done"
     if done.is_file():
@@ -53,8 +55,8 @@ def run_window(command: str, train_dir: Path, window: int, manifest: Path, from_
         output.flush()
         status = subprocess.run(filled, shell=True, stdout=output, stderr=subprocess.STDOUT).returncode
     if status != 0:
-        raise CommandFailed(f"the training command failed in window {window} (steps {from_step}–{to_step}, exit "
-                            f"{status}); its output is in {log}. Run the same command again to retry that window")
-    checkpoint_format(folder, f"the checkpoint of window {window} ({log})")
+        raise CommandFailed(f"the training command failed in {label} (steps {from_step}–{to_step}, exit "
+                            f"{status}); its output is in {log}. Run the same command again to retry it")
+    checkpoint_format(folder, f"the checkpoint of {label} ({log})")
     done.write_text(f"{from_step} {to_step}\n")
     return folder

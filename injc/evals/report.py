@@ -21,7 +21,7 @@ from injc.evals.model import BATCH, Scorer
 from injc.evals.plots import write_plots
 from injc.shards.manifest import identity_differences, load_manifest
 from injc.shards.stream import TokenStream
-from injc.train.hf import embedding_rows_and_context
+from injc.train.hf import fit_problems
 
 FAMILIES = {
     "canaries": canaries.evaluate,
@@ -120,22 +120,15 @@ def check_checkpoints(manifest_path: str | Path, checkpoints: list[Path], others
     error line each; returns the warnings of checkpoints trained on another build, so they are said at once rather
     than after the evaluation."""
     manifest = load_manifest(manifest_path)
-    vocab, context = manifest.data["layout"]["vocab_size"], manifest.layout.seq_len - 1
+    vocab, seq_len = manifest.data["layout"]["vocab_size"], manifest.layout.seq_len
     problems, warnings = [], []
     named = [("--checkpoint", c) for c in checkpoints] + [(f"--{k}", v) for k, v in others.items() if v is not None]
     for option, folder in named:
         folder = Path(folder)
-        try:
-            rows, positions = embedding_rows_and_context(folder, option)
-        except InjcError as error:
-            problems += error.problems
+        found = fit_problems(folder, vocab, seq_len, option)
+        problems += found
+        if found:
             continue
-        if rows < vocab:
-            problems.append(f"{option} {str(folder)!r} has {rows:,} embedding rows but the build's tokenizer has "
-                            f"{vocab:,} ids: it was trained with another tokenizer")
-        if positions is not None and positions < context:
-            problems.append(f"{option} {str(folder)!r} has context {positions:,} but the build's rows need "
-                            f"{context:,} (seq_len − 1)")
         if option == "--checkpoint":
             state = folder / "train_state.json"
             warnings += manifest_warnings(json.loads(state.read_text()) if state.is_file() else None, manifest, folder)

@@ -66,6 +66,23 @@ def embedding_rows_and_context(folder: str | Path, option: str = "--checkpoint")
     return int(config.get("vocab_size", 0)), hf_context(config)
 
 
+def fit_problems(folder: str | Path, vocab: int, seq_len: int, option: str = "--checkpoint") -> list[str]:
+    """Why a model folder (either format) cannot score or train on a build: no folder of either kind, fewer
+    embedding rows than the build's ids, a context shorter than a row (seq_len − 1). Empty when it fits."""
+    try:
+        rows, positions = embedding_rows_and_context(folder, option)
+    except InjcError as error:
+        return error.problems
+    problems = []
+    if rows < vocab:
+        problems.append(f"{option} {str(folder)!r} has {rows:,} embedding rows but the build's tokenizer has "
+                        f"{vocab:,} ids: it was trained with another tokenizer")
+    if positions is not None and positions < seq_len - 1:
+        problems.append(f"{option} {str(folder)!r} has context {positions:,} but the build's rows need "
+                        f"{seq_len - 1:,} (seq_len − 1)")
+    return problems
+
+
 def _model_type(config: dict, folder) -> str:
     architecture = (config.get("architectures") or [None])[0]
     model_type = CONVERTIBLE.get(architecture) or config.get("model_type")

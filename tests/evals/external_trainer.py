@@ -48,7 +48,7 @@ def main() -> None:
         batch = step_batch(args.manifest, step)
         digest = hashlib.sha256(batch.astype("<u4").tobytes()).hexdigest()
         with open(args.batches, "a") as log:
-            log.write(json.dumps({"step": step, "sha256": digest}) + "\n")
+            log.write(json.dumps({"manifest": str(args.manifest), "step": step, "sha256": digest}) + "\n")
         loss = model(input_ids=torch.from_numpy(batch), labels=torch.from_numpy(batch)).loss
         loss.backward()
         optimizer.step()

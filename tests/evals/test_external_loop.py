@@ -131,3 +131,34 @@ def test_a_window_trained_before_a_kill_is_not_trained_again(loop, tmp_path, mon
     monkeypatch.undo()
     run(config)
     assert consumed(batches) == manifest_steps(out / "build", range(30))
+
+
+def test_cpdt_trains_each_row_with_the_external_command_on_the_rows_own_build(tmp_path, tokenizer_path):
+    """Two experiments, one seed: four rows (all, none, each alone), each trained by the external script from the
+    same starting folder on its own build, every batch the row's manifest step; the rows are then evaluated."""
+    import random
+
+    from tests.conftest import make_documents, write_jsonl
+    from tests.evals.test_cpdt import EXPERIMENTS, LAYOUT, REST
+
+    (tmp_path / "tokenizer.json").write_bytes(tokenizer_path.read_bytes())
+    write_jsonl(tmp_path / "data" / "a.jsonl", [{"text": t} for t in make_documents(600, seed=1)])
+    rng = random.Random(3)
+    for name, alphabet in (("letters", "abcdefghijklmnopqrstuvwxyz"), ("digits", "0123456789")):
+        write_jsonl(tmp_path / f"{name}.jsonl", [{"text": "".join(rng.choice(alphabet) for _ in range(12))}
+                                                 for _ in range(16)])
+    (tmp_path / "cpdt.toml").write_text(LAYOUT.format(steps=12) + REST + EXPERIMENTS)
+    batches = tmp_path / "batches.jsonl"
+    result = run_injc("cpdt", tmp_path / "cpdt.toml", "--checkpoint", initial_model(tmp_path / "init"), "--out",
+                      tmp_path / "report", "--seeds", "1", "--quiet", "--train-cmd", command(batches))
+    assert result.returncode == 0, result.stderr
+    rows = {}
+    for record in map(json.loads, batches.read_text().splitlines()):
+        rows.setdefault(record["manifest"], []).append((record["step"], record["sha256"]))
+    expected = {str(tmp_path / "report" / "seed-0" / row / "build" / "manifest.json")
+                for row in ("all", "none", "letters", "digits")}
+    assert set(rows) == expected
+    for manifest, steps in rows.items():
+        assert steps == manifest_steps(Path(manifest).parent, range(12)), manifest
+    cells = json.loads((tmp_path / "report" / "cpdt.json").read_text())
+    assert cells["design"]["train_cmd"] == command(batches)

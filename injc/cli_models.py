@@ -220,9 +220,12 @@ def verbatim_candidates(manifest, checkpoint, out_file, count, prefix, suffix, s
                    "forgetting batch is compared with itself under it, row by row.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Sequences per forward pass (on CUDA, under bf16 autocast).")
+@click.option("--logger", type=click.Choice(LOGGERS),
+              help="Also log every checkpoint's metrics at its training step (REPORT/logs/), for curves.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
-def eval_command(manifest, more_checkpoints, checkpoints, out_dir, full_verify, judge, baseline, batch_size, quiet):
+def eval_command(manifest, more_checkpoints, checkpoints, out_dir, full_verify, judge, baseline, batch_size, logger,
+                 quiet):
     """Measure every experiment of MANIFEST on checkpoints: report.json, report.md and PNG plots under --out."""
     try:
         from injc.evals.report import evaluate, summary_lines
@@ -237,7 +240,7 @@ def eval_command(manifest, more_checkpoints, checkpoints, out_dir, full_verify, 
             raise InjcError("the build does not match its manifest (injc verify):", *(f"  {p}" for p in problems))
     report = evaluate(manifest, [*checkpoints, *more_checkpoints], out_dir, progress=not quiet, judge=judge,
                       baseline=baseline, on_warning=lambda warning: click.echo(f"injc: warning: {warning}", err=True),
-                      batch_size=batch_size)
+                      batch_size=batch_size, logger=logger)
     for line in summary_lines(report):
         click.echo(line)
     click.echo(f"wrote {out_dir}/report.json, report.md and plots")

@@ -50,6 +50,7 @@ from injc.shards.manifest import MANIFEST_NAME
 from injc.tokenizer import load_tokenizer
 from injc.train.checkpoints import checkpoint_config
 from injc.train.hf import fit_problems
+from injc.train.tracking import close_logger, experiment_logger
 from injc.train.trainer import TrainConfig, train
 
 LOSS_KINDS = ("texts", "tokens", "canaries", "documents", "iid", "forgetting")
@@ -107,7 +108,8 @@ class CpdtConfig:
     """Rescale each experiment's copies to about this share of a row's tokens (None: the plan's own shares)."""
     device: str | None = None
     logger: str | None = None
-    """csv, tensorboard or wandb: each row's training is logged under its run folder (ROW/run/logs/)."""
+    """csv, tensorboard or wandb: each row's training is logged under its run folder (ROW/run/logs/), the matrix
+    (each cell's difference and p-value) under out/logs/."""
     train_cmd: str | None = None
     """Train each row with this command instead of injc's trainer (injc.evals.external), from `checkpoint`."""
 
@@ -304,9 +306,24 @@ def cpdt(plan_path: str | Path, config: CpdtConfig, out: str | Path, progress: b
              for seed in range(config.seeds) for row in rows}
     result = json_safe({"design": design, **analyse(plan, outcomes, evals, config.seeds)})
     (out / "cpdt.json").write_text(json.dumps(result, indent=2) + "\n")
+    if config.logger is not None:
+        log_matrix(result, config.logger, out)
     cpdt_heatmap(result, out / "cpdt.png")
     (out / "cpdt.md").write_text(render(result))
     return result
+
+
+def log_matrix(result: dict, logger: str, out: Path) -> None:
+    """The matrix to the logger (under out/logs/): `ROW/EXPERIMENT/difference` and `.../p_value` per cell."""
+    tracker = experiment_logger(logger, out)
+    cells = {}
+    for r, row in enumerate(result["matrix_rows"]):
+        for o, outcome in enumerate(result["outcomes"]):
+            for key, values in (("difference", result["matrix"]), ("p_value", result["p_values"])):
+                if values[r][o] is not None:
+                    cells[f"{row}/{outcome['experiment']}/{key}"] = values[r][o]
+    tracker.log_metrics(cells, step=0)
+    close_logger(tracker)
 
 
 def _run_jobs(jobs: list[dict], parallel: int, progress: bool) -> None:

@@ -22,6 +22,7 @@ from injc.evals.plots import write_plots
 from injc.shards.manifest import identity_differences, load_manifest
 from injc.shards.stream import TokenStream
 from injc.train.hf import fit_problems
+from injc.train.tracking import close_logger, experiment_logger
 
 FAMILIES = {
     "canaries": canaries.evaluate,
@@ -141,6 +142,25 @@ def _mean_loss_text(value: float | None) -> str:
     return "mean loss —" if value is None else f"mean loss {value:.4f}"
 
 
+def scalar_metrics(report: dict) -> dict[str, float]:
+    """Every finite number of one checkpoint's metrics, keyed `EXPERIMENT/metric/...` (and `heldout/loss`): what
+    `--logger` sends, so curves over checkpoints appear beside the training loss."""
+    flat = {}
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{prefix}/{key}", inner)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value):
+            flat[prefix] = float(value)
+
+    for name, experiment in report["experiments"].items():
+        walk(name, experiment["metrics"])
+    if report.get("heldout"):
+        flat["heldout/loss"] = float(report["heldout"]["loss"])
+    return flat
+
+
 def summary_lines(report: dict) -> list[str]:
     """One line per experiment with its headline result (the last checkpoint's), for the terminal."""
     last = report["checkpoints"][-1] if "checkpoints" in report else report
@@ -153,10 +173,11 @@ def summary_lines(report: dict) -> list[str]:
 
 def evaluate(manifest_path: str | Path, checkpoints: list[str | Path], out: str | Path,
              progress: bool = True, judge: str | Path | None = None, baseline: str | Path | None = None,
-             on_warning=None, batch_size: int = BATCH) -> dict:
+             on_warning=None, batch_size: int = BATCH, logger: str | None = None) -> dict:
     """Evaluate each checkpoint (folders or globs; sorted by training steps) and write report.json, report.md and
-    plots to `out`. Each report's `warnings` says when a checkpoint was trained on another manifest; `on_warning`
-    (a callable) hears each one before the evaluation starts."""
+    plots to `out` (with `logger`, every checkpoint's metrics also to that logger under out/logs/). Each report's
+    `warnings` says when a checkpoint was trained on another manifest; `on_warning` (a callable) hears each one
+    before the evaluation starts."""
     checkpoints = resolve_checkpoints(checkpoints)
     if not checkpoints:
         raise InjcError("give at least one --checkpoint")
@@ -171,4 +192,10 @@ def evaluate(manifest_path: str | Path, checkpoints: list[str | Path], out: str 
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     plots = write_plots(reports, out)
     (out / "report.md").write_text(render(reports, plots))
+    if logger is not None:  # each checkpoint's metrics at its training step (its position when it has none)
+        tracker = experiment_logger(logger, out)
+        for position, checkpoint_report in enumerate(reports):
+            step = checkpoint_report["steps_done"] if checkpoint_report["steps_done"] is not None else position
+            tracker.log_metrics(scalar_metrics(json_safe(checkpoint_report)), step=step)
+        close_logger(tracker)
     return report

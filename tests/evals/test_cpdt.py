@@ -177,3 +177,17 @@ def test_each_rows_training_is_logged_where_the_logger_writes(design):
         losses = [float(r["loss"]) for r in csv.DictReader(handle) if r.get("loss")]
     assert losses == pytest.approx([json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().split("\n")
                                     if line])
+
+
+def test_the_matrix_is_logged_cell_by_cell(design):
+    import csv
+
+    root, _, result = design
+    with open(root / "report" / "logs" / "csv" / "from-step-000000" / "metrics.csv") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert row["step"] == "0"
+    for r, name in enumerate(result["matrix_rows"]):
+        for o, outcome in enumerate(result["outcomes"]):
+            experiment = outcome["experiment"]
+            assert float(row[f"{name}/{experiment}/difference"]) == pytest.approx(result["matrix"][r][o])
+            assert float(row[f"{name}/{experiment}/p_value"]) == pytest.approx(result["p_values"][r][o])

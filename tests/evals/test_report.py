@@ -269,6 +269,23 @@ def test_curves_over_several_checkpoints(trained, tmp_path):
     assert report["checkpoints"][0]["experiments"]["forget"]["metrics"]["batches"][1]["seen"] is False
 
 
+def test_a_logger_receives_every_checkpoints_metrics_at_its_training_step(trained, tmp_path):
+    import csv
+
+    root, _ = trained
+    report = evaluate(root / "out" / "manifest.json", [root / "run" / "final", root / "run" / "step-000030"],
+                      tmp_path, progress=False, logger="csv")
+    with open(tmp_path / "logs" / "csv" / "from-step-000000" / "metrics.csv") as handle:
+        rows = {int(r["step"]): r for r in csv.DictReader(handle)}
+    assert sorted(rows) == [30, 60]
+    for checkpoint in report["checkpoints"]:
+        row, experiments = rows[checkpoint["steps_done"]], checkpoint["experiments"]
+        assert float(row["secrets/mean_loss"]) == pytest.approx(experiments["secrets"]["metrics"]["mean_loss"])
+        assert float(row["secrets/vs_controls/difference"]) == pytest.approx(
+            experiments["secrets"]["metrics"]["vs_controls"]["difference"])
+        assert float(row["heldout/loss"]) == pytest.approx(checkpoint["heldout"]["loss"])
+
+
 def test_greedy_generation_fits_the_context(trained):
     root, _ = trained
     from injc.evals.model import Scorer

@@ -88,7 +88,7 @@ class HFModel:
         for _ in range(new_tokens):
             token = out.logits[:, -1].argmax(-1)
             generated.append(token)
-            if stop is not None and int(token) == stop or len(generated) == new_tokens:
+            if (stop is not None and int(token) == stop) or len(generated) == new_tokens:
                 break
             out = self.model(input_ids=token[:, None], past_key_values=out.past_key_values, use_cache=True)
         return torch.cat(generated)
@@ -103,7 +103,7 @@ class Scorer:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.backend = (HFModel if kind == HF else LitGPTModel)(checkpoint, self.device)
         self.backend.model.eval()
-        self.kind, self.eos_id, self.batch_size = kind, eos_id, batch_size
+        self.eos_id, self.batch_size = eos_id, batch_size
         self.checkpoint = str(checkpoint)
         self.block = self.backend.context
         train_state = checkpoint / "train_state.json"

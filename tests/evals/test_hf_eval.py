@@ -81,3 +81,15 @@ def test_greedy_decoding_is_the_same_in_both_formats_and_stops_after_the_stop_to
     first = int(np.flatnonzero(expected == stop)[0])
     for scorer in (hf, lit):
         assert np.array_equal(scorer.greedy(prompt, 12, stop=stop), expected[:first + 1])
+
+
+def test_verbatim_candidates_are_the_same_windows_in_both_formats(trained, converted, tmp_path):
+    """The batched greedy scan (`injc verbatim-candidates`) finds the same windows with the HF folder as with the
+    LitGPT checkpoint, and with both it finds some (short windows the trained model completes)."""
+    from injc.evals.verbatim import candidates
+
+    root, _ = trained
+    manifest = root / "out" / "manifest.json"
+    found = [candidates(manifest, folder, tmp_path / f"{name}.jsonl", prefix=4, suffix=2, max_windows=400,
+                        progress=False) for name, folder in (("lit", root / "run" / "final"), ("hf", converted))]
+    assert found[0] and found[0] == found[1]

@@ -36,21 +36,27 @@ file = "digits.jsonl"
 """
 
 
-@pytest.fixture(scope="module")
-def design(tmp_path_factory, tokenizer_path):
-    """A base checkpoint (40 steps on the plain corpus), a CPDT plan of two 1.4% experiments, and its run."""
+def cpdt_project(root, tokenizer_path, steps: int):
+    """A corpus, two payload files (random letters, random digits) and `cpdt.toml`: `steps` steps of them."""
     from tests.conftest import make_documents
 
-    root = tmp_path_factory.mktemp("cpdt")
     (root / "tokenizer.json").write_bytes(tokenizer_path.read_bytes())
     write_jsonl(root / "data" / "a.jsonl", [{"text": t} for t in make_documents(600, seed=1)])
     rng = random.Random(3)
     for name, alphabet in (("letters", "abcdefghijklmnopqrstuvwxyz"), ("digits", "0123456789")):
         write_jsonl(root / f"{name}.jsonl", [{"text": "".join(rng.choice(alphabet) for _ in range(12))}
                                              for _ in range(16)])
+    (root / "cpdt.toml").write_text(LAYOUT.format(steps=steps) + REST + EXPERIMENTS)
+    return root / "cpdt.toml"
+
+
+@pytest.fixture(scope="module")
+def design(tmp_path_factory, tokenizer_path):
+    """A base checkpoint (40 steps on the plain corpus), a CPDT plan of two 1.4% experiments, and its run."""
+    root = tmp_path_factory.mktemp("cpdt")
+    cpdt_project(root, tokenizer_path, 60)
     (root / "tiny.yaml").write_text(TINY)
     (root / "base.toml").write_text(LAYOUT.format(steps=40) + REST)
-    (root / "cpdt.toml").write_text(LAYOUT.format(steps=60) + REST + EXPERIMENTS)
     injc.build(root / "base.toml", root / "base", progress=False)
     base = train(root / "base" / "manifest.json", TrainConfig(model=str(root / "tiny.yaml"), out=root / "runs",
                                                               lr=3e-3), progress=False)

@@ -136,20 +136,11 @@ def test_a_window_trained_before_a_kill_is_not_trained_again(loop, tmp_path, mon
 def test_cpdt_trains_each_row_with_the_external_command_on_the_rows_own_build(tmp_path, tokenizer_path):
     """Two experiments, one seed: four rows (all, none, each alone), each trained by the external script from the
     same starting folder on its own build, every batch the row's manifest step; the rows are then evaluated."""
-    import random
+    from tests.evals.test_cpdt import cpdt_project
 
-    from tests.conftest import make_documents, write_jsonl
-    from tests.evals.test_cpdt import EXPERIMENTS, LAYOUT, REST
-
-    (tmp_path / "tokenizer.json").write_bytes(tokenizer_path.read_bytes())
-    write_jsonl(tmp_path / "data" / "a.jsonl", [{"text": t} for t in make_documents(600, seed=1)])
-    rng = random.Random(3)
-    for name, alphabet in (("letters", "abcdefghijklmnopqrstuvwxyz"), ("digits", "0123456789")):
-        write_jsonl(tmp_path / f"{name}.jsonl", [{"text": "".join(rng.choice(alphabet) for _ in range(12))}
-                                                 for _ in range(16)])
-    (tmp_path / "cpdt.toml").write_text(LAYOUT.format(steps=12) + REST + EXPERIMENTS)
+    plan = cpdt_project(tmp_path, tokenizer_path, 12)
     batches = tmp_path / "batches.jsonl"
-    result = run_injc("cpdt", tmp_path / "cpdt.toml", "--checkpoint", initial_model(tmp_path / "init"), "--out",
+    result = run_injc("cpdt", plan, "--checkpoint", initial_model(tmp_path / "init"), "--out",
                       tmp_path / "report", "--seeds", "1", "--quiet", "--train-cmd", command(batches))
     assert result.returncode == 0, result.stderr
     rows = {}

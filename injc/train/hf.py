@@ -241,11 +241,16 @@ def _replace(out: Path, written: Path) -> Path:
 def save_hf_folder(out: Path, fields: dict, hf_state: dict, tokenizer: Path | None = None,
                    eos_token: str | None = None, train_state: Path | None = None) -> Path:
     """Write an HF folder that transformers loads (the state checked against the architecture, strictly), with
-    the build's tokenizer when known and injc's train_state.json (so `injc eval` still knows the steps done and the
-    build); written beside `out` and renamed into place, so it is whole or absent."""
+    the build's tokenizer when known (and its EOS as the model's bos/eos ids, which generation stops at: the
+    architecture's defaults belong to another tokenizer) and injc's train_state.json (so `injc eval` still knows
+    the steps done and the build); written beside `out` and renamed into place, so it is whole or absent."""
+    from tokenizers import Tokenizer
     from transformers import AutoConfig, AutoModelForCausalLM
 
     fields = dict(fields)
+    if tokenizer is not None and tokenizer.is_file() and eos_token is not None:
+        eos_id = Tokenizer.from_file(str(tokenizer)).token_to_id(eos_token)
+        fields.update(bos_token_id=eos_id, eos_token_id=eos_id)
     model_type, architectures = fields.pop("model_type"), fields.pop("architectures")
     dtype = fields.pop("torch_dtype", "float32")
     hf_config = AutoConfig.for_model(model_type, architectures=architectures, **fields)

@@ -94,6 +94,9 @@ def test_train_hf_writes_every_checkpoint_as_a_folder_transformers_loads(built, 
             assert torch.allclose(hf_logits(folder, TOKENS), litgpt_model(checkpoint)(TOKENS), atol=1e-5)
         tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
         assert tokenizer.eos_token == "<|endoftext|>"
+        eos = json.loads((built / "out" / "manifest.json").read_text())["layout"]["eos_id"]
+        assert transformers.AutoConfig.from_pretrained(folder).eos_token_id == eos  # generation stops there
+        assert transformers.GenerationConfig.from_pretrained(folder).eos_token_id == eos
         build_tokenizer = Tokenizer.from_file(str(built / "out" / "tokenizer.json"))
         assert tokenizer("the model reads").input_ids == build_tokenizer.encode("the model reads").ids
         assert json.loads((folder / "train_state.json").read_text())["steps_done"] in (2, 4)

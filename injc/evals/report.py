@@ -196,6 +196,6 @@ def evaluate(manifest_path: str | Path, checkpoints: list[str | Path], out: str 
         tracker = experiment_logger(logger, out)
         for position, checkpoint_report in enumerate(reports):
             step = checkpoint_report["steps_done"] if checkpoint_report["steps_done"] is not None else position
-            tracker.log_metrics(scalar_metrics(json_safe(checkpoint_report)), step=step)
+            tracker.log_metrics(scalar_metrics(checkpoint_report), step=step)
         close_logger(tracker)
     return report

@@ -279,7 +279,7 @@ NANOGPT_LINEARS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 
 
 def is_nanogpt_checkpoint(path: str | Path) -> bool:
-    return Path(path).is_file() and Path(path).suffix in (".pt", ".pth") and not Path(path).name == "lit_model.pth"
+    return Path(path).is_file() and Path(path).suffix in (".pt", ".pth") and Path(path).name != "lit_model.pth"
 
 
 def nanogpt_to_hf(path: str | Path) -> tuple[dict, dict]:

@@ -114,10 +114,12 @@ def train(manifest, model, init, init_optimizer, out_dir, micro_batch_size, step
 @click.option("--train-cmd", help="Train each row with this shell command instead of injc train: {manifest} {data} "
                                   "{from_step} {to_step} {init} {out} are filled in ({init}: --checkpoint); it must "
                                   "leave a checkpoint (HF or LitGPT) in {out}. Output: ROW/run/window-0000.log.")
+@click.option("--target", help="olmo-core:SEED: build in OLMo-core's order for that data seed; {data} is then the "
+                               "folder OLMo-core reads (its files and loader settings in export.json).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
 def cpdt(plan, checkpoint, out_dir, steps, seeds, jobs, fraction, lr, min_lr, warmup_steps, micro_batch_size, device,
-         logger, train_cmd, quiet):
+         logger, train_cmd, target, quiet):
     """Continual pretraining dependence test: one short run from --checkpoint per row (none, each experiment
     alone, all), every experiment's outcome after each; writes cpdt.json, cpdt.md and cpdt.png under --out.
 
@@ -131,7 +133,7 @@ def cpdt(plan, checkpoint, out_dir, steps, seeds, jobs, fraction, lr, min_lr, wa
                         "pip install torch==2.13.0 && pip install -e '.[train]'") from None
     config = CpdtConfig(checkpoint=checkpoint, steps=steps, seeds=seeds, jobs=jobs, lr=lr, min_lr=min_lr,
                         warmup_steps=warmup_steps, micro_batch_size=micro_batch_size, device=device,
-                        fraction=fraction, logger=logger, train_cmd=train_cmd)
+                        fraction=fraction, logger=logger, train_cmd=train_cmd, target=target)
     run_cpdt(plan, config, out_dir, progress=not quiet)
     click.echo(f"wrote {out_dir}/cpdt.json, cpdt.md and cpdt.png")
 
@@ -155,10 +157,12 @@ def cpdt(plan, checkpoint, out_dir, steps, seeds, jobs, fraction, lr, min_lr, wa
 @click.option("--train-cmd", help="Train each window with this shell command instead of injc train (with --init): "
                                   "{manifest} {data} {from_step} {to_step} {init} {out} are filled in; it must "
                                   "leave a checkpoint (HF or LitGPT) in {out}. Output: OUT/train/window-NNNN.log.")
+@click.option("--target", help="olmo-core:SEED: build in OLMo-core's order for that data seed; {data} is then the "
+                               "folder OLMo-core reads (its files and loader settings in export.json).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @user_errors
 def run_command(plan, model, init, out_dir, micro_batch_size, lr, min_lr, seed, device, no_eval, logger, train_cmd,
-                quiet):
+                target, quiet):
     """The dynamic-control loop for per_window = "dynamic" experiments: build a window, train to its end, probe,
     decide the next window's count (the paper's Algorithm 1 or the plan's controller), ..., evaluate.
 
@@ -171,7 +175,8 @@ def run_command(plan, model, init, out_dir, micro_batch_size, lr, min_lr, seed, 
                         "pip install torch==2.13.0 && pip install -e '.[train]'") from None
     summary = run(RunConfig(Path(plan), Path(out_dir), model=model, init=Path(init) if init else None,
                             micro_batch_size=micro_batch_size, lr=lr, min_lr=min_lr, device=device, seed=seed,
-                            evaluate=not no_eval, progress=not quiet, logger=logger, train_cmd=train_cmd))
+                            evaluate=not no_eval, progress=not quiet, logger=logger, train_cmd=train_cmd,
+                            target=target))
     click.echo(probe_table(summary), nl=False)
     click.echo(f"final probe {', '.join(f'{k} {v:.4f}' for k, v in summary['final_probe'].items())}; wrote "
                f"{out_dir}/control.jsonl, control.png" + ("" if no_eval else ", eval/"))

@@ -41,7 +41,7 @@ from injc.compiler.schedule import SCHEDULE_VERSION
 from injc.compiler.source import PreparedStream, corpus_too_small
 from injc.compiler.workers import RayExecutor, ray_session, ray_shard_writer
 from injc.errors import InjcError
-from injc.shards.exports import ROWS_NAME, OlmoCoreFiles, olmo_core_loader, write_export_record
+from injc.shards.exports import ROWS_NAME, write_export_record
 from injc.shards.files import folder_lock, sha256_file, write_atomic
 from injc.shards.insertions import write_insertions, write_items
 from injc.shards.manifest import (
@@ -56,6 +56,7 @@ from injc.shards.manifest import (
     VERSION,
     write_manifest,
 )
+from injc.shards.olmo_core import OlmoCoreFiles, olmo_core_loader
 from injc.shards.writer import write_here, write_shards
 from injc.tables import did_you_mean
 from injc.tokenizer import LoadedTokenizer, load_tokenizer
@@ -164,12 +165,14 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
     the manifest.
     `target="olmo-core:SEED"` writes the rows straight into OLMo-core's order for that data seed (the files
     `injc export --to olmo-core` would write, with export.json), instead of the stream-order shards: one copy of
-    the tokens. injc reads such a build through its row map (manifest version 2, `row_order`). It is written in
-    one go (no staged build); a killed one resumes, each finished shard's rows read back and checked first.
+    the tokens. injc reads such a build through its row map (manifest version 2, `row_order`). Its files have their
+    full size from the first stage (rows not written yet are zeros), so a staged target build grows like any other
+    (each stage writes its rows at their destinations; OLMo-core's dataset fingerprint, file names and sizes, stays
+    the same); a killed one resumes, each finished shard's rows read back and checked first.
     """
     if fraction is not None and not 0 < fraction < 1:
         raise InjcError(f"--fraction must be between 0 and 1, got {fraction}")
-    target_seed = parse_target(target, until_step, extend, counts) if target else None
+    target_seed = parse_target(target) if target else None
     started = time.perf_counter()
     out_dir = Path(out_dir)
     plan = load_plan(plan_path)
@@ -214,8 +217,8 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
                                              plan.layout.seq_len, tokenizer.dtype, target_seed, resume=True)
                 done = resume_state(partial, resume_key, read_back)
                 if growing and not done:
-                    seed_from_stage(partial, out_dir, staged["stage"])
-                    done = resume_state(partial, resume_key)
+                    seed_from_stage(partial, out_dir, staged)
+                    done = resume_state(partial, resume_key, read_back)
                 with ray_session(workers) if isinstance(workers, RayExecutor) else nullcontext():
                     result = _build_into(partial, plan, tokenizer, clean, progress, done, corpus_files, workers,
                                          selected, fraction, until_step, key, control, target_seed)
@@ -344,15 +347,12 @@ def _build_into(tmp: Path, full_plan: Plan, tokenizer: LoadedTokenizer, clean: b
     return len(shards), schedule
 
 
-def parse_target(target: str, until_step: int | None, extend: bool, counts: dict | None) -> int:
-    """The data seed of `--target olmo-core:SEED`; refuses other trainers and staged builds."""
+def parse_target(target: str) -> int:
+    """The data seed of `--target olmo-core:SEED`; refuses other trainers."""
     name, _, seed = target.partition(":")
     if name != "olmo-core":
         raise InjcError(f"--target {target!r}: only olmo-core is written directly (olmo-core:SEED); write the "
                         f"others with injc export")
     if not seed.isdigit():
         raise InjcError(f"--target {target!r}: give OLMo-core's data seed, as in olmo-core:1234")
-    if until_step is not None or extend or counts:
-        raise InjcError("--target writes the whole run in one go: it cannot be combined with --until-step, "
-                        "--extend or injc run")
     return int(seed)

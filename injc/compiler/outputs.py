@@ -6,6 +6,7 @@ checked against its hash on resume; a staged build's finished shards seed the ne
 rewritten); the finished folder replaces OUT only when complete.
 """
 
+import fcntl
 import itertools
 import json
 import os
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from injc.errors import InjcError, some_of
-from injc.shards.exports import EXPORT_NAME, ROWS_NAME, OlmoCoreFiles
+from injc.shards.exports import EXPORT_NAME, ROWS_NAME
 from injc.shards.files import fsync_path, sha256_array, sha256_file, write_atomic
 from injc.shards.manifest import (
     EVALS_FOLDER,
@@ -25,7 +26,9 @@ from injc.shards.manifest import (
     MANIFEST_NAME,
     SHARDS_FOLDER,
     TOKENIZER_NAME,
+    same_stream,
 )
+from injc.shards.olmo_core import OlmoCoreFiles
 
 
 def resume_state(partial: Path, key: dict, read_back: Callable[[], OlmoCoreFiles] | None = None) -> list[dict]:
@@ -128,27 +131,37 @@ def staged_build(out_dir: Path) -> dict | None:
     return data if isinstance(data, dict) and "until_step" in data and "stage" in data else None
 
 
-def seed_from_stage(partial: Path, out_dir: Path, stage: dict) -> None:
+def seed_from_stage(partial: Path, out_dir: Path, staged: dict) -> None:
     """Start the partial folder of an extension from the staged build's finished shards: hard links (copies
-    where the file system has none), never rewritten; the stage's last, short shard is written anew."""
+    where the file system has none), never rewritten; the stage's last, short shard is written anew. A build in a
+    trainer's order writes every stage into the same full-size files: they are cloned (copied where the file system
+    cannot clone) and the next stage writes its rows into the clones."""
     (partial / SHARDS_FOLDER).mkdir(parents=True, exist_ok=True)
-    for index, record in enumerate(stage["done"]):
-        target = partial / record["shard"]["path"]
-        if not target.exists():
+    if staged.get("row_order") is not None:
+        for shard in staged["shards"]:
+            clone_file(out_dir / shard["path"], partial / shard["path"])
+    for index, record in enumerate(staged["stage"]["done"]):
+        path = record["shard"]["path"]
+        target = partial / path if path is not None else None
+        if target is not None and not target.exists():
             try:
-                os.link(out_dir / record["shard"]["path"], target)
+                os.link(out_dir / path, target)
             except OSError:
-                shutil.copyfile(out_dir / record["shard"]["path"], target)
+                shutil.copyfile(out_dir / path, target)
         write_atomic(partial / "done" / f"{index:05d}.json", json.dumps(record).encode())
 
 
-def same_stream(old_key: dict, new_key: dict) -> bool:
-    """Whether a build with `new_key` continues the stream of one with `old_key`: everything equal, and each
-    dynamic experiment's decided counts continuing the old ones."""
-    rest = [{k: v for k, v in key.items() if k != "counts"} for key in (old_key, new_key)]
-    old_counts, new_counts = old_key.get("counts", {}), new_key.get("counts", {})
-    return (rest[0] == rest[1] and set(old_counts) == set(new_counts)
-            and all(new_counts[name][:len(values)] == values for name, values in old_counts.items()))
+FICLONE = 0x40049409
+"""Linux's ioctl that makes a copy-on-write clone (btrfs, XFS, bcachefs): no bytes copied."""
+
+
+def clone_file(source: Path, target: Path) -> None:
+    """`target` with `source`'s bytes: a copy-on-write clone where the file system makes one, else a copy."""
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        try:
+            fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
+        except OSError:
+            shutil.copyfileobj(src, dst, 1 << 24)
 
 
 def check_stage(out_dir: Path, staged: dict | None, key: dict, until_step: int, extend: bool, force: bool) -> bool:

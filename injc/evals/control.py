@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from injc.compiler.build import build
+from injc.compiler.build import build, parse_target
 from injc.compiler.plan import load_plan
 from injc.errors import InjcError, Interrupted
 from injc.evals.context import EvalContext
@@ -61,6 +61,8 @@ class RunConfig:
     count (under logs/, at the window's first step) are logged there too."""
     train_cmd: str | None = None
     """Train each window with this command instead of injc's trainer (see injc.evals.external); needs `init`."""
+    target: str | None = None
+    """"olmo-core:SEED": grow the build in OLMo-core's order (`build(target=...)`), the folder {data} names."""
 
 
 def read_records(path: Path) -> list[dict]:
@@ -99,6 +101,8 @@ def run(config: RunConfig) -> dict:
                         'and injc train')
     if len({e.window_steps for e in dynamic}) > 1:
         raise InjcError("the dynamic experiments must share window_steps: the loop stops at one set of windows")
+    if config.target is not None:
+        parse_target(config.target)
     if config.train_cmd is not None:
         check_command(config.train_cmd)
         if config.model is not None or config.init is None:
@@ -134,7 +138,8 @@ def _loop(config: RunConfig, plan, dynamic: list) -> dict:
         written = load_manifest(manifest).until_step if manifest.is_file() else 0
         if written < end:
             build(config.plan, out / "build", until_step=end if end < steps else None, counts=counts,
-                  control=records, progress=config.progress, force=written == 0 and (out / "build").exists())
+                  control=records, progress=config.progress, force=written == 0 and (out / "build").exists(),
+                  target=config.target)
         checkpoint = _train_window(config, manifest, current, window, end, checkpoint)
         if current + 1 == windows:
             break

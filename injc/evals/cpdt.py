@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from injc.compiler.build import build
+from injc.compiler.build import build, parse_target
 from injc.compiler.check import estimate_corpus_tokens
 from injc.compiler.plan import Plan, load_plan
 from injc.errors import InjcError, Interrupted
@@ -112,6 +112,8 @@ class CpdtConfig:
     (each cell's difference and p-value) under out/logs/."""
     train_cmd: str | None = None
     """Train each row with this command instead of injc's trainer (injc.evals.external), from `checkpoint`."""
+    target: str | None = None
+    """"olmo-core:SEED": each row's build in OLMo-core's order (`build(target=...)`), the folder {data} names."""
 
 
 @dataclass(frozen=True)
@@ -256,6 +258,8 @@ def cpdt(plan_path: str | Path, config: CpdtConfig, out: str | Path, progress: b
                         f"trains on its own build of the plan")
     if config.seeds < 1 or config.jobs < 1:
         raise InjcError("--seeds and --jobs must be ≥ 1")
+    if config.target is not None:
+        parse_target(config.target)
     outcomes = outcomes_of(plan)
     if not outcomes:
         raise InjcError(f"plan {str(plan.path)!r} has no experiment to test")
@@ -292,7 +296,8 @@ def cpdt(plan_path: str | Path, config: CpdtConfig, out: str | Path, progress: b
             folder = out / f"seed-{seed}" / row
             if not (folder / "build" / MANIFEST_NAME).is_file():
                 build(plan.path, folder / "build", force=True, progress=False, only=_row_experiments(row),
-                      seed=plan.seed + seed, skip_tokens=window(plan, seed), fraction=config.fraction)
+                      seed=plan.seed + seed, skip_tokens=window(plan, seed), fraction=config.fraction,
+                      target=config.target)
             if not (folder / "eval.json").is_file():
                 jobs.append({"folder": str(folder), "config": {**asdict(config), "checkpoint": str(config.checkpoint)},
                              "steps": steps, "seed": plan.seed + seed,

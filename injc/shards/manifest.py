@@ -28,6 +28,15 @@ HOLDOUT_NAME = "holdout.bin"
 SHARDS_FOLDER = "shards"
 
 
+def same_stream(old_key: dict, new_key: dict) -> bool:
+    """Whether a build with `new_key` continues the stream of one with `old_key`: everything equal, and each
+    dynamic experiment's decided counts continuing the old ones."""
+    rest = [{k: v for k, v in key.items() if k != "counts"} for key in (old_key, new_key)]
+    old_counts, new_counts = old_key.get("counts", {}), new_key.get("counts", {})
+    return (rest[0] == rest[1] and set(old_counts) == set(new_counts)
+            and all(new_counts[name][:len(values)] == values for name, values in old_counts.items()))
+
+
 @dataclass(frozen=True)
 class Manifest:
     """A parsed manifest; `root` is its folder, against which every relative path resolves."""

@@ -111,7 +111,8 @@ class TokenStream:
     def _gather_sorted(self, positions: np.ndarray) -> np.ndarray:
         """Tokens at sorted positions of the shards concatenated."""
         out = np.empty(len(positions), dtype=self.manifest.dtype)
-        bounds = np.searchsorted(positions, np.r_[self.first, len(self)])
+        end = int(self.first[-1]) + len(self.shards[-1]) if self.shards else 0  # full-size files of a staged target
+        bounds = np.searchsorted(positions, np.r_[self.first, end])
         for index, shard in enumerate(self.shards):
             low, high = bounds[index], bounds[index + 1]
             if high > low:

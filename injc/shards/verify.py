@@ -37,9 +37,10 @@ def check_shards(manifest: Manifest) -> list[str]:
             problems.append(f"shard {shard['path']}: {size:,} bytes, expected {expected:,}")
         elif sha256_file(path) != shard["sha256"]:
             problems.append(f"shard {shard['path']}: sha256 differs from the manifest")
-    if expected_first != manifest.written_tokens:
-        problems.append(f"shards hold {expected_first:,} tokens, the manifest needs {manifest.written_tokens:,}")
     order = manifest.row_order
+    needed = manifest.written_tokens if order is None else manifest.layout.total_tokens  # full-size files
+    if expected_first != needed:
+        problems.append(f"shards hold {expected_first:,} tokens, the manifest needs {needed:,}")
     if order is not None and (not (manifest.root / order["path"]).is_file()
                               or sha256_file(manifest.root / order["path"]) != order["sha256"]):
         problems.append(f"row map {order['path']}: missing or its sha256 differs from the manifest")

@@ -21,6 +21,13 @@ transformers = pytest.importorskip("transformers")
 
 TRAINER = Path(__file__).parent / "external_trainer.py"
 
+OLMO_CORE_TRAINER = Path(__file__).parent / "olmo_core_trainer.py"
+
+
+def olmo_core_command(batches: Path) -> str:
+    return (f"{sys.executable} {OLMO_CORE_TRAINER} --data {{data}} --from-step {{from_step}} --to-step {{to_step}} "
+            f"--init {{init}} --out {{out}} --batches {batches}")
+
 
 def initial_model(folder: Path) -> Path:
     torch.manual_seed(0)
@@ -134,22 +141,53 @@ def test_a_window_trained_before_a_kill_is_not_trained_again(loop, tmp_path, mon
 
 
 def test_cpdt_trains_each_row_with_the_external_command_on_the_rows_own_build(tmp_path, tokenizer_path):
-    """Two experiments, one seed: four rows (all, none, each alone), each trained by the external script from the
-    same starting folder on its own build, every batch the row's manifest step; the rows are then evaluated."""
+    """Two experiments, one seed: four rows (all, none, each alone), each row's build in OLMo-core's order
+    (--target), each trained by the OLMo-core script from the same starting folder, every batch OLMo-core's loader
+    served the row's manifest step (read by injc through the row map); the rows are then evaluated."""
+    pytest.importorskip("olmo_core")
     from tests.evals.test_cpdt import cpdt_project
 
     plan = cpdt_project(tmp_path, tokenizer_path, 12)
     batches = tmp_path / "batches.jsonl"
+    cmd = olmo_core_command(batches)
     result = run_injc("cpdt", plan, "--checkpoint", initial_model(tmp_path / "init"), "--out",
-                      tmp_path / "report", "--seeds", "1", "--quiet", "--train-cmd", command(batches))
+                      tmp_path / "report", "--seeds", "1", "--quiet", "--target", "olmo-core:5", "--train-cmd", cmd)
     assert result.returncode == 0, result.stderr
     rows = {}
     for record in map(json.loads, batches.read_text().splitlines()):
-        rows.setdefault(record["manifest"], []).append((record["step"], record["sha256"]))
-    expected = {str(tmp_path / "report" / "seed-0" / row / "build" / "manifest.json")
-                for row in ("all", "none", "letters", "digits")}
+        rows.setdefault(record["data"], []).append((record["step"], record["sha256"]))
+    expected = {str(tmp_path / "report" / "seed-0" / row / "build") for row in ("all", "none", "letters", "digits")}
     assert set(rows) == expected
-    for manifest, steps in rows.items():
-        assert steps == manifest_steps(Path(manifest).parent, range(12)), manifest
+    for build, steps in rows.items():
+        assert json.loads((Path(build) / "export.json").read_text())["seed"] == 5
+        assert steps == manifest_steps(Path(build), range(12)), build
     cells = json.loads((tmp_path / "report" / "cpdt.json").read_text())
-    assert cells["design"]["train_cmd"] == command(batches)
+    assert cells["design"]["train_cmd"] == cmd
+
+
+
+def test_the_loop_grows_a_build_in_olmo_cores_order_and_olmo_cores_own_loader_serves_every_step(loop, tmp_path):  # noqa: F811
+    """`injc run --target olmo-core:SEED`: each window grows the build in OLMo-core's order (files at full size);
+    the trainer (tests/evals/olmo_core_trainer.py) reads {data} with OLMo-core's own dataset and data loader,
+    continuing each window from the loader state it checkpointed. The batches it consumed, across the three
+    windows, are the steps of a stream-order build of the plan with the same decided counts."""
+    pytest.importorskip("olmo_core")
+    out, batches = tmp_path / "loop", tmp_path / "batches.jsonl"
+    plan = loop()
+    cmd = olmo_core_command(batches)
+    result = run_injc("run", plan, "--init", initial_model(tmp_path / "init"), "--out", out, "--quiet", "--no-eval",
+                      "--target", "olmo-core:11", "--train-cmd", cmd)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / "build" / "export.json").read_text())["seed"] == 11
+    records = [json.loads(line) for line in (out / "control.jsonl").read_text().splitlines()]
+    counts = [r["count"] for r in records]
+    assert len(counts) == 3 and len(set(counts)) > 1  # the decisions changed the stream window by window
+    plain = injc.build(plan, tmp_path / "plain", progress=False, counts={records[0]["experiment"]: counts})
+    assert consumed(batches) == manifest_steps(plain.manifest_path.parent, range(30))
+
+
+def test_bad_targets_of_the_loop_are_refused_before_any_work(loop, tmp_path):  # noqa: F811
+    result = run_injc("run", loop(), "--init", initial_model(tmp_path / "init"), "--out", tmp_path / "r", "--quiet",
+                      "--target", "megatron:3", "--train-cmd", "true {out}")
+    assert_user_error(result, "only olmo-core is written directly")
+    assert not (tmp_path / "r").exists()

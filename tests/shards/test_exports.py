@@ -54,9 +54,9 @@ def test_olmo_core_default_loader_serves_every_step_of_the_export(built, tmp_pat
 
 def test_build_target_olmo_core_writes_the_export_once_and_injc_reads_it_through_the_row_map(project, built,
                                                                                             tmp_path, monkeypatch):
-    import injc.shards.exports as exports
+    import injc.shards.olmo_core as olmo_core
 
-    monkeypatch.setattr(exports, "FILE_BYTES", 50 * 64 * 2)  # 50 rows a file: the 160 rows scatter over 4 files
+    monkeypatch.setattr(olmo_core, "FILE_BYTES", 50 * 64 * 2)  # 50 rows a file: the 160 rows scatter over 4 files
     plan = built.parent.parent / "plan.toml"
     target = injc.build(plan, tmp_path / "direct", progress=False, target="olmo-core:1234")
     plain, direct = injc.open_stream(built), injc.open_stream(target.manifest_path)
@@ -116,7 +116,7 @@ def test_a_killed_target_build_resumes_to_the_same_bytes(project, tmp_path):
     assert not (tmp_path / "out").exists() and 5 <= kept < 400
     # damage the last finished shard's first row where OLMo-core's order put it: the resume keeps the shards
     # before it and must notice this one and write it again
-    from injc.shards.exports import olmo_core_order
+    from injc.shards.olmo_core import olmo_core_order
 
     row = int(olmo_core_order(1600, 3)[4 * (kept - 1)])
     flip_bit(tmp_path / ".out.injc-partial" / "shards" / "part-00000.npy", row * 64 * 2)
@@ -125,11 +125,81 @@ def test_a_killed_target_build_resumes_to_the_same_bytes(project, tmp_path):
     assert snapshot(tmp_path / "out") == snapshot(tmp_path / "reference")
 
 
+def test_a_target_build_grown_in_stages_serves_each_stage_and_ends_byte_identical(built, tmp_path, monkeypatch):
+    """Stages of 15, 35 and 40 steps in OLMo-core's order: after each, OLMo-core's own loader serves the written
+    steps (the rest of the files still zeros), its dataset fingerprint (file names, sizes) never changes, and the
+    grown build equals the one-shot target build, file for file."""
+    from olmo_core.data import NumpyFSLDataset
+
+    import injc.shards.olmo_core as olmo_core
+    from tests.test_build import all_files
+
+    monkeypatch.setattr(olmo_core, "FILE_BYTES", 50 * 64 * 2)  # 4 files: every stage writes into several
+    plan = built.parent.parent / "plan.toml"
+    plain = injc.open_stream(built)
+    one_shot = injc.build(plan, tmp_path / "whole", progress=False, target="olmo-core:1234")
+    staged, fingerprints = tmp_path / "staged", set()
+    for until in (15, 35):
+        result = injc.build(plan, staged, until_step=until, extend=until > 15, progress=False, target="olmo-core:1234")
+        assert result.until_step == until and injc.verify(staged) == [] and verify_export(staged) == []
+        files = [staged / f["path"] for f in json.loads((staged / "export.json").read_text())["files"]]
+        batches = olmo_core_batches(files, 1234, tmp_path / f"work{until}")
+        assert all(steps_served(batches[:until], plain))
+        assert not any(np.asarray(batch).any() for batch in batches[until:])
+        assert np.array_equal(injc.open_stream(staged).batch(until - 1), plain.batch(until - 1))
+        fingerprints.add(NumpyFSLDataset(*files, sequence_length=64, pad_token_id=0, eos_token_id=0, vocab_size=400,
+                                         dtype=np.uint16).fingerprint)
+    injc.build(plan, staged, progress=False, target="olmo-core:1234")
+    assert len(fingerprints) == 1
+    assert all_files(staged) == all_files(tmp_path / "whole")
+    assert injc.verify(one_shot.manifest_path) == []
+
+
+def test_exports_of_a_staged_build_serve_its_steps_and_grow_with_it_to_the_whole_runs_export(built, tmp_path):
+    """A build grown in stages of 15, 35, 40 steps, exported after each stage into the same folders: each export
+    serves the written steps through its trainer's own loader (rows not written yet are zeros), and the grown
+    exports equal those of the one-shot build, file for file. LitData cannot grow: refused."""
+    from injc.shards.nanogpt import StepBatches
+    from tests.test_build import all_files
+
+    plan, staged, full = built.parent.parent / "plan.toml", tmp_path / "staged", injc.open_stream(built)
+    targets = {"olmo-core": 1234, "megatron": 1234, "nanogpt": None}
+    for until in (15, 35, 40):
+        injc.build(plan, staged, until_step=until if until < 40 else None, extend=until < 40 and until > 15,
+                   progress=False)
+        for target, seed in targets.items():
+            export(staged / "manifest.json", target, tmp_path / target, seed=seed)
+            assert verify_export(tmp_path / target) == [], (target, until)
+        files = [tmp_path / "olmo-core" / f["path"]
+                 for f in json.loads((tmp_path / "olmo-core" / "export.json").read_text())["files"]]
+        batches = olmo_core_batches(files, 1234, tmp_path / f"work{until}")
+        assert all(steps_served(batches[:until], full)) and not any(np.asarray(b).any() for b in batches[until:])
+        train = megatron_lm_dataset(tmp_path / "megatron" / "data", 1234, tmp_path / f"cache{until}")[0]
+        assert all(np.array_equal(train[k]["tokens"].numpy(), full.batch(k // 4)[k % 4]) for k in range(until * 4))
+        assert until == 40 or not train[until * 4]["tokens"].numpy().any()
+        nano = StepBatches(tmp_path / "nanogpt", seq_len=64, rows_per_step=4, micro_batch_size=4, ddp_rank=0,
+                           ddp_world_size=1)
+        nano.start_at(until - 1)
+        assert nano.get_batch("train")[0][0].tolist() == full.batch(until - 1)[0, :-1].tolist()
+        if until == 15:
+            assert_user_error(run_injc("export", staged / "manifest.json", "--to", "nanogpt", "--out",
+                                       tmp_path / "nanogpt"), "already holds steps [0, 15): grow the build first")
+            assert_user_error(run_injc("export", staged / "manifest.json", "--to", "megatron", "--seed", "99",
+                                       "--out", tmp_path / "megatron"), "already exists")
+    for target, seed in targets.items():
+        export(built, target, tmp_path / f"{target}-one-shot", seed=seed)
+        mine, theirs = all_files(tmp_path / target), all_files(tmp_path / f"{target}-one-shot")
+        assert mine.pop("export.json") and theirs.pop("export.json") and mine == theirs, target
+    injc.build(plan, tmp_path / "litdata-staged", until_step=10, progress=False)
+    assert_user_error(run_injc("export", tmp_path / "litdata-staged", "--to", "litdata", "--out", tmp_path / "ld"),
+                      "cannot be exported for litdata")
+    assert not (tmp_path / "ld").exists()
+
+
 def test_bad_targets_are_one_line_and_write_nothing(built, tmp_path):
     plan = built.parent.parent / "plan.toml"
     for arguments, message in ((["--target", "megatron:1"], "only olmo-core is written directly"),
-                               (["--target", "olmo-core"], "give OLMo-core's data seed"),
-                               (["--target", "olmo-core:5", "--until-step", "10"], "cannot be combined")):
+                               (["--target", "olmo-core"], "give OLMo-core's data seed")):
         assert_user_error(run_injc("build", plan, "--out", tmp_path / "x", *arguments), message)
         assert not (tmp_path / "x").exists()
 

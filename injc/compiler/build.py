@@ -26,6 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from injc.compiler.corpus import base_stream, fingerprint_files, token_corpus_warnings
+from injc.compiler.hf_corpus import manifest_record
 from injc.compiler.outputs import check_output, check_stage, replace_output, resume_state, seed_from_stage, staged_build
 from injc.compiler.payloads import (
     directives,
@@ -321,7 +322,8 @@ def _build_into(tmp: Path, full_plan: Plan, tokenizer: LoadedTokenizer, clean: b
                  "fraction": fraction},
         "tokenizer": {"path": TOKENIZER_NAME, "source": str(tokenizer.path), "sha256": tokenizer.sha256,
                       "eos": tokenizer.eos, "eos_id": tokenizer.eos_id},
-        "corpus": {"format": plan.corpus.format, "files": corpus_files, "skip_tokens": plan.corpus.skip_tokens},
+        "corpus": {"format": plan.corpus.format, "files": corpus_files, "skip_tokens": plan.corpus.skip_tokens,
+                   **(manifest_record(plan.corpus) if plan.corpus.format == "hf" else {})},
         "shards": shards,
         "insertions": {"path": INSERTIONS_NAME, "count": len(schedule), "sha256": sha256_file(tmp / INSERTIONS_NAME)},
         "items": {"path": ITEMS_NAME, "count": sum(len(p.items) for p in payloads),

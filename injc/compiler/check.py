@@ -138,6 +138,8 @@ def estimate_corpus_tokens(corpus: CorpusConfig, tokenizer: LoadedTokenizer) -> 
         whole = dataclasses.replace(corpus, skip_tokens=0)
         tokens = sum(len(chunk) for chunk, _ in base_stream(whole, tokenizer))
         return CorpusEstimate(tokens, True, "counted exactly")
+    if corpus.format == "hf":
+        return _hf_estimate(corpus, tokenizer, float(sizes.sum()))
     count = 64 if corpus.format == "text" else SAMPLE_FILES
     picked = np.unique(np.linspace(0, len(files) - 1, min(count, len(files))).round().astype(int))
     tokens_read, fraction_read = zip(*(_counting_text_sample(files[i], corpus, tokenizer) for i in picked))
@@ -148,6 +150,28 @@ def estimate_corpus_tokens(corpus: CorpusConfig, tokenizer: LoadedTokenizer) -> 
                           f"estimated: {sum(tokens_read):,} tokens in the first {read_bytes / 2**20:,.1f} MiB of "
                           f"{len(picked)} of {len(files)} files, extrapolated by file size "
                           f"({per_byte:.3f} tokens per byte on disk)")
+
+
+def _hf_estimate(corpus: CorpusConfig, tokenizer: LoadedTokenizer, disk_bytes: float) -> CorpusEstimate:
+    """A Hugging Face corpus from its first SAMPLE_BYTES of text: a saved dataset extrapolated by its row count,
+    a builder's data files by their size on disk (as if they held about that much text, like JSONL)."""
+    from injc.compiler.hf_corpus import hf_documents, saved_rows
+
+    texts, text_bytes = [], 0
+    for file, _, text in hf_documents(corpus, (0, 0)):
+        if file > 0 or text_bytes >= SAMPLE_BYTES:
+            break
+        texts.append(text)
+        text_bytes += len(text.encode("utf-8"))
+    tokens = sum(len(ids) + 1 for ids in tokenizer.encode_batch(texts))
+    if corpus.builder is None:
+        rows = saved_rows(corpus)
+        return CorpusEstimate(int(tokens * rows / max(len(texts), 1)), False,
+                              f"estimated: {tokens:,} tokens in the first {len(texts):,} of {rows:,} rows, "
+                              f"extrapolated by row count")
+    return CorpusEstimate(int(tokens / max(text_bytes, 1) * disk_bytes), False,
+                          f"estimated: {tokens:,} tokens in the first {text_bytes / 2**20:,.1f} MiB of text, "
+                          f"extrapolated by the files' size on disk")
 
 
 def _corpus_free_context(plan: Plan, tokenizer: LoadedTokenizer) -> Context:

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import tomllib
 
+from injc.compiler.hf_corpus import BUILDERS, column_problem, saved_files
 from injc.errors import PlanError
 from injc.injectors import KINDS
 from injc.shards.layout import Layout
 from injc.tables import TableReader, resolve_path
 
-CORPUS_FORMATS = ("jsonl", "parquet", "text", "tokens")
+CORPUS_FORMATS = ("jsonl", "parquet", "text", "tokens", "hf")
 TOKEN_DTYPES = ("uint16", "uint32")
 DEFAULT_SHARD_TOKENS = 1 << 28
 
@@ -45,6 +46,12 @@ class CorpusConfig:
     """Tokens reserved after the run's own: never trained on, a pool for replacements and controls."""
     skip_tokens: int = 0
     """Tokens of the corpus stream passed over before the run's first: another window of the same corpus."""
+    dataset: Path | None = None
+    """format = "hf" without a builder: the `save_to_disk` folder (`files` are its split's Arrow files)."""
+    split: str | None = None
+    """format = "hf": the split of a saved DatasetDict (default "train"), or the split a builder makes."""
+    builder: str | None = None
+    """format = "hf": a `datasets` builder (parquet, json, text, arrow, csv) that reads `files` as data files."""
 
 
 @dataclass(frozen=True)
@@ -97,11 +104,18 @@ def _read_corpus(reader: TableReader, base: Path) -> CorpusConfig:
     dtype = reader.str("dtype", None, choices=TOKEN_DTYPES)
     holdout_tokens = reader.int("holdout_tokens", 0, min=0)
     skip_tokens = reader.int("skip_tokens", 0, min=0)
+    split = reader.str("split", None)
+    builder = reader.str("builder", None, choices=BUILDERS)
+    for key in ("split", "builder"):
+        if fmt != "hf" and reader.has(key):
+            reader.problem("only valid with format = \"hf\"", key)
     if fmt == "tokens" and dtype is None and not reader.has("dtype"):
         reader.problem("format = \"tokens\" needs dtype = \"uint16\" or \"uint32\"", "dtype")
     if fmt != "tokens" and reader.has("dtype"):
         reader.problem("only valid with format = \"tokens\"", "dtype")
     reader.finish()
+    if fmt == "hf" and builder is None:
+        return _saved_dataset(reader, patterns, base, text_field, split, holdout_tokens or 0, skip_tokens or 0)
     files: list[Path] = []
     for pattern in patterns:
         resolved = resolve_path(pattern, base, lambda message: reader.problem(message, "paths"))
@@ -111,7 +125,32 @@ def _read_corpus(reader: TableReader, base: Path) -> CorpusConfig:
         if not matches:
             reader.problem(f"{pattern!r} matches no file", "paths")
         files.extend(matches)
-    return CorpusConfig(tuple(files), fmt, text_field, dtype, holdout_tokens or 0, skip_tokens or 0)
+    return CorpusConfig(tuple(files), fmt, text_field, dtype, holdout_tokens or 0, skip_tokens or 0, split=split,
+                        builder=builder)
+
+
+def _saved_dataset(reader: TableReader, patterns: list[str], base: Path, text_field: str, split: str | None,
+                   holdout_tokens: int, skip_tokens: int) -> CorpusConfig:
+    """A `save_to_disk` folder as the corpus: checked from its JSON (split, text column and its type)."""
+    unread = CorpusConfig((), "hf", text_field, None, holdout_tokens, skip_tokens, split=split)
+    if len(patterns) != 1:
+        reader.problem('format = "hf" reads one saved dataset folder (or data files, with builder = ...); '
+                       f"got {len(patterns)} paths", "paths")
+        return unread
+    folder = resolve_path(patterns[0], base, lambda message: reader.problem(message, "paths"))
+    if folder is None:
+        return unread
+    if not folder.is_dir():
+        reader.problem(f"{patterns[0]!r} is not a folder: a saved dataset is the folder save_to_disk wrote "
+                       "(data files need builder = \"parquet\", \"json\", ...)", "paths")
+        return unread
+    files, state, problems = saved_files(folder, split)
+    problem = problems[0] if problems else column_problem(state["features"] or {}, text_field, repr(str(folder)))
+    if problem:
+        reader.problem(problem, "paths" if problems else "text_field")
+        return unread
+    return CorpusConfig(tuple(files), "hf", text_field, None, holdout_tokens, skip_tokens, dataset=folder,
+                        split=split)
 
 
 def _read_experiments(tables, base: Path, steps: int | None, problems: list[str]) -> tuple[tuple, dict]:

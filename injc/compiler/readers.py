@@ -1,4 +1,5 @@
-"""Corpus readers: files → document texts, in plan order, straight from pyarrow / zstandard / the file system.
+"""Corpus readers: files → document texts, in plan order, straight from pyarrow / zstandard / the file system
+(a Hugging Face dataset through `datasets`: injc.compiler.hf_corpus).
 
 Two ways to read the same documents:
 - `iter_documents` streams them in one process (the local build);
@@ -107,6 +108,11 @@ def _file_text(path: Path) -> str:
 def iter_documents(corpus: CorpusConfig, start: tuple[int, int] = (0, 0)) -> Iterator[tuple[int, int, str]]:
     """(file index, document index, text) of every document, files in plan order, from document `start`."""
     first_file, first_document = start
+    if corpus.format == "hf":
+        from injc.compiler.hf_corpus import hf_documents  # datasets is imported only for such a corpus
+
+        yield from hf_documents(corpus, start)
+        return
     for index in range(first_file, len(corpus.files)):
         path, skip = corpus.files[index], first_document if index == first_file else 0
         if corpus.format == "jsonl":
@@ -137,7 +143,8 @@ class Chunk:
     row_group: int = 0
     """Parquet: the row group."""
     skip: int = 0
-    """Parquet: rows of the row group before the first document wanted (a resumed build)."""
+    """Parquet: rows of the row group before the first document wanted (a resumed build); a `datasets` builder's
+    data file: rows before the first document wanted. A saved Hugging Face dataset's chunk is rows [begin, end)."""
 
 
 def _skip_lines(lines: io.BufferedReader, documents: int) -> int:
@@ -187,12 +194,21 @@ def corpus_chunks(corpus: CorpusConfig, start: tuple[int, int] = (0, 0),
                   chunk_bytes: int | None = None) -> Iterator[Chunk]:
     """The documents of `iter_documents(corpus, start)` as chunks, in order."""
     first_file, first_document = start
+    if corpus.format == "hf" and corpus.builder is None:
+        from injc.compiler.hf_corpus import ROWS_PER_CHUNK, saved_rows
+
+        total = saved_rows(corpus)
+        for begin in range(first_document, total, ROWS_PER_CHUNK):
+            yield Chunk(0, corpus.dataset, begin, min(begin + ROWS_PER_CHUNK, total))
+        return
     for index in range(first_file, len(corpus.files)):
         path, skip = corpus.files[index], first_document if index == first_file else 0
         if corpus.format == "jsonl":
             yield from _jsonl_chunks(index, path, skip, chunk_bytes or CHUNK_BYTES)
         elif corpus.format == "parquet":
             yield from _parquet_chunks(index, path, corpus.text_field, skip)
+        elif corpus.format == "hf":
+            yield Chunk(index, path, skip=skip)
         elif not skip:
             yield Chunk(index, path)
 
@@ -222,6 +238,12 @@ def _block_texts(block: bytes, field: str, path: Path, first_line: int | None, b
 
 def chunk_texts(chunk: Chunk, corpus: CorpusConfig) -> list[str]:
     """The texts of a chunk's documents, in order (read where the chunk is handled)."""
+    if corpus.format == "hf":
+        from injc.compiler.hf_corpus import builder_texts, saved_texts
+
+        if corpus.builder is None:
+            return saved_texts(corpus, chunk.begin, chunk.end)
+        return list(builder_texts(corpus, chunk.file, chunk.skip))
     if corpus.format == "parquet":
         field = corpus.text_field
         table = _parquet_file(chunk.path, field).read_row_group(chunk.row_group, columns=[field])

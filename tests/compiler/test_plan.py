@@ -50,7 +50,7 @@ def test_every_problem_is_reported_at_once_with_its_location(project):
         "layout.seq_len: must be ≥ 2, got 0",
         "layout.batch_size: expected an integer, got a string 'four'",
         "layout.sede: unknown key; did you mean 'seed'?",
-        "corpus.format: must be one of 'jsonl', 'parquet', 'text', 'tokens', got 'csv'",
+        "corpus.format: must be one of 'jsonl', 'parquet', 'text', 'tokens', 'hf', got 'csv'",
         "corpus.paths: 'nothing/*.jsonl' matches no file",
         f"experiments[0] \"x\".file: file {str(project.root / 'payloads/missing.jsonl')!r} not found",
         "experiments[0] \"x\".end_step: must be greater than start_step (9), got 3",

@@ -99,3 +99,17 @@ def test_ray_workers_read_the_same_stream_in_small_chunks_from_any_cursor(tmp_pa
             read(jsonl, {}, executor)
         assert str(error.value).endswith("line 21 is not valid JSON: Expecting property name enclosed in "
                                          "double quotes")
+
+
+def test_a_ray_build_from_a_saved_hugging_face_dataset_is_the_jsonl_build(project, tmp_path):
+    """Ray tasks read the saved dataset's row ranges (opened in the worker, offline) and give the local bytes."""
+    datasets = pytest.importorskip("datasets")
+    from tests.compiler.test_hf_corpus import documents, files
+
+    datasets.Dataset.from_dict({"text": documents(project.root)}).save_to_disk(str(project.root / "saved"))
+    reference = injc.build(project(CANARIES), tmp_path / "jsonl", progress=False).out_dir
+    plan = project(CANARIES, corpus='paths = ["saved"]\nformat = "hf"')
+    process = ray_build(plan, tmp_path / "ray")
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    assert files(tmp_path / "ray") == files(reference)

@@ -9,6 +9,8 @@ import difflib
 from pathlib import Path
 from typing import Any
 
+from injc.hfdata import is_saved_dataset
+
 REQUIRED = object()
 
 
@@ -28,6 +30,8 @@ class TableReader:
             table = {}
         self.table = table
         self.used: set[str] = set()
+        self.saved_datasets = False
+        """Whether `path` also takes a saved Hugging Face dataset folder (an experiment's payload inputs)."""
 
     def problem(self, message: str, key: str | None) -> None:
         location = f"{self.where}.{key}" if key else self.where
@@ -112,12 +116,16 @@ class TableReader:
         return list(value)
 
     def path(self, key: str, base: Path, default: Any = REQUIRED) -> Any:
-        """An existing file; relative paths are relative to `base` (the plan's folder) and may not leave it."""
+        """An existing file; relative paths are relative to `base` (the plan's folder) and may not leave it. With
+        `saved_datasets` set (an experiment's inputs), also a folder that `save_to_disk` wrote."""
         value = self.str(key, default)
         if not isinstance(value, str) or key not in self.table:
             return value
         path = resolve_path(value, base, lambda message: self.problem(message, key))
-        if path is not None and not path.is_file():
+        if path is not None and path.is_dir() and self.saved_datasets and not is_saved_dataset(path):
+            self.problem(f"{str(path)!r} is a folder but not a saved Hugging Face dataset (no state.json or "
+                         "dataset_dict.json: write it with save_to_disk)", key)
+        elif path is not None and not path.is_file() and not (path.is_dir() and self.saved_datasets):
             self.problem(f"file {str(path)!r} not found", key)
         return path
 

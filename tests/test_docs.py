@@ -20,7 +20,7 @@ def test_the_docs_site_lists_every_page():
     assert sorted(re.findall(r": (\w+\.md)$", nav, re.M)) == sorted(p.name for p in (REPO / "docs").glob("*.md"))
 
 
-COMMON = {"name", "kind", "cpdt_outcome", "placement", "start_step", "end_step"}
+COMMON = {"name", "kind", "cpdt_outcome", "placement", "start_step", "end_step", "fields", "dataset_split"}
 """Keys every kind takes, documented once above the kinds table of docs/plan.md."""
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import injc
 
-LEVELS = {"errors": 0, "tables": 0, "tokenizer": 0, "shards": 1, "injectors": 2, "compiler": 3, "train": 4,
+LEVELS = {"errors": 0, "tables": 0, "tokenizer": 0, "hfdata": 0, "shards": 1, "injectors": 2, "compiler": 3, "train": 4,
           "evals": 5, "cli": 6, "cli_models": 6, "__main__": 7, "__init__": 7}
 
 

@@ -16,11 +16,11 @@ dataset_dict.json are plain JSON (its Arrow files, split names, columns and thei
 """
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from injc.errors import InputError
+from injc.hfdata import offline_datasets
 
 BUILDERS = ("parquet", "json", "text", "arrow", "csv")
 ROWS_PER_CHUNK = 8192
@@ -67,21 +67,6 @@ def column_problem(features: dict, field: str, where: str) -> str | None:
     return None
 
 
-def hf_datasets():
-    """The `datasets` module, offline: injc never downloads (a builder must read local data files)."""
-    os.environ["HF_DATASETS_OFFLINE"] = "1"
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    try:
-        import datasets
-    except ImportError:
-        raise InputError('[corpus] format = "hf" needs the datasets package: pip install -e ".[datasets]"') from None
-    datasets.config.HF_HUB_OFFLINE = True
-    datasets.config.HF_DATASETS_OFFLINE = True
-    datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
-    return datasets
-
-
 _opened: dict = {}
 
 
@@ -89,7 +74,7 @@ def _saved(corpus):
     """The saved split as a memory-mapped Dataset (opened once per process)."""
     key = (str(corpus.dataset), corpus.split, tuple((path, path.stat().st_mtime_ns) for path in corpus.files))
     if key not in _opened:
-        datasets = hf_datasets()
+        datasets = offline_datasets()
         loaded = datasets.load_from_disk(str(corpus.dataset))
         _opened[key] = loaded[corpus.split or "train"] if isinstance(loaded, datasets.DatasetDict) else loaded
     return _opened[key]
@@ -113,7 +98,7 @@ def saved_rows(corpus) -> int:
 
 def builder_texts(corpus, index: int, skip: int) -> Iterator[str]:
     """Texts of data file `index` from row `skip`, streamed by the `datasets` builder."""
-    datasets, path = hf_datasets(), corpus.files[index]
+    datasets, path = offline_datasets(), corpus.files[index]
     where = f"corpus file {str(path)!r} (builder {corpus.builder!r})"
     try:
         stream = datasets.load_dataset(corpus.builder, data_files=[str(path)], split=corpus.split or "train",

@@ -16,6 +16,7 @@ from injc.compiler.schedule import Request, Schedule, compile_schedule
 from injc.compiler.source import PreparedStream, streaming_counts
 from injc.errors import LayoutError
 from injc.injectors.base import Context, HoldoutPool, Payload
+from injc.injectors.saved import DatasetFolder
 from injc.shards.manifest import EVALS_FOLDER
 from injc.shards.writer import Overlay
 from injc.tokenizer import LoadedTokenizer
@@ -83,7 +84,7 @@ def directives(plan: Plan, payloads: list[Payload]) -> list[dict]:
 
 
 def _fingerprint(path: Path) -> dict:
-    return fingerprint_files((path,))[0]
+    return path.record() if isinstance(path, DatasetFolder) else fingerprint_files((path,))[0]
 
 
 def write_eval_records(folder: Path, plan: Plan, payloads: list[Payload]) -> dict[str, dict]:

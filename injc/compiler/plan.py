@@ -16,6 +16,7 @@ import tomllib
 from injc.compiler.hf_corpus import BUILDERS, column_problem, saved_files
 from injc.errors import PlanError
 from injc.injectors import KINDS
+from injc.injectors.saved import DatasetFolder, split_problem
 from injc.shards.layout import Layout
 from injc.tables import TableReader, resolve_path
 
@@ -177,9 +178,45 @@ def _read_experiments(tables, base: Path, steps: int | None, problems: list[str]
         if kind is None or name is None:
             reader.used.update(reader.table)
             continue
-        experiments.append(KINDS[kind].read(reader, name, kind, base, steps))
+        reader.saved_datasets = True
+        fields, split = _field_map(reader), reader.str("dataset_split", None)
+        experiments.append(_saved_inputs(KINDS[kind].read(reader, name, kind, base, steps), reader, fields, split))
         reader.finish()
     return tuple(experiments), outcomes
+
+
+def _field_map(reader: TableReader) -> dict:
+    """An experiment's `fields`: injc field → dotted path (or list of paths), `labels` a path, `answer_base` an int."""
+    fields = reader.get("fields", {})
+    if not isinstance(fields, dict):
+        reader.problem("expected a table such as { question = \"question\", choices = \"choices.text\" }", "fields")
+        return {}
+    for key, value in fields.items():
+        if key == "answer_base":
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, str) or (key != "labels" and isinstance(value, list) and value
+                                            and all(isinstance(v, str) for v in value))
+        if not ok:
+            reader.problem(f"{key} = {value!r}: expected "
+                           + ("an integer" if key == "answer_base" else "a dotted path" if key == "labels"
+                              else "a dotted path or a list of them"), "fields")
+    return fields
+
+
+def _saved_inputs(config, reader: TableReader, fields: dict, split: str | None):
+    """The experiment with each input that is a saved Hugging Face dataset folder read with `dataset_split` and
+    `fields`."""
+    saved = {f.name: value for f in dataclasses.fields(config)
+             if isinstance(value := getattr(config, f.name), Path) and value.is_dir()}
+    if (fields or split is not None) and not saved:
+        reader.problem("fields and dataset_split apply to saved Hugging Face dataset folders; no input of this "
+                       "experiment is one", "fields" if fields else "dataset_split")
+    for value in saved.values():
+        problem = split_problem(value, split)
+        if problem:
+            reader.problem(problem, "dataset_split")
+    return dataclasses.replace(config, **{key: DatasetFolder.of(value, fields, split) for key, value in saved.items()})
 
 
 def load_plan(path: str | Path) -> Plan:

@@ -175,15 +175,21 @@ class Context:
 
 
 class Records(list):
-    """JSONL records, with `lines`: the 1-based line number of each, so errors point at the file's own lines."""
+    """JSONL records, with `lines`: the 1-based line number of each, so errors point at the file's own lines (a
+    saved dataset's records: their row numbers, `unit` "row")."""
 
-    def __init__(self, records: list[dict], lines: list[int]):
+    def __init__(self, records: list[dict], lines: list[int], unit: str = "line"):
         super().__init__(records)
-        self.lines = lines
+        self.lines, self.unit = lines, unit
 
 
 def read_jsonl(path: Path, experiment: str) -> Records:
-    """Read a JSONL payload file: one JSON object per non-blank line; errors name the file and every bad line."""
+    """Read a JSONL payload file: one JSON object per non-blank line; errors name the file and every bad line.
+    A saved Hugging Face dataset named instead (injc.injectors.saved) gives its rows, mapped by its field map."""
+    if path.is_dir():
+        from injc.injectors.saved import read_saved  # datasets is imported only for a saved dataset
+
+        return Records(*read_saved(path, experiment), unit="row")
     try:
         raw = path.read_bytes()
     except OSError as error:
@@ -213,16 +219,16 @@ def read_jsonl(path: Path, experiment: str) -> Records:
     return Records(records, lines)
 
 
-def _line_list(numbers: list[int], shown: int = 20) -> str:
+def _line_list(numbers: list[int], shown: int = 20, unit: str = "line") -> str:
     """'line 3' or 'lines 3, 7, 9 and 12 more': every bad line is counted, the first `shown` are named."""
-    return f"line {numbers[0]}" if len(numbers) == 1 else "lines " + some_of(numbers, shown)
+    return f"{unit} {numbers[0]}" if len(numbers) == 1 else f"{unit}s " + some_of(numbers, shown)
 
 
 def check_records(experiment: str, path: Path, records: Records, ok: Callable[[dict], bool], need: str) -> None:
     """Raise one InputError naming every record (by its 1-based line) that fails `ok`, not only the first."""
     bad = [line for line, record in zip(records.lines, records) if not ok(record)]
     if bad:
-        raise InputError(f"experiment {experiment!r}: {str(path)!r} {_line_list(bad)}: {need}")
+        raise InputError(f"experiment {experiment!r}: {str(path)!r} {_line_list(bad, unit=records.unit)}: {need}")
 
 
 def string_field(experiment: str, path: Path, records: Records, field: str) -> list[str]:

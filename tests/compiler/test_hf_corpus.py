@@ -17,6 +17,7 @@ from tests.test_cli import injc as run_injc
 from tests.test_user_mistakes import interrupt_after_shards, interruptible, snapshot
 
 datasets = pytest.importorskip("datasets")
+datasets.disable_progress_bars()
 LONG = "seq_len = 64\nbatch_size = 4\nsteps = 400\nseed = 7"
 
 

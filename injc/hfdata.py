@@ -1,0 +1,36 @@
+"""Hugging Face `datasets`, offline, for the corpus (injc.compiler.hf_corpus) and for payload files that are saved
+datasets (injc.injectors.base). injc never downloads: offline mode is set before `datasets` is imported."""
+
+import json
+import os
+from pathlib import Path
+
+from injc.errors import InputError
+
+
+def offline_datasets():
+    """The `datasets` module with its hub access off (a dataset must already be on disk)."""
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        import datasets
+    except ImportError:
+        raise InputError('reading a Hugging Face dataset needs the datasets package: pip install -e ".[datasets]"') \
+            from None
+    datasets.config.HF_HUB_OFFLINE = True
+    datasets.config.HF_DATASETS_OFFLINE = True
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    return datasets
+
+
+def is_saved_dataset(folder: Path) -> bool:
+    """A folder `save_to_disk` wrote: a Dataset (state.json) or a DatasetDict (dataset_dict.json)."""
+    return (folder / "state.json").is_file() or (folder / "dataset_dict.json").is_file()
+
+
+def saved_splits(folder: Path) -> list[str] | None:
+    """The splits of a saved DatasetDict (None for a saved Dataset)."""
+    if not (folder / "dataset_dict.json").is_file():
+        return None
+    return json.loads((folder / "dataset_dict.json").read_text())["splits"]

@@ -1,12 +1,13 @@
 """Compiler benchmarks: build throughput against raw tokenization, and schedule time, measured in one run.
 
-    python bench/bench_compiler.py [--copies 8] [--insertions 1000000]
+    python bench/bench_compiler.py [--copies 8] [--insertions 1000000] [--ray] [--hf | --only-hf]
 
 Every figure is printed next to its anchor measured in the same process, since these machines are noisy:
 
 - build: `injc.build` on the demo corpus repeated --copies times (no experiments, then ~1% of tokens injected),
   against a minimal pipeline that reads the same documents, calls `encode_batch_fast` and writes one memmap.
 - schedule: `compile_schedule` placing --insertions random copies into a run filled to 30%.
+- --hf: the same documents built from JSONL, from a saved Hugging Face dataset and through the parquet builder.
 """
 
 import argparse
@@ -131,16 +132,53 @@ def bench_ray(copies: int, repeats: int) -> list[tuple[str, str, str]]:
              f"{ray:.1f} s", f"local build {local:.1f} s: {local / ray:.2f}×")]
 
 
+def bench_hf(copies: int, repeats: int) -> list[tuple[str, str, str]]:
+    """The demo corpus ×copies as JSONL, as a saved Hugging Face dataset and as parquet read by the `datasets`
+    parquet builder: the same documents, the same build (no experiments), interleaved; tokens/s of each."""
+    import datasets
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        texts = make_corpus(folder, copies)
+        datasets.disable_progress_bars()
+        datasets.Dataset.from_dict({"text": texts}).save_to_disk(str(folder / "saved"))
+        (folder / "parquet").mkdir()
+        for index in range(copies):  # one file per JSONL file, as a builder reads them
+            part = texts[index * len(texts) // copies:(index + 1) * len(texts) // copies]
+            datasets.Dataset.from_dict({"text": part}).to_parquet(str(folder / "parquet" / f"part{index:03d}.parquet"))
+        total, _ = minimal_pipeline(texts, folder / "anchor.bin")
+        plans = {"jsonl": write_plan(folder, total // (1024 * 32), "")}
+        for label, corpus in (("saved dataset", 'paths = ["saved"]\nformat = "hf"'),
+                              ("parquet builder", 'paths = ["parquet/*.parquet"]\nformat = "hf"\nbuilder = "parquet"')):
+            plans[label] = folder / f"{label.split()[0]}.toml"
+            plans[label].write_text(plans["jsonl"].read_text().replace('paths = ["data/*.jsonl"]', corpus))
+        speeds = {label: [] for label in plans}
+        for _ in range(repeats):
+            for label, plan in plans.items():
+                speeds[label].append(injc.build(plan, folder / "out", progress=False, force=True).tokens_per_second)
+    jsonl_speed = float(np.median(speeds["jsonl"]))
+    rows = [(f"build from JSONL, demo ×{copies}", f"{jsonl_speed:,.0f} tok/s", "")]
+    for label in ("saved dataset", "parquet builder"):
+        speed = float(np.median(speeds[label]))
+        rows.append((f"build from a {label}, same documents", f"{speed:,.0f} tok/s",
+                     f"{speed / jsonl_speed:.2f}× JSONL"))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--copies", type=int, default=8, help="demo corpus repetitions (about 1.2M tokens each)")
     parser.add_argument("--insertions", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per figure (median)")
     parser.add_argument("--ray", action="store_true", help="also build on a local Ray instance (needs ray)")
+    parser.add_argument("--hf", action="store_true", help="also build from a Hugging Face dataset (needs datasets)")
+    parser.add_argument("--only-hf", action="store_true", help="only the Hugging Face dataset figures")
     args = parser.parse_args()
-    rows = bench_build(args.copies, args.repeats) + bench_schedule(args.insertions)
-    if args.ray:
+    rows = [] if args.only_hf else bench_build(args.copies, args.repeats) + bench_schedule(args.insertions)
+    if args.ray and not args.only_hf:
         rows += bench_ray(args.copies, args.repeats)
+    if args.hf or args.only_hf:
+        rows += bench_hf(args.copies, args.repeats)
     width = max(len(r[0]) for r in rows)
     for name, figure, ratio in rows:
         print(f"{name:<{width}}  {figure:>16}  {ratio}")

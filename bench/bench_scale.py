@@ -15,6 +15,7 @@
 import argparse
 import bisect
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -62,6 +63,8 @@ def tokens_plan(folder: Path, tokens: int, seq_len: int, batch_size: int, items:
 
 
 def p2(tokens: int, repeats: int) -> list[tuple]:
+    """The anchor, a rebuild (the corpus hash remembered from the build before) and a first build (a fresh hash
+    cache: the corpus hashed too), interleaved, each timed in this process (imports excluded)."""
     with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
         folder = Path(tmp)
         plan = tokens_plan(folder, tokens, 2048, 64, 7000, 100, 50, 150)
@@ -71,17 +74,30 @@ def p2(tokens: int, repeats: int) -> list[tuple]:
             subprocess.run(["cp", str(folder / "data" / "base.bin"), str(copy)], check=True)
             subprocess.run(["sha256sum", str(copy)], check=True, capture_output=True)
 
-        anchor_seconds = median_time(anchor, repeats)
         result = {}
 
         def build():
             result["r"] = injc.build(plan, folder / "out", force=True, progress=False)
 
-        build_seconds = median_time(build, repeats)
+        def first_build():
+            os.environ["INJC_CACHE_DIR"] = tempfile.mkdtemp(dir=folder)
+            try:
+                build()
+            finally:
+                del os.environ["INJC_CACHE_DIR"]
+
+        build()  # warm-up: imports, and the corpus hash remembered
+        times = {"anchor": [], "rebuild": [], "first": []}
+        for _ in range(repeats):
+            for name, function in (("anchor", anchor), ("rebuild", build), ("first", first_build)):
+                times[name].append(median_time(function, 1))
+        anchor_seconds, rebuild, first = (float(np.median(times[k])) for k in ("anchor", "rebuild", "first"))
         r = result["r"]
-    return [(f"P2 tokens base → shards, {r.total_tokens:,} tokens, {r.insertions:,} insertions "
-             f"({r.inserted_tokens / r.total_tokens:.1%})", f"{build_seconds:.2f} s",
-             f"cp + sha256sum {anchor_seconds:.2f} s", f"{anchor_seconds / build_seconds:.2f} (goal ≥ 0.5)")]
+    what = (f"{r.total_tokens:,} tokens, {r.insertions:,} insertions ({r.inserted_tokens / r.total_tokens:.1%})")
+    return [(f"P2 tokens base → shards, {what}, rebuild (corpus hash remembered)", f"{rebuild:.2f} s",
+             f"cp + sha256sum {anchor_seconds:.2f} s", f"{anchor_seconds / rebuild:.2f} (goal ≥ 0.8)"),
+            ("P2 same, first build (corpus hashed too)", f"{first:.2f} s",
+             f"cp + sha256sum {anchor_seconds:.2f} s", f"{anchor_seconds / first:.2f} (goal ≥ 0.8)")]
 
 
 def reference_schedule(layout: Layout, lengths: np.ndarray, seed: int) -> tuple[int, float]:

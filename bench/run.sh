@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "== P1 build throughput, schedule (bench_compiler.py)"
-python3 bench/bench_compiler.py --ray
+python3 bench/bench_compiler.py --ray --hf
 echo "== P4 trainer overhead, devices and strategies, litgpt pretrain (bench_train.py)"
 python3 bench/bench_train.py --litgpt
 echo "== P7 eval throughput (bench_eval.py)"

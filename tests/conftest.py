@@ -1,12 +1,17 @@
 """Shared fixtures: a tiny in-process tokenizer, a generated corpus, and a plan writer. Nothing downloads."""
 
 import json
+import os
 import random
+import tempfile
 import textwrap
 from pathlib import Path
 
 import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+# the input-hash cache (injc.shards.files.input_sha256) of this test session, never the user's; subprocesses inherit
+os.environ["INJC_CACHE_DIR"] = tempfile.mkdtemp(prefix="injc-test-cache-")
 
 EOS = "<|endoftext|>"
 WORDS = ("the model reads every token of the stream once and the schedule places each payload at a fixed "

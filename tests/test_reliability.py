@@ -114,7 +114,7 @@ def test_a_full_disk_is_a_clear_error_and_leaves_nothing(plans, tmp_path, monkey
     def full(path, data):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(writer, "_write_synced", full)
+    monkeypatch.setattr(writer, "write_synced", full)
     with pytest.raises(injc.InjcError, match="cannot write the build: No space left on device"):
         injc.build(plan, tmp_path / "out", progress=False)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith((".out", "out"))] == []

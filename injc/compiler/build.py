@@ -17,6 +17,7 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -194,13 +195,16 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
                           for name in undecided))
     from injc.compiler.check import validate_payloads  # check builds on this module: imported here, not above
 
+    hashing = ThreadPoolExecutor(1)  # the corpus is hashed on the other core while the payloads are checked
+    corpus_hashed = hashing.submit(fingerprint_files, plan.corpus.files)
+    hashing.shutdown(wait=False)
     tokenizer = load_tokenizer(plan.tokenizer.path, plan.tokenizer.eos)
-    validate_payloads(plan, tokenizer)
+    validated = validate_payloads(plan, tokenizer)
     staged = staged_build(out_dir)
     partial = out_dir.parent / f".{out_dir.name}.injc-partial"
     try:
         with folder_lock(out_dir, "build"):
-            corpus_files = fingerprint_files(plan.corpus.files)
+            corpus_files = corpus_hashed.result()
             key = {"injc": INJC_VERSION, "schedule": SCHEDULE_VERSION, "plan": plan.sha256,
                    "tokenizer": tokenizer.sha256, "corpus": corpus_files, "clean": clean, "seed": plan.seed,
                    "selected": list(selected), "skip_tokens": plan.corpus.skip_tokens, "fraction": fraction,
@@ -222,7 +226,7 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
                     done = resume_state(partial, resume_key, read_back)
                 with ray_session(workers) if isinstance(workers, RayExecutor) else nullcontext():
                     result = _build_into(partial, plan, tokenizer, clean, progress, done, corpus_files, workers,
-                                         selected, fraction, until_step, key, control, target_seed)
+                                         selected, fraction, until_step, key, control, target_seed, validated)
                 replace_output(partial, out_dir)
             except (InjcError, OSError):
                 shutil.rmtree(partial, ignore_errors=True)
@@ -242,13 +246,13 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
 def _build_into(tmp: Path, full_plan: Plan, tokenizer: LoadedTokenizer, clean: bool, progress: bool,
                 done: list[dict], corpus_files: list[dict], workers: int | None, selected: tuple[int, ...],
                 fraction: float | None, until_step: int, key: dict, control: list[dict] | None = None,
-                target_seed: int | None = None):
+                target_seed: int | None = None, validated: dict | None = None):
     """Every step of the build inside the partial folder `tmp`; returns (number of shards, schedule)."""
     layout, dtype = full_plan.layout, tokenizer.dtype
     until_token = until_step * layout.tokens_per_step
     prepared = (PreparedStream(full_plan, tokenizer, tmp / PASS1_NAME, progress, workers)
                 if needs_prepared_stream(full_plan) else None)
-    payloads, ctx = make_payloads(full_plan, tokenizer, prepared, workers)
+    payloads, ctx = make_payloads(full_plan, tokenizer, prepared, workers, validated)
     plan = dataclasses.replace(full_plan, experiments=tuple(full_plan.experiments[i] for i in selected))
     payloads = [payloads[i] for i in selected]
     if fraction is not None:
@@ -269,8 +273,12 @@ def _build_into(tmp: Path, full_plan: Plan, tokenizer: LoadedTokenizer, clean: b
         (tmp / SHARDS_FOLDER).mkdir(exist_ok=True)
         olmo = OlmoCoreFiles(tmp, SHARDS_FOLDER + "/", layout.total_rows, layout.seq_len, dtype, target_seed,
                              resume=bool(done))
-    with tqdm(total=until_token, initial=first_token, unit="tok", unit_scale=True,
-              desc="write" if prepared else "tokenize+write", disable=not progress, file=sys.stderr) as bar:
+    names = [config.name for config in plan.experiments]
+    written = written_part(schedule, overlay, until_token) if until_step < layout.steps else (schedule, overlay)
+    with (ThreadPoolExecutor(1) as tables,
+          tqdm(total=until_token, initial=first_token, unit="tok", unit_scale=True,
+               desc="write" if prepared else "tokenize+write", disable=not progress, file=sys.stderr) as bar):
+        tables_written = tables.submit(_write_tables, tmp, layout, names, *written, payloads)  # beside the shards
         on_ray = isinstance(workers, RayExecutor)
         for shard, cursor in write_shards(chunks, tmp, dtype, shard_tokens, until_token, None if clean else overlay,
                                           bar, len(done), olmo.write_synced if olmo else None,
@@ -278,6 +286,8 @@ def _build_into(tmp: Path, full_plan: Plan, tokenizer: LoadedTokenizer, clean: b
             shards.append(dataclasses.asdict(shard))
             records.append({"shard": shards[-1], "next": cursor})
             write_atomic(tmp / "done" / f"{len(shards) - 1:05d}.json", json.dumps(records[-1]).encode())
+        tables_written.result()
+    schedule, overlay = written
     if sum(s["num_tokens"] for s in shards) < until_token:
         raise corpus_too_small(read[0] + first_token, plan)
     row_order = None
@@ -298,12 +308,6 @@ def _build_into(tmp: Path, full_plan: Plan, tokenizer: LoadedTokenizer, clean: b
         del prepared
         (tmp / PASS1_NAME).unlink()
         (tmp / PASS1_NAME).with_suffix(".done").unlink()
-    names = [config.name for config in plan.experiments]
-    if until_step < layout.steps:
-        schedule, overlay = written_part(schedule, overlay, until_token)
-    write_insertions(tmp / INSERTIONS_NAME, layout, names, schedule.experiment, schedule.item, schedule.repetition,
-                     overlay)
-    write_items(tmp / ITEMS_NAME, names, [p.items for p in payloads], [p.copies for p in payloads])
     shutil.copyfile(tokenizer.path, tmp / TOKENIZER_NAME)
     manifest = {
         "format": FORMAT,
@@ -347,6 +351,14 @@ def _build_into(tmp: Path, full_plan: Plan, tokenizer: LoadedTokenizer, clean: b
                             olmo_core_loader(written["layout"], target_seed),
                             hashes={shard["path"]: shard["sha256"] for shard in shards})
     return len(shards), schedule
+
+
+def _write_tables(folder: Path, layout, names: list[str], schedule, overlay, payloads: list) -> None:
+    """insertions.parquet and items.parquet: on a thread beside the shard writing (pyarrow's writer releases the
+    GIL, so the table's compression runs on the other core)."""
+    write_insertions(folder / INSERTIONS_NAME, layout, names, schedule.experiment, schedule.item, schedule.repetition,
+                     overlay)
+    write_items(folder / ITEMS_NAME, names, [p.items for p in payloads], [p.copies for p in payloads])
 
 
 def parse_target(target: str) -> int:

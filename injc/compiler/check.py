@@ -197,22 +197,29 @@ def _experiment_payloads(plan: Plan, tokenizer: LoadedTokenizer) -> tuple[list, 
     return configs, payloads, skipped
 
 
-def validate_payloads(plan: Plan, tokenizer: LoadedTokenizer) -> None:
+def validate_payloads(plan: Plan, tokenizer: LoadedTokenizer) -> dict[str, Payload]:
     """Make every payload that needs no pass over the corpus, and raise every problem of every experiment at once:
     what `injc build` runs before it reads the corpus, so a bad payload line is reported in seconds, not after the
-    corpus is tokenized. Model-scored canaries (canary = "model", a forward pass per host) are left to the build."""
-    ctx, errors = _corpus_free_context(plan, tokenizer), []
+    corpus is tokenized. Model-scored canaries (canary = "model", a forward pass per host) are left to the build.
+    Returns the payloads the build can keep (by experiment name): those made without the reserved tail, whose
+    tokens here are stand-ins; the rest depend on nothing but the plan, the tokenizer and their inputs."""
+    ctx, errors, kept = _corpus_free_context(plan, tokenizer), [], {}
     for experiment in plan.experiments:
         if getattr(experiment, "reads_base_stream", False) or getattr(experiment, "canary", None) == "model":
             continue
+        allocated = len(ctx.holdout.allocations) if ctx.holdout is not None else 0
         try:
-            experiment.payload(ctx)
+            payload = experiment.payload(ctx)
         except _NeedsCorpus:
             continue
         except InjcError as error:
             errors.append(error)
+            continue
+        if ctx.holdout is None or len(ctx.holdout.allocations) == allocated:
+            kept[experiment.name] = payload
     if errors:  # the first error's kind (a plan, input or layout problem), with every problem found
         raise type(errors[0])(*(problem for error in errors for problem in error.problems))
+    return kept
 
 
 def check(plan_path: str | Path) -> CheckReport:

@@ -17,7 +17,7 @@ from injc.compiler.plan import CorpusConfig
 from injc.compiler.readers import Chunk, corpus_chunks, iter_documents
 from injc.compiler.workers import RayExecutor, encode_in_processes, read_on_ray
 from injc.errors import InputError
-from injc.shards.files import sha256_file
+from injc.shards.files import input_sha256
 from injc.tokenizer import LoadedTokenizer
 
 BATCH_CHARS = 1 << 22
@@ -186,4 +186,4 @@ def _skipping(chunks: Iterator[tuple[np.ndarray, Callable]], count: int):
 
 def fingerprint_files(paths: tuple[Path, ...]) -> list[dict]:
     """Name, size and sha256 of each file: what the manifest records so a consumer can tell the inputs apart."""
-    return [{"path": str(path), "size": path.stat().st_size, "sha256": sha256_file(path)} for path in paths]
+    return [{"path": str(path), "size": path.stat().st_size, "sha256": input_sha256(path)} for path in paths]

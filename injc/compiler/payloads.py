@@ -23,14 +23,17 @@ from injc.tokenizer import LoadedTokenizer
 
 
 def make_payloads(plan: Plan, tokenizer: LoadedTokenizer, prepared: PreparedStream | None,
-                  workers: int | None = None) -> tuple[list, Context]:
+                  workers: int | None = None, made: dict | None = None) -> tuple[list, Context]:
+    """Every experiment's payload, in plan order; `made` (by name) are payloads already made that depend on no
+    pass over the corpus (`check.validate_payloads`), kept as they are."""
+    made = made or {}
     ctx = Context(
         tokenizer, plan.layout, plan.seed,
         corpus_token_counts=prepared.counts if prepared else streaming_counts(plan, tokenizer, workers),
         holdout=HoldoutPool(prepared.holdout, tokenizer.eos_id) if prepared else None,
         base_tokens=prepared.base if prepared else None,
     )
-    payloads = [experiment.payload(ctx) for experiment in plan.experiments]
+    payloads = [made[e.name] if e.name in made else e.payload(ctx) for e in plan.experiments]
     for experiment in plan.experiments:
         if hasattr(experiment, "check_others"):
             experiment.check_others(plan.experiments, payloads)

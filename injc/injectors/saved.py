@@ -23,7 +23,8 @@ SPECIAL = ("labels", "answer_base")
 
 
 class DatasetFolder(PosixPath):
-    """The folder of a saved dataset, carrying the split and field map it is read with (kept when pickled)."""
+    """The folder of a saved dataset, carrying the split and field map it is read with (kept when sent to another
+    process)."""
 
     fields: dict
     split: str | None

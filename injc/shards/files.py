@@ -1,10 +1,14 @@
 """Small file helpers shared by the writer, the build, the trainer and verify: durable writes, hashing, locks."""
 
+import errno
 import fcntl
 import hashlib
+import mmap
 import os
 from contextlib import contextmanager
 from pathlib import Path
+
+import numpy as np
 
 from injc.errors import InjcError
 
@@ -33,6 +37,70 @@ def write_atomic(path: Path, data: bytes) -> None:
     fsync_path(path.parent)
 
 
+DIRECT_BLOCK = 4096
+"""O_DIRECT writes whole blocks from block-aligned memory."""
+DIRECT_PIECE = 1 << 24
+"""Bytes per O_DIRECT write (and the size of the aligned bounce buffer for memory that is not aligned)."""
+
+
+def write_synced(path: Path, data) -> None:
+    """Write `data` to a new file and sync it. Its whole 4 KiB blocks go with O_DIRECT, past the page cache, where
+    the file system takes it (else, as on tmpfs, through the page cache): a build writes a shard once and has its
+    hash already, and on a virtual machine fresh page-cache pages cost more than the disk write (1 GiB here: 0.4 s
+    direct and synced against 2 to 2.7 s buffered, docs/benchmarks.md)."""
+    raw = memoryview(data).cast("B")
+    whole = len(raw) - len(raw) % DIRECT_BLOCK
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_DIRECT", 0), 0o666)
+    except OSError:
+        fd, whole = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666), 0
+    try:
+        written = _write_direct(fd, raw[:whole]) if whole and getattr(os, "O_DIRECT", 0) else 0
+        if written < len(raw):
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~getattr(os, "O_DIRECT", 0))
+            os.lseek(fd, written, os.SEEK_SET)
+            _write_all(fd, raw[written:])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, raw: memoryview) -> None:
+    while len(raw):
+        raw = raw[os.write(fd, raw):]
+
+
+def _write_direct(fd: int, raw: memoryview) -> int:
+    """Write `raw` (whole blocks) with O_DIRECT, through an aligned bounce buffer where `raw` is not aligned;
+    the bytes written, 0 when the file system refuses O_DIRECT writes (then nothing was written)."""
+    aligned = np.frombuffer(raw, dtype=np.uint8).ctypes.data % DIRECT_BLOCK == 0
+    bounce = None if aligned else mmap.mmap(-1, DIRECT_PIECE)
+    done = 0
+    try:
+        while done < len(raw):
+            piece = raw[done:done + DIRECT_PIECE]
+            if bounce is not None:
+                bounce.seek(0)
+                bounce.write(piece)
+            try:
+                if bounce is None:
+                    count = os.write(fd, piece)
+                else:
+                    with memoryview(bounce) as view:
+                        count = os.write(fd, view[:len(piece)])
+            except OSError as error:
+                if done == 0 and error.errno == errno.EINVAL:
+                    return 0
+                raise
+            if count % DIRECT_BLOCK:
+                raise OSError(errno.EIO, f"short O_DIRECT write of {count} bytes")
+            done += count
+    finally:
+        if bounce is not None:
+            bounce.close()
+    return done
+
+
 def sha256_array(data) -> str:
     """The sha256 of an array's bytes as they lie in memory (a shard's tokens, little-endian)."""
     return hashlib.sha256(memoryview(data).cast("B")).hexdigest()
@@ -44,6 +112,39 @@ def sha256_file(path: Path) -> str:
         while block := handle.read(1 << 22):
             digest.update(block)
     return digest.hexdigest()
+
+
+def cache_folder() -> Path:
+    """Where injc keeps what it can recompute: $INJC_CACHE_DIR, else $XDG_CACHE_HOME/injc, else ~/.cache/injc."""
+    chosen = os.environ.get("INJC_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "injc")
+    return Path(chosen)
+
+
+def input_sha256(path: Path) -> str:
+    """The sha256 of an input file (a corpus or payload file), remembered across builds by what identifies its
+    bytes on this machine: device, inode, size, modification and change times. Any write changes the change time,
+    which no tool can set back, so a remembered hash is never stale; a rebuild, each window of `injc run` and each
+    CPDT row skip re-reading an unchanged corpus. Without a writable cache folder every call hashes."""
+    status = path.stat()
+    identity = f"{os.path.realpath(path)}|{status.st_dev}|{status.st_ino}|{status.st_size}|{status.st_mtime_ns}|" \
+               f"{status.st_ctime_ns}"
+    entry = cache_folder() / "sha256" / f"{hashlib.sha256(identity.encode()).hexdigest()}.txt"
+    try:
+        remembered = entry.read_text()
+        if len(remembered) == 64:
+            return remembered
+    except OSError:
+        pass
+    digest = sha256_file(path)
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        temporary = entry.with_name(f".{entry.name}.{os.getpid()}")
+        temporary.write_text(digest)
+        temporary.replace(entry)
+    except OSError:
+        pass
+    return digest
 
 
 @contextmanager

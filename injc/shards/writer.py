@@ -10,15 +10,16 @@ On-disk layout of one shard (see docs/format.md)::
 Token g of the run is token g - first_token of the shard whose [first_token, first_token + num_tokens) holds g.
 """
 
-import os
+import mmap
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from injc.shards.files import sha256_array
+from injc.shards.files import sha256_array, write_synced
 from injc.shards.manifest import SHARDS_FOLDER
 
 SHARD_NAME = SHARDS_FOLDER + "/shard_{index:05d}.bin"
@@ -82,17 +83,14 @@ class Overlay:
             buffer[ramp_indices(start[a:b] - first_token, lengths)] = self.pool[ramp_indices(source[a:b], lengths)]
 
 
-def _write_synced(path: Path, data: np.ndarray) -> None:
-    with open(path, "wb") as handle:
-        handle.write(memoryview(data).cast("B"))
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
 def write_and_hash(path: Path, tokens: np.ndarray) -> str:
-    """Write one shard file (synced) and return its sha256: the unit of work a shard writer does."""
-    _write_synced(Path(path), tokens)
-    return sha256_array(tokens)
+    """Write one shard file (synced) and return its sha256: the unit of work a shard writer does. The hash runs on
+    a second thread while the file is written (hashlib and file writes release the GIL): both read the same
+    memory, so the shard costs the longer of the two rather than their sum."""
+    with ThreadPoolExecutor(1) as pool:
+        digest = pool.submit(sha256_array, tokens)
+        write_synced(Path(path), tokens)
+        return digest.result()
 
 
 ShardWriter = Callable[[Path, np.ndarray], Callable[[], str]]
@@ -128,7 +126,8 @@ def write_shards(
     tokens, for a resumed build to check them against what the sink wrote).
     """
     (out_dir / SHARDS_FOLDER).mkdir(parents=True, exist_ok=True)
-    buffer = np.empty(min(shard_tokens, total_tokens), dtype=dtype)
+    count = min(shard_tokens, total_tokens)  # page-aligned (anonymous mmap), as O_DIRECT writes want it
+    buffer = np.frombuffer(mmap.mmap(-1, max(count, 1) * dtype.itemsize), dtype=dtype)[:count]
     first_token, index = first_index * shard_tokens, first_index
     chunks = iter(chunks)
     pending, locate, used = np.zeros(0, dtype=dtype), None, 0

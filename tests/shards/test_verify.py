@@ -120,3 +120,30 @@ def test_unwrapped_random_copies_are_reported(project, tmp_path):
     manifest["checksum"] = content_checksum(manifest)
     (out / "manifest.json").write_text(json.dumps(manifest))
     assert injc.verify(out) == ["insertions: experiment 'p' has copies not wrapped in EOS"]
+
+
+def test_input_hashes_are_remembered_and_never_stale(tmp_path, monkeypatch):
+    """A second hash of an unchanged file is read back; a write that keeps size and modification time (set back by
+    hand) still changes the hash: the change time is in the identity. Without a writable cache it still hashes."""
+    import hashlib
+    import os
+
+    import injc.shards.files as files
+
+    monkeypatch.setenv("INJC_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "corpus.bin"
+    path.write_bytes(b"a" * 5000)
+    hashed = []
+    real = files.sha256_file
+    monkeypatch.setattr(files, "sha256_file", lambda p: hashed.append(p) or real(p))
+    assert files.input_sha256(path) == hashlib.sha256(b"a" * 5000).hexdigest() and len(hashed) == 1
+    assert files.input_sha256(path) == hashlib.sha256(b"a" * 5000).hexdigest() and len(hashed) == 1
+    before = path.stat()
+    with open(path, "r+b") as handle:  # same size, then the modification time put back
+        handle.write(b"b")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_mtime_ns == before.st_mtime_ns and path.stat().st_size == before.st_size
+    assert files.input_sha256(path) == hashlib.sha256(b"b" + b"a" * 4999).hexdigest() and len(hashed) == 2
+    (tmp_path / "a-file").write_bytes(b"")
+    monkeypatch.setenv("INJC_CACHE_DIR", str(tmp_path / "a-file" / "cache"))  # no folder can be made there
+    assert files.input_sha256(path) == hashlib.sha256(b"b" + b"a" * 4999).hexdigest() and len(hashed) == 3

@@ -58,7 +58,6 @@ def write_synced(path: Path, data) -> None:
         written = _write_direct(fd, raw[:whole]) if whole and getattr(os, "O_DIRECT", 0) else 0
         if written < len(raw):
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~getattr(os, "O_DIRECT", 0))
-            os.lseek(fd, written, os.SEEK_SET)
             _write_all(fd, raw[written:])
         os.fsync(fd)
     finally:

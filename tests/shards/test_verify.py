@@ -2,6 +2,8 @@
 
 import hashlib
 import json
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -147,3 +149,43 @@ def test_input_hashes_are_remembered_and_never_stale(tmp_path, monkeypatch):
     (tmp_path / "a-file").write_bytes(b"")
     monkeypatch.setenv("INJC_CACHE_DIR", str(tmp_path / "a-file" / "cache"))  # no folder can be made there
     assert files.input_sha256(path) == hashlib.sha256(b"b" + b"a" * 4999).hexdigest() and len(hashed) == 3
+
+
+@pytest.mark.parametrize("case", ["aligned", "unaligned", "no-direct-open", "no-direct-write", "tmpfs"])
+def test_shard_writes_keep_every_byte_whatever_the_file_system_takes(tmp_path, monkeypatch, case):
+    """O_DIRECT whole blocks from aligned memory, a bounce buffer for memory that is not aligned, the page cache for
+    the tail and for file systems that refuse O_DIRECT at open or at the first write (tmpfs: /dev/shm)."""
+    import errno
+    import mmap
+    import os
+
+    import injc.shards.files as files
+
+    size = 3 * files.DIRECT_PIECE + 5 * files.DIRECT_BLOCK + 123  # several pieces, then a partial block
+    memory = mmap.mmap(-1, size + 1)
+    data = np.frombuffer(memory, dtype=np.uint8)
+    data[:] = np.random.default_rng(0).integers(0, 256, size + 1)
+    expected = bytes(data[1:] if case == "unaligned" else data[:size])
+    target = tmp_path / "shard.bin"
+    if case == "tmpfs":
+        if not os.path.isdir("/dev/shm"):
+            pytest.skip("no /dev/shm here")
+        target = Path(tempfile.mkdtemp(dir="/dev/shm")) / "shard.bin"
+    real_open, real_write = os.open, os.write
+    if case == "no-direct-open":
+        def refusing_open(path, flags, *args):
+            if flags & os.O_DIRECT:
+                raise OSError(errno.EINVAL, "no O_DIRECT")
+            return real_open(path, flags, *args)
+        monkeypatch.setattr(os, "open", refusing_open)
+    if case == "no-direct-write":
+        def refusing_write(fd, data):
+            import fcntl
+            if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+                raise OSError(errno.EINVAL, "no O_DIRECT")
+            return real_write(fd, data)
+        monkeypatch.setattr(os, "write", refusing_write)
+    view = memoryview(memory)[1:size + 1] if case == "unaligned" else memoryview(memory)[:size]
+    files.write_synced(target, view)
+    view.release()
+    assert target.read_bytes() == expected

@@ -184,21 +184,25 @@ def verify(manifest):
 @click.option("--to", "target", required=True,
               help="The trainer whose own loader will read the export: olmo-core, megatron, litdata or nanogpt.")
 @click.option("--seed", type=click.IntRange(min=0),
-              help="The trainer's data seed (olmo-core, megatron: it decides the order; refused for the others).")
+              help="The trainer's data seed (olmo-core, megatron: it decides the order; litdata: the order of "
+                   "StreamingDataset(shuffle=True, seed=SEED), litgpt pretrain's is 42; refused for nanogpt).")
 @click.option("--num-workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="litdata: the StreamingDataLoader's num_workers to write the order for.")
 @click.option("--num-ranks", type=click.IntRange(min=1), default=1, show_default=True,
               help="litdata: the data-parallel ranks (each reads batch_size / ranks rows a step).")
+@click.option("--micro-batch-size", type=click.IntRange(min=1),
+              help="litdata with --seed: rows per StreamingDataLoader batch on each rank (default: batch_size / "
+                   "ranks); the trainer accumulates batch_size / (micro × ranks) of them a step.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Export folder (new).")
 @user_errors
-def export(manifest, target, seed, num_workers, num_ranks, out_dir):
+def export(manifest, target, seed, num_workers, num_ranks, micro_batch_size, out_dir):
     """Write MANIFEST's build in a trainer's own order and format, so that the trainer's own loader, with the
     settings export.json states, serves the manifest's step k at step k (see docs/trainers.md)."""
     from injc.shards.exports import export as run_export
 
     if (num_workers or num_ranks > 1) and target != "litdata":
         raise InjcError("--num-workers and --num-ranks are for --to litdata")
-    path = run_export(manifest, target, out_dir, seed, num_workers, num_ranks)
+    path = run_export(manifest, target, out_dir, seed, num_workers, num_ranks, micro_batch_size)
     click.echo(f"wrote {path.parent} for {target}; the loader settings are in {path}")
 
 

@@ -42,7 +42,7 @@ import numpy as np
 
 from injc.errors import InjcError
 from injc.shards.files import sha256_file, write_atomic
-from injc.shards.litdata import litdata_rows, write_litdata
+from injc.shards.litdata import litdata_rows, shuffled_rows, write_litdata
 from injc.shards.manifest import MANIFEST_NAME, Manifest, load_manifest, same_stream
 from injc.shards.megatron import TESTED_VERSION as MEGATRON_TESTED
 from injc.shards.megatron import index_pointers, write_index
@@ -178,8 +178,9 @@ ASSUMPTIONS = {
                  "sequence_length = seq_len with add_extra_token_to_sequence=True (the default)", "this random_seed",
                  "no blend with other data, no mid-level surplus beyond the default",
                  "a data cache folder of its own: Megatron's cache key ignores add_extra_token_to_sequence"],
-    "litdata": ["shuffle=False (the default)", "exactly the num_workers and ranks the export was written for",
-                "batch_size = the build's batch_size / ranks on every rank"],
+    "litdata": ["shuffle=False (the default), or shuffle=True with the seed export.json names; one epoch",
+                "exactly the num_workers and ranks the export was written for",
+                "batch_size = the build's batch_size / ranks on every rank (shuffled: the micro_batch_size it names)"],
     "nanogpt": ["StepBatches as get_batch; resume by giving it iter_num",
                 "rows_per_step = ddp_world_size × gradient_accumulation_steps × micro_batch_size"],
 }
@@ -210,18 +211,21 @@ def write_export_record(folder: Path, manifest_path: Path, manifest: dict, targe
 
 
 def export(manifest_path: str | Path, target: str, out: str | Path, seed: int | None = None,
-           num_workers: int = 0, num_ranks: int = 1) -> Path:
+           num_workers: int = 0, num_ranks: int = 1, micro_batch: int | None = None) -> Path:
     """Write `target`'s files for the build into `out` (refused if it exists); returns export.json's path.
     `num_workers`, `num_ranks` (litdata only): the StreamingDataLoader's workers on each of `num_ranks`
-    data-parallel ranks the order is written for (1 worker, 1 rank: in stream order)."""
+    data-parallel ranks the order is written for (1 worker, 1 rank: in stream order). For litdata `seed` writes
+    the order of `StreamingDataset(shuffle=True, seed=seed)` (`litgpt pretrain`'s LitData: seed 42, 8 workers),
+    read in micro-batches of `micro_batch` rows (default batch_size / num_ranks)."""
     if target not in TARGETS:
         raise InjcError(f"--to must be one of {', '.join(TARGETS)}, got {target!r}" + did_you_mean(target, TARGETS))
     if target in NEEDS_SEED and seed is None:
         raise InjcError(f"--to {target} needs --seed: the trainer's data seed, which decides its order")
-    if target not in NEEDS_SEED and seed is not None:
-        raise InjcError(f"--seed has no effect on --to {target}: "
-                        + ("its order is set by --num-workers and --num-ranks" if target == "litdata" else
-                           "StepBatches reads the rows in stream order") + "; leave it out")
+    if target == "nanogpt" and seed is not None:
+        raise InjcError("--seed has no effect on --to nanogpt: StepBatches reads the rows in stream order; leave it "
+                        "out")
+    if micro_batch is not None and (target != "litdata" or seed is None):
+        raise InjcError("--micro-batch-size is for --to litdata with --seed (a shuffled LitData order)")
     out = Path(out)
     manifest: Manifest = load_manifest(manifest_path)
     if manifest.until_step < manifest.layout.steps and target not in GROWS:
@@ -241,11 +245,14 @@ def export(manifest_path: str | Path, target: str, out: str | Path, seed: int | 
         stream = TokenStream(manifest)
         writer = {"olmo-core": lambda: _write_olmo_core(stream, partial, seed),
                   "megatron": lambda: _write_megatron(stream, partial, seed),
-                  "litdata": lambda: write_litdata(stream, partial, max(1, num_workers), num_ranks),
+                  "litdata": lambda: write_litdata(stream, partial, max(1, num_workers), num_ranks, seed,
+                                                   micro_batch),
                   "nanogpt": lambda: _write_nanogpt(stream, partial)}[target]
         files, rows, loader = writer()
         np.save(partial / ROWS_NAME, rows)
-        options = {"num_workers": num_workers, "num_ranks": num_ranks} if target == "litdata" else {}
+        options = ({"num_workers": num_workers, "num_ranks": num_ranks,
+                    **({"micro_batch_size": micro_batch or manifest.layout.batch_size // num_ranks}
+                       if seed is not None else {})} if target == "litdata" else {})
         # the manifest's path relative to the export: both folders can move together
         relative = Path(os.path.relpath((manifest.root / "manifest.json").resolve(), out.resolve().parent / out.name))
         write_export_record(partial, relative, manifest.data, target, seed, files, loader, options)
@@ -308,7 +315,10 @@ def verify_export(folder: str | Path) -> list[str]:
         return [f"{ROWS_NAME}: sha256 differs from export.json"]
     rows = np.load(folder / ROWS_NAME)
     if record["target"] == "litdata":
-        expected = litdata_rows(layout.steps, layout.batch_size, max(1, record["num_workers"]), record["num_ranks"])
+        workers, ranks = max(1, record["num_workers"]), record["num_ranks"]
+        expected = (litdata_rows(layout.steps, layout.batch_size, workers, ranks) if record["seed"] is None else
+                    shuffled_rows(layout.steps, layout.batch_size, workers, ranks, record["seed"],
+                                  record["micro_batch_size"]))
         return [] if np.array_equal(rows, expected) else [f"{ROWS_NAME} is not the order LitData reads"]
     if record["target"] == "olmo-core":
         if not np.array_equal(rows, olmo_core_rows(layout.total_rows, record["seed"])):

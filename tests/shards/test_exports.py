@@ -2,6 +2,8 @@
 step k at step k; without the export it does not."""
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -541,11 +543,53 @@ def test_export_records_hash_the_row_map_and_survive_a_move(built, tmp_path):
     rows[[0, 1]] = rows[[1, 0]]
     np.save(tmp_path / "lit" / "rows.npy", rows)
     assert verify_export(tmp_path / "lit") == ["rows.npy: sha256 differs from export.json"]
-    assert_user_error(run_injc("export", built, "--to", "litdata", "--seed", "3", "--out", tmp_path / "x"),
-                      "--seed has no effect on --to litdata")
+    assert_user_error(run_injc("export", built, "--to", "nanogpt", "--seed", "3", "--out", tmp_path / "x"),
+                      "--seed has no effect on --to nanogpt")
+    assert_user_error(run_injc("export", built, "--to", "litdata", "--micro-batch-size", "2", "--out", tmp_path / "x"),
+                      "--micro-batch-size is for --to litdata with --seed")
+    assert_user_error(run_injc("export", built, "--to", "litdata", "--seed", "42", "--micro-batch-size", "3",
+                               "--out", tmp_path / "x"), "does not divide the batch of 4 rows")
     export(built, "nanogpt", tmp_path / "nano")
     moved = tmp_path / "moved"
     moved.mkdir()
     shutil.move(built.parent, moved / "build")  # the build and the export, moved together
     shutil.move(tmp_path / "nano", moved / "nano")
     assert verify_export(moved / "nano") == []
+
+
+def test_litgpt_pretrain_with_its_own_litdata_defaults_trains_on_every_step_in_order(built, tmp_path):
+    """`litgpt pretrain` through its CLI, its LitData data module at its defaults (shuffle with seed 42, 8 loader
+    workers), 2 micro-batches a step: every row its forward passes took is the manifest's, in step order, over all
+    40 steps (tests/shards/litgpt_recording.py records them). The unshuffled export under the same command is not
+    step-exact."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    stream = injc.open_stream(built)
+    export(built, "litdata", tmp_path / "shuffled", seed=42, num_workers=8, micro_batch=2)
+    assert verify_export(tmp_path / "shuffled") == []
+    export(built, "litdata", tmp_path / "plain")
+    model = {"name": "tiny", "block_size": 63, "vocab_size": 400, "padded_vocab_size": 400, "n_layer": 1,
+             "n_head": 2, "n_embd": 16, "rotary_percentage": 1.0, "parallel_residual": False, "bias": False,
+             "norm_class_name": "RMSNorm", "mlp_class_name": "LLaMAMLP", "intermediate_size": 32}
+    consumed = {}
+    for name in ("shuffled", "plain"):
+        config = {"model_name": "tiny", "model_config": model, "out_dir": str(tmp_path / f"run-{name}"),
+                  "precision": "32-true", "devices": 1, "logger_name": "csv",
+                  "data": {"class_path": "litgpt.data.LitData", "init_args": {"data_path": str(tmp_path / name)}},
+                  "train": {"global_batch_size": 4, "micro_batch_size": 2, "max_tokens": 40 * 4 * 63,
+                            "save_interval": None, "lr_warmup_steps": 0},
+                  "eval": {"max_iters": 2}}
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(config))
+        record = tmp_path / f"{name}.jsonl"
+        result = subprocess.run([sys.executable, str(Path(__file__).parent / "litgpt_recording.py"), "pretrain",
+                                 "--config", str(tmp_path / f"{name}.yaml")], capture_output=True, text=True,
+                                env={**os.environ, "INJC_RECORD": str(record)}, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        consumed[name] = np.array([json.loads(line) for line in record.read_text().splitlines()])
+    expected = np.stack([stream.batch(k)[:, :63] for k in range(40)]).reshape(-1, 63)
+    assert consumed["shuffled"].shape == expected.shape and np.array_equal(consumed["shuffled"], expected)
+    steps = consumed["plain"].reshape(40, 4, 63)
+    assert sum(np.array_equal(steps[k], expected.reshape(40, 4, 63)[k]) for k in range(40)) <= 2

@@ -279,7 +279,8 @@ def cpdt(plan_path: str | Path, config: CpdtConfig, out: str | Path, progress: b
                         f"{'about ' if not estimate.exact else ''}{estimate.tokens:,}: use fewer --seeds")
     design = {"plan_sha256": plan.sha256, "checkpoint": str(Path(config.checkpoint).resolve()), "steps": steps,
               **{k: v for k, v in asdict(config).items() if k not in ("checkpoint", "steps", "jobs", "device",
-                                                                      "logger")}}
+                                                                      "logger")
+                 and not (k == "target" and v is None)}}  # runs from before --target still resume
     design_path = out / "design.json"
     if design_path.is_file() and json.loads(design_path.read_text()) != design:
         raise InjcError(f"{str(out)!r} holds a CPDT run of another design (plan, checkpoint or settings differ): "

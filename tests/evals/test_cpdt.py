@@ -5,6 +5,7 @@ not move it (not significant), the `all` row moves both. The numbers are checked
 the loss of the inserted items with LitGPT directly, and the t-test with scipy on the raw per-seed values.
 """
 
+import json
 import random
 
 import numpy as np
@@ -117,6 +118,7 @@ def test_raw_outcomes_are_the_inserted_items_losses_computed_here(design):
 def test_a_rerun_continues_with_unfinished_rows_only(design):
     root, base, result = design
     report = root / "report"
+    assert "target" not in json.loads((report / "design.json").read_text())  # as runs from before --target wrote it
     kept = {p: p.stat().st_mtime_ns for p in report.glob("seed-*/*/eval.json")}
     (report / "seed-1" / "digits" / "eval.json").unlink()
     again = cpdt(root / "cpdt.toml", CpdtConfig(checkpoint=base, seeds=3, jobs=2), report, progress=False)

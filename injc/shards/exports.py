@@ -212,7 +212,9 @@ def write_export_record(folder: Path, manifest_path: Path, manifest: dict, targe
 
 def export(manifest_path: str | Path, target: str, out: str | Path, seed: int | None = None,
            num_workers: int = 0, num_ranks: int = 1, micro_batch: int | None = None) -> Path:
-    """Write `target`'s files for the build into `out` (refused if it exists); returns export.json's path.
+    """Write `target`'s files for the build into `out`; returns export.json's path. An existing `out` is refused
+    unless it is this build's export for the same settings: of this manifest (nothing to do, a re-run), or of an
+    earlier stage (it grows).
     `num_workers`, `num_ranks` (litdata only): the StreamingDataLoader's workers on each of `num_ranks`
     data-parallel ranks the order is written for (1 worker, 1 rank: in stream order). For litdata `seed` writes
     the order of `StreamingDataset(shuffle=True, seed=seed)` (`litgpt pretrain`'s LitData: seed 42, 8 workers),
@@ -232,7 +234,12 @@ def export(manifest_path: str | Path, target: str, out: str | Path, seed: int | 
         raise InjcError(f"a staged build cannot be exported for {target}: its files are written by {target}'s own "
                         f"writer in one pass and cannot grow in place; export the whole run (or use "
                         f"{', '.join(GROWS)})")
-    record = _earlier_stage(out, manifest, target, seed) if out.exists() else None
+    options = ({"num_workers": num_workers, "num_ranks": num_ranks,
+                **({"micro_batch_size": micro_batch or manifest.layout.batch_size // num_ranks}
+                   if seed is not None else {})} if target == "litdata" else {})
+    record = _existing_export(out, manifest, {"target": target, "seed": seed, **options}) if out.exists() else None
+    if record is not None and record["manifest"]["checksum"] == manifest.data.get("checksum"):
+        return out / EXPORT_NAME  # already this build's export (the same command run again)
     problems = check_shards(manifest)
     if problems:
         raise InjcError("the build does not match its manifest (run injc verify):", *problems[:5])
@@ -250,9 +257,6 @@ def export(manifest_path: str | Path, target: str, out: str | Path, seed: int | 
                   "nanogpt": lambda: _write_nanogpt(stream, partial)}[target]
         files, rows, loader = writer()
         np.save(partial / ROWS_NAME, rows)
-        options = ({"num_workers": num_workers, "num_ranks": num_ranks,
-                    **({"micro_batch_size": micro_batch or manifest.layout.batch_size // num_ranks}
-                       if seed is not None else {})} if target == "litdata" else {})
         # the manifest's path relative to the export: both folders can move together
         relative = Path(os.path.relpath((manifest.root / "manifest.json").resolve(), out.resolve().parent / out.name))
         write_export_record(partial, relative, manifest.data, target, seed, files, loader, options)
@@ -263,23 +267,27 @@ def export(manifest_path: str | Path, target: str, out: str | Path, seed: int | 
     return out / EXPORT_NAME
 
 
-def _earlier_stage(out: Path, manifest: Manifest, target: str, seed: int | None) -> dict:
-    """export.json of `out` when it is the export of an earlier stage of this build, for this target and seed."""
+def _existing_export(out: Path, manifest: Manifest, wanted: dict) -> dict:
+    """export.json of `out` when it is this build's export for these settings (`wanted`: target, seed, options),
+    of this very manifest (a re-run: nothing to do) or of an earlier stage of it (to grow); else an error."""
     try:
         record = json.loads((out / EXPORT_NAME).read_text())
         same_build = (out / record["manifest"]["path"]).resolve() == (manifest.root / MANIFEST_NAME).resolve()
     except (OSError, ValueError, KeyError, TypeError):
         record, same_build = {}, False
+    settings = same_build and all(record.get(key) == value for key, value in wanted.items())
+    if settings and record["manifest"]["checksum"] == manifest.data.get("checksum"):
+        return record
     stage = record.get("stage")
-    if stage is None or not same_build or (record["target"], record["seed"]) != (target, seed):
-        raise InjcError(f"export folder {str(out)!r} already exists (and is not this build's export of an earlier "
-                        f"stage for --to {target}); pick another --out or remove it")
+    if stage is None or not settings:
+        raise InjcError(f"export folder {str(out)!r} already exists (and is not this build's export for these "
+                        f"settings, or of an earlier stage of it); pick another --out or remove it")
     if not same_stream(stage["build_key"], manifest.data["build_key"]):
         raise InjcError(f"{str(out)!r} exports a stage of another build (its plan, inputs or options differ); pick "
                         f"another --out")
-    if manifest.until_step <= stage["until_step"]:
-        raise InjcError(f"{str(out)!r} already holds steps [0, {stage['until_step']:,}): grow the build first "
-                        f"(injc build --until-step or --extend), then export again")
+    if manifest.until_step < stage["until_step"]:
+        raise InjcError(f"{str(out)!r} holds steps [0, {stage['until_step']:,}), more than this build's "
+                        f"{manifest.until_step:,}")
     return record
 
 

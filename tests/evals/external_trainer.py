@@ -4,7 +4,10 @@ numpy alone, trains a transformers model with AdamW for steps [from, to), contin
 folder), saves a Hugging Face folder to --out and appends each consumed batch's sha256 to --batches.
 
     python external_trainer.py --manifest M --from-step A --to-step B --init DIR --out DIR --batches FILE
-        [--fail-if FILE]
+        [--fail-if FILE] [--nanogpt DIR]
+
+With --nanogpt DIR it reads an `injc export --to nanogpt` folder through nanoGPT's drop-in `StepBatches` instead,
+from step A (`start_at`), as a nanoGPT train.py resumed at iter_num A would.
 """
 
 import argparse
@@ -39,13 +42,26 @@ def main() -> None:
     parser.add_argument("--to-step", type=int, required=True)
     parser.add_argument("--fail-if", type=Path, help="while this file exists, crash (exit 3) after the first step "
                                                        "of any window but the first")
+    parser.add_argument("--nanogpt", type=Path, help="read this nanoGPT export with StepBatches")
     args = parser.parse_args()
+    batches = None
+    if args.nanogpt is not None:
+        from injc.shards.nanogpt import StepBatches
+
+        layout = json.loads(args.manifest.read_text())["layout"]
+        batches = StepBatches(args.nanogpt, seq_len=layout["seq_len"], rows_per_step=layout["batch_size"],
+                              micro_batch_size=layout["batch_size"], ddp_rank=0, ddp_world_size=1)
+        batches.start_at(args.from_step)
     torch.manual_seed(args.from_step)
     model = AutoModelForCausalLM.from_pretrained(args.init, dtype=torch.float32)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
     for step in range(args.from_step, args.to_step):
-        batch = step_batch(args.manifest, step)
+        if batches is None:
+            batch = step_batch(args.manifest, step)
+        else:  # nanoGPT's (x, y): the rows without their last token, and shifted by one
+            x, y = batches.get_batch("train")
+            batch = torch.cat([x, y[:, -1:]], dim=1).numpy()
         digest = hashlib.sha256(batch.astype("<u4").tobytes()).hexdigest()
         with open(args.batches, "a") as log:
             log.write(json.dumps({"manifest": str(args.manifest), "step": step, "sha256": digest}) + "\n")

@@ -191,3 +191,25 @@ def test_bad_targets_of_the_loop_are_refused_before_any_work(loop, tmp_path):  #
                       "--target", "megatron:3", "--train-cmd", "true {out}")
     assert_user_error(result, "only olmo-core is written directly")
     assert not (tmp_path / "r").exists()
+
+
+def test_a_loop_command_that_grows_its_own_nanogpt_export_reads_every_step_through_stepbatches(loop, tmp_path):  # noqa: F811
+    """The pattern docs/trainers.md gives for trainers read through an export: each window's command runs
+    `injc export` into the same folder (written at the first window, grown at each later one, nothing to do when a
+    window is retried), then trains from nanoGPT's StepBatches. A crash in window 1 is retried by the same loop
+    command. The batches consumed are the manifest's steps."""
+    out, batches, flag = tmp_path / "loop", tmp_path / "batches.jsonl", tmp_path / "crash"
+    nano = tmp_path / "nano"
+    cmd = (f"{sys.executable} -m injc export {{manifest}} --to nanogpt --out {nano} && "
+           + command(batches, flag).replace(f"--batches {batches}", f"--batches {batches} --nanogpt {nano}"))
+    flag.touch()
+    args = ("run", loop(), "--init", initial_model(tmp_path / "init"), "--out", out, "--quiet", "--no-eval",
+            "--train-cmd", cmd)
+    assert run_injc(*args).returncode == 1  # window 1 crashed after its first step
+    flag.unlink()
+    resumed = run_injc(*args)
+    assert resumed.returncode == 0, resumed.stderr
+    steps = consumed(batches)
+    assert steps[:11] == manifest_steps(out / "build", range(11))
+    assert steps[11:] == manifest_steps(out / "build", range(10, 30))
+    assert injc.verify(out / "build") == [] and "stage" not in json.loads((nano / "export.json").read_text())

@@ -101,15 +101,17 @@ def test_ray_workers_read_the_same_stream_in_small_chunks_from_any_cursor(tmp_pa
                                          "double quotes")
 
 
-def test_a_ray_build_from_a_saved_hugging_face_dataset_is_the_jsonl_build(project, tmp_path):
-    """Ray tasks read the saved dataset's row ranges (opened in the worker, offline) and give the local bytes."""
+def test_a_ray_build_from_a_hugging_face_dataset_is_the_jsonl_build(project, tmp_path):
+    """Ray tasks read a saved dataset's row ranges, or a builder's data files, opened in the worker (offline), and
+    give the bytes of the JSONL build."""
     datasets = pytest.importorskip("datasets")
     from tests.compiler.test_hf_corpus import documents, files
 
     datasets.Dataset.from_dict({"text": documents(project.root)}).save_to_disk(str(project.root / "saved"))
     reference = injc.build(project(CANARIES), tmp_path / "jsonl", progress=False).out_dir
-    plan = project(CANARIES, corpus='paths = ["saved"]\nformat = "hf"')
-    process = ray_build(plan, tmp_path / "ray")
-    _, stderr = process.communicate(timeout=300)
-    assert process.returncode == 0, stderr
-    assert files(tmp_path / "ray") == files(reference)
+    for name, corpus in (("saved", 'paths = ["saved"]\nformat = "hf"'),
+                         ("builder", 'paths = ["data/*.jsonl"]\nformat = "hf"\nbuilder = "json"')):
+        process = ray_build(project(CANARIES, corpus=corpus), tmp_path / f"ray-{name}")
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr
+        assert files(tmp_path / f"ray-{name}") == files(reference), name

@@ -1,5 +1,6 @@
 """Hugging Face `datasets`, offline, for the corpus (injc.compiler.hf_corpus) and for payload files that are saved
-datasets (injc.injectors.base). injc never downloads: offline mode is set before `datasets` is imported."""
+datasets (injc.injectors.saved). injc never downloads: offline mode is set before `datasets` is imported. What a
+saved folder holds (its splits, Arrow files, columns) is read from its JSON, without importing `datasets`."""
 
 import json
 import os
@@ -34,3 +35,22 @@ def saved_splits(folder: Path) -> list[str] | None:
     if not (folder / "dataset_dict.json").is_file():
         return None
     return json.loads((folder / "dataset_dict.json").read_text())["splits"]
+
+
+def saved_files(folder: Path, split: str | None) -> tuple[list[Path], dict, list[str]]:
+    """(Arrow files in order, state.json, problems) of the split of a `save_to_disk` folder, from its JSON alone."""
+    if (folder / "dataset_dict.json").is_file():
+        splits = json.loads((folder / "dataset_dict.json").read_text())["splits"]
+        split = split or "train"
+        if split not in splits:
+            return [], {}, [f"{str(folder)!r} has no split {split!r} (its splits: {', '.join(splits)})"]
+        folder = folder / split
+    elif split is not None:
+        return [], {}, [f"{str(folder)!r} holds one Dataset, not a DatasetDict: leave out split"]
+    try:
+        state = json.loads((folder / "state.json").read_text())
+        info = json.loads((folder / "dataset_info.json").read_text())
+    except (OSError, ValueError):
+        return [], {}, [f"{str(folder)!r} is not a Hugging Face dataset folder (no state.json and dataset_info.json, "
+                        f"or dataset_dict.json): write it with save_to_disk, or name data files with builder"]
+    return [folder / f["filename"] for f in state["_data_files"]], {**state, "features": info.get("features")}, []

@@ -15,36 +15,15 @@ The plan is checked without importing `datasets`: a saved folder's state.json, d
 dataset_dict.json are plain JSON (its Arrow files, split names, columns and their types).
 """
 
-import json
 from collections.abc import Iterator
-from pathlib import Path
 
 from injc.errors import InputError
-from injc.hfdata import offline_datasets
+from injc.hfdata import offline_datasets, saved_files
 
 BUILDERS = ("parquet", "json", "text", "arrow", "csv")
 ROWS_PER_CHUNK = 8192
 """Rows of a saved dataset per chunk: about one tokenizer batch of web text."""
 STRING_TYPES = ("string", "large_string")
-
-
-def saved_files(folder: Path, split: str | None) -> tuple[list[Path], dict, list[str]]:
-    """(Arrow files in order, state.json, problems) of the split of a `save_to_disk` folder, from its JSON alone."""
-    if (folder / "dataset_dict.json").is_file():
-        splits = json.loads((folder / "dataset_dict.json").read_text())["splits"]
-        split = split or "train"
-        if split not in splits:
-            return [], {}, [f"{str(folder)!r} has no split {split!r} (its splits: {', '.join(splits)})"]
-        folder = folder / split
-    elif split is not None:
-        return [], {}, [f"{str(folder)!r} holds one Dataset, not a DatasetDict: leave out split"]
-    try:
-        state = json.loads((folder / "state.json").read_text())
-        info = json.loads((folder / "dataset_info.json").read_text())
-    except (OSError, ValueError):
-        return [], {}, [f"{str(folder)!r} is not a Hugging Face dataset folder (no state.json and dataset_info.json, "
-                        f"or dataset_dict.json): write it with save_to_disk, or name data files with builder"]
-    return [folder / f["filename"] for f in state["_data_files"]], {**state, "features": info.get("features")}, []
 
 
 def manifest_record(corpus) -> dict:

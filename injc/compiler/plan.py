@@ -13,8 +13,9 @@ from pathlib import Path
 
 import tomllib
 
-from injc.compiler.hf_corpus import BUILDERS, column_problem, saved_files
+from injc.compiler.hf_corpus import BUILDERS, column_problem
 from injc.errors import PlanError
+from injc.hfdata import saved_files
 from injc.injectors import KINDS
 from injc.injectors.saved import DatasetFolder, split_problem
 from injc.shards.layout import Layout

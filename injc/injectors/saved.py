@@ -15,8 +15,8 @@ in messages.
 from pathlib import Path, PosixPath
 
 from injc.errors import InputError
-from injc.hfdata import offline_datasets, saved_splits
-from injc.shards.files import sha256_file
+from injc.hfdata import offline_datasets, saved_files, saved_splits
+from injc.shards.files import input_sha256
 
 SPECIAL = ("labels", "answer_base")
 """Field map keys that steer the answer rather than name an injc field."""
@@ -40,13 +40,9 @@ class DatasetFolder(PosixPath):
 
     def record(self) -> dict:
         """What the manifest records of it: its split's Arrow files, the dataset's fingerprint, split and fields."""
-        import json
-
-        folder = self / self.split if self.split else self
-        state = json.loads((folder / "state.json").read_text())
-        files = [folder / f["filename"] for f in state["_data_files"]]
+        files, state, _ = saved_files(self, self.split)
         return {"path": str(self), "split": self.split, "fields": self.fields, "fingerprint": state.get("_fingerprint"),
-                "files": [{"path": str(p), "size": p.stat().st_size, "sha256": sha256_file(p)} for p in files]}
+                "files": [{"path": str(p), "size": p.stat().st_size, "sha256": input_sha256(p)} for p in files]}
 
 
 def split_problem(folder: Path, split: str | None) -> str | None:

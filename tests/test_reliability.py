@@ -120,6 +120,20 @@ def test_a_full_disk_is_a_clear_error_and_leaves_nothing(plans, tmp_path, monkey
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith((".out", "out"))] == []
 
 
+def test_a_build_that_fails_before_it_needs_the_corpus_hash_exits_without_waiting_for_it(project, tmp_path):
+    """The corpus is hashed in the background while the payloads are checked; a bad payload ends the process at
+    once even when that hash would never finish (a huge corpus), here a hash that blocks forever."""
+    (project.root / "payloads" / "bad.jsonl").write_text('{"text": "fine"}\nnot json\n')
+    plan = project('[[experiments]]\nname = "bad"\nkind = "texts"\nfile = "payloads/bad.jsonl"\n')
+    script = ("import threading, sys, injc, injc.compiler.build as build\n"
+              "build.fingerprint_files = lambda paths: threading.Event().wait()\n"
+              "try:\n    injc.build(sys.argv[1], sys.argv[2], progress=False)\n"
+              "except injc.InjcError as error:\n    print(error)\n")
+    result = subprocess.run([sys.executable, "-c", script, str(plan), str(tmp_path / "out")], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert "line 2: not valid JSON" in result.stdout and not (tmp_path / "out").exists()
+
+
 def test_an_unwritable_output_is_a_clear_error(plans, tmp_path):
     plan, _ = plans
     blocker = tmp_path / "file"

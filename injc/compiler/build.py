@@ -15,6 +15,7 @@ import json
 import math
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -195,16 +196,14 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
                           for name in undecided))
     from injc.compiler.check import validate_payloads  # check builds on this module: imported here, not above
 
-    hashing = ThreadPoolExecutor(1)  # the corpus is hashed on the other core while the payloads are checked
-    corpus_hashed = hashing.submit(fingerprint_files, plan.corpus.files)
-    hashing.shutdown(wait=False)
+    corpus_hashed = in_background(fingerprint_files, plan.corpus.files)  # while the payloads are checked
     tokenizer = load_tokenizer(plan.tokenizer.path, plan.tokenizer.eos)
     validated = validate_payloads(plan, tokenizer)
     staged = staged_build(out_dir)
     partial = out_dir.parent / f".{out_dir.name}.injc-partial"
     try:
         with folder_lock(out_dir, "build"):
-            corpus_files = corpus_hashed.result()
+            corpus_files = corpus_hashed()
             key = {"injc": INJC_VERSION, "schedule": SCHEDULE_VERSION, "plan": plan.sha256,
                    "tokenizer": tokenizer.sha256, "corpus": corpus_files, "clean": clean, "seed": plan.seed,
                    "selected": list(selected), "skip_tokens": plan.corpus.skip_tokens, "fraction": fraction,
@@ -351,6 +350,28 @@ def _build_into(tmp: Path, full_plan: Plan, tokenizer: LoadedTokenizer, clean: b
                             olmo_core_loader(written["layout"], target_seed),
                             hashes={shard["path"]: shard["sha256"] for shard in shards})
     return len(shards), schedule
+
+
+def in_background(function, *args):
+    """Start function(*args) on a daemon thread and return what waits for its result (or raises its error): a build
+    that fails before it needs the result exits at once instead of waiting for, say, a large corpus's hash."""
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["value"] = function(*args)
+        except BaseException as error:  # handed to the waiting thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+
+    def wait():
+        thread.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+    return wait
 
 
 def _write_tables(folder: Path, layout, names: list[str], schedule, overlay, payloads: list) -> None:

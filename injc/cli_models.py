@@ -22,6 +22,11 @@ def _step_list(ctx, param, value):
     return steps
 
 
+
+TARGET_OPTION = click.option(
+    "--target", help="olmo-core:SEED: build in OLMo-core's order for that data seed; {data} is then the folder "
+                     "OLMo-core reads (its files and loader settings in export.json).")
+
 @main.command()
 @click.argument("manifest", type=click.Path())
 @click.option("--model", help="LitGPT config name (e.g. pythia-14m) or a YAML file of Config fields (a fresh model).")
@@ -114,8 +119,7 @@ def train(manifest, model, init, init_optimizer, out_dir, micro_batch_size, step
 @click.option("--train-cmd", help="Train each row with this shell command instead of injc train: {manifest} {data} "
                                   "{from_step} {to_step} {init} {out} are filled in ({init}: --checkpoint); it must "
                                   "leave a checkpoint (HF or LitGPT) in {out}. Output: ROW/run/window-0000.log.")
-@click.option("--target", help="olmo-core:SEED: build in OLMo-core's order for that data seed; {data} is then the "
-                               "folder OLMo-core reads (its files and loader settings in export.json).")
+@TARGET_OPTION
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
 def cpdt(plan, checkpoint, out_dir, steps, seeds, jobs, fraction, lr, min_lr, warmup_steps, micro_batch_size, device,
@@ -157,8 +161,7 @@ def cpdt(plan, checkpoint, out_dir, steps, seeds, jobs, fraction, lr, min_lr, wa
 @click.option("--train-cmd", help="Train each window with this shell command instead of injc train (with --init): "
                                   "{manifest} {data} {from_step} {to_step} {init} {out} are filled in; it must "
                                   "leave a checkpoint (HF or LitGPT) in {out}. Output: OUT/train/window-NNNN.log.")
-@click.option("--target", help="olmo-core:SEED: build in OLMo-core's order for that data seed; {data} is then the "
-                               "folder OLMo-core reads (its files and loader settings in export.json).")
+@TARGET_OPTION
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @user_errors
 def run_command(plan, model, init, out_dir, micro_batch_size, lr, min_lr, seed, device, no_eval, logger, train_cmd,

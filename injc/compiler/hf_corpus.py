@@ -91,13 +91,11 @@ def builder_texts(corpus, index: int, skip: int) -> Iterator[str]:
     row = skip
     try:
         for batch in stream.skip(skip).with_format("arrow").iter(batch_size=ROWS_PER_CHUNK):
-            if corpus.text_field not in batch.column_names:
-                raise InputError(f"{where} has no column {corpus.text_field!r} (its columns: "
-                                 f"{', '.join(batch.column_names)})")
-            column = batch.column(corpus.text_field)
-            if str(column.type) not in STRING_TYPES:
-                raise InputError(f"{where} column {corpus.text_field!r} is not strings (it is {column.type})")
-            yield from _column_texts(column, where, row)
+            columns = {name: {"dtype": str(kind)} for name, kind in zip(batch.schema.names, batch.schema.types)}
+            problem = column_problem(columns, corpus.text_field, where)  # a builder that infers its columns
+            if problem:
+                raise InputError(problem)
+            yield from _column_texts(batch.column(corpus.text_field), where, row)
             row += batch.num_rows
     except (OSError, ValueError) as error:
         raise InputError(f"{where} cannot be read: {error}") from None

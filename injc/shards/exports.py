@@ -234,12 +234,15 @@ def export(manifest_path: str | Path, target: str, out: str | Path, seed: int | 
         raise InjcError(f"a staged build cannot be exported for {target}: its files are written by {target}'s own "
                         f"writer in one pass and cannot grow in place; export the whole run (or use "
                         f"{', '.join(GROWS)})")
+    if target == "litdata" and seed is not None:
+        micro_batch = micro_batch or manifest.layout.batch_size // num_ranks
     options = ({"num_workers": num_workers, "num_ranks": num_ranks,
-                **({"micro_batch_size": micro_batch or manifest.layout.batch_size // num_ranks}
-                   if seed is not None else {})} if target == "litdata" else {})
-    record = _existing_export(out, manifest, {"target": target, "seed": seed, **options}) if out.exists() else None
-    if record is not None and record["manifest"]["checksum"] == manifest.data.get("checksum"):
-        return out / EXPORT_NAME  # already this build's export (the same command run again)
+                **({"micro_batch_size": micro_batch} if seed is not None else {})} if target == "litdata" else {})
+    record = None
+    if out.exists():
+        record = _earlier_stage(out, manifest, {"target": target, "seed": seed, **options})
+        if record is None:
+            return out / EXPORT_NAME  # already this build's export (the same command run again)
     problems = check_shards(manifest)
     if problems:
         raise InjcError("the build does not match its manifest (run injc verify):", *problems[:5])
@@ -267,9 +270,9 @@ def export(manifest_path: str | Path, target: str, out: str | Path, seed: int | 
     return out / EXPORT_NAME
 
 
-def _existing_export(out: Path, manifest: Manifest, wanted: dict) -> dict:
-    """export.json of `out` when it is this build's export for these settings (`wanted`: target, seed, options),
-    of this very manifest (a re-run: nothing to do) or of an earlier stage of it (to grow); else an error."""
+def _earlier_stage(out: Path, manifest: Manifest, wanted: dict) -> dict | None:
+    """export.json of `out` when it is this build's export for these settings (`wanted`: target, seed, options) of
+    an earlier stage (to grow); None when it is already this manifest's (a re-run: nothing to do); else an error."""
     try:
         record = json.loads((out / EXPORT_NAME).read_text())
         same_build = (out / record["manifest"]["path"]).resolve() == (manifest.root / MANIFEST_NAME).resolve()
@@ -277,7 +280,7 @@ def _existing_export(out: Path, manifest: Manifest, wanted: dict) -> dict:
         record, same_build = {}, False
     settings = same_build and all(record.get(key) == value for key, value in wanted.items())
     if settings and record["manifest"]["checksum"] == manifest.data.get("checksum"):
-        return record
+        return None
     stage = record.get("stage")
     if stage is None or not settings:
         raise InjcError(f"export folder {str(out)!r} already exists (and is not this build's export for these "

@@ -37,6 +37,8 @@ def write_atomic(path: Path, data: bytes) -> None:
     fsync_path(path.parent)
 
 
+O_DIRECT = getattr(os, "O_DIRECT", 0)
+"""0 where the platform has no O_DIRECT (every write then goes through the page cache)."""
 DIRECT_BLOCK = 4096
 """O_DIRECT writes whole blocks from block-aligned memory."""
 DIRECT_PIECE = 1 << 24
@@ -51,13 +53,13 @@ def write_synced(path: Path, data) -> None:
     raw = memoryview(data).cast("B")
     whole = len(raw) - len(raw) % DIRECT_BLOCK
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_DIRECT", 0), 0o666)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | O_DIRECT, 0o666)
     except OSError:
         fd, whole = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666), 0
     try:
-        written = _write_direct(fd, raw[:whole]) if whole and getattr(os, "O_DIRECT", 0) else 0
+        written = _write_direct(fd, raw[:whole]) if whole and O_DIRECT else 0
         if written < len(raw):
-            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~getattr(os, "O_DIRECT", 0))
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~O_DIRECT)
             _write_all(fd, raw[written:])
         os.fsync(fd)
     finally:

@@ -169,9 +169,14 @@ def verify(manifest):
     from injc.shards.verify import verify as run_verify
 
     folder = Path(manifest)
+    if not folder.exists():
+        raise InjcError(f"{manifest!r} does not exist")
     is_build = not folder.is_dir() or (folder / MANIFEST_NAME).is_file()
-    problems = ((run_verify(manifest) if is_build else [])
-                + (verify_export(folder) if (folder / EXPORT_NAME).is_file() else []))
+    is_export = folder.is_dir() and (folder / EXPORT_NAME).is_file()
+    if not (is_build or is_export):
+        raise InjcError(f"{manifest!r} is neither an injc build (no {MANIFEST_NAME}) nor an export (no {EXPORT_NAME})"
+                        + ("; give the build's folder, the one above shards/" if folder.name == "shards" else ""))
+    problems = (run_verify(manifest) if is_build else []) + (verify_export(folder) if is_export else [])
     for problem in problems:
         click.echo(f"injc: mismatch: {problem}", err=True)
     if problems:
@@ -243,7 +248,7 @@ def locate(manifest, text, tokens, experiment, item, export_dir, as_json):
     occurrences = [{**query, **found} for query, ids in queries for found in run_locate(loaded, ids, export_dir)]
     total = {kind: sum(o["kind"] == kind for o in occurrences) for kind in ("inserted", "natural")}
     if as_json:
-        click.echo(json.dumps({"queries": [{**query, "tokens": list(ids)} for query, ids in queries],
+        click.echo(json.dumps({"queries": [{**query, "tokens": [int(i) for i in ids]} for query, ids in queries],
                                "occurrences": occurrences, **total}))
         return
     for found in occurrences:

@@ -210,6 +210,63 @@ def write_export_record(folder: Path, manifest_path: Path, manifest: dict, targe
     write_atomic(folder / EXPORT_NAME, (json.dumps(record, indent=2) + "\n").encode())
 
 
+def read_record(folder: str | Path) -> dict:
+    """export.json of an export folder, with the keys every reader relies on checked: one line when the folder is
+    not an export, the file is not JSON or a key is missing (a hand edit, a half-copied folder)."""
+    path = Path(folder) / EXPORT_NAME
+    if not Path(folder).exists():
+        raise InjcError(f"{str(folder)!r} does not exist")
+    if not path.is_file():
+        raise InjcError(f"{str(folder)!r} is not an injc export folder (no {EXPORT_NAME})")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InjcError(f"{path} is not valid JSON ({error}): it is not an export injc wrote") from None
+    shapes = {"target": str, "manifest": dict, "files": list, "rows": dict, "loader": dict}
+    problems = [key for key, kind in shapes.items() if not isinstance(record, dict) or
+                not isinstance(record.get(key), kind)]
+    if not problems:
+        problems += [f"manifest.{k}" for k in ("path", "checksum") if k not in record["manifest"]]
+        problems += ["files[].path/sha256"] if any(not isinstance(f, dict) or not {"path", "sha256"} <= set(f)
+                                                   for f in record["files"]) else []
+        if record["target"] == "megatron" and not isinstance(record["loader"].get("spare_document"), int):
+            problems.append("loader.spare_document")
+        if record["target"] not in TARGETS:
+            problems.append(f"target (one of {', '.join(TARGETS)}, not {record['target']!r})")
+    if problems:
+        raise InjcError(f"{path} lacks {', '.join(problems)}: it is not an export injc wrote (write it again with "
+                        f"injc export)")
+    return record
+
+
+def read_rows(folder: str | Path, record: dict, total_rows: int) -> np.ndarray:
+    """rows.npy, checked against export.json's sha256 and as what it must be (every manifest row once, one
+    spare document more for megatron), so no reader takes a wrong or out-of-range entry for a row."""
+    path = Path(folder) / ROWS_NAME
+    if not path.is_file():
+        raise InjcError(f"{path} is missing: the export is incomplete (write it again with injc export)")
+    if record["rows"].get("sha256") not in (None, sha256_file(path)):
+        raise InjcError(f"{ROWS_NAME}: sha256 differs from export.json")
+    try:
+        rows = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise InjcError(f"{path} is not a readable .npy file ({error})") from None
+    megatron = record["target"] == "megatron"  # one document more than rows: the spare one points at row 0
+    count = total_rows + megatron
+    if rows.ndim != 1 or rows.dtype.kind not in "iu" or len(rows) != count:
+        raise InjcError(f"{ROWS_NAME} holds {rows.shape} {rows.dtype}, not {count:,} row numbers")
+    spare = record["loader"].get("spare_document", 0)
+    if megatron and not 0 <= spare < count:
+        raise InjcError(f"{EXPORT_NAME}: loader.spare_document {spare} is not one of the {count:,} documents")
+    large = rows.dtype.kind == "u" and rows.max(initial=0) >= total_rows
+    named = np.delete(rows, spare) if megatron else rows
+    if large or len(named) != total_rows or named.astype(np.int64).min(initial=0) < 0 or \
+            named.astype(np.int64).max(initial=0) >= total_rows or len(np.unique(named)) != total_rows:
+        raise InjcError(f"{ROWS_NAME} does not name each of the build's {total_rows:,} rows once (an entry is "
+                        f"negative, too large or repeated)")
+    return rows
+
+
 def export(manifest_path: str | Path, target: str, out: str | Path, seed: int | None = None,
            num_workers: int = 0, num_ranks: int = 1, micro_batch: int | None = None) -> Path:
     """Write `target`'s files for the build into `out`; returns export.json's path. An existing `out` is refused
@@ -311,7 +368,7 @@ def verify_export(folder: str | Path) -> list[str]:
     """Problems of an export folder: file hashes, and whether its rows, read in the trainer's order, are the
     manifest's steps ([] when it is right)."""
     folder = Path(folder)
-    record = json.loads((folder / EXPORT_NAME).read_text())
+    record = read_record(folder)
     problems = [f"{f['path']}: sha256 differs from export.json" for f in record["files"]
                 if not (folder / f["path"]).is_file() or sha256_file(folder / f["path"]) != f["sha256"]]
     if problems:
@@ -322,9 +379,10 @@ def verify_export(folder: str | Path) -> list[str]:
         return ["the manifest changed since the export (checksum differs)"
                 + (": the build grew; run the same injc export again to grow the export" if grown else "")]
     stream, layout = TokenStream(manifest), manifest.layout
-    if record["rows"].get("sha256") not in (None, sha256_file(folder / ROWS_NAME)):
-        return [f"{ROWS_NAME}: sha256 differs from export.json"]
-    rows = np.load(folder / ROWS_NAME)
+    try:
+        rows = read_rows(folder, record, layout.total_rows)
+    except InjcError as error:
+        return error.problems
     if record["target"] == "litdata":
         workers, ranks = max(1, record["num_workers"]), record["num_ranks"]
         expected = (litdata_rows(layout.steps, layout.batch_size, workers, ranks) if record["seed"] is None else

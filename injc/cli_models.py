@@ -230,10 +230,12 @@ def verbatim_candidates(manifest, checkpoint, out_file, count, prefix, suffix, s
               help="Sequences per forward pass (on CUDA, under bf16 autocast).")
 @click.option("--logger", type=click.Choice(LOGGERS),
               help="Also log every checkpoint's metrics at its training step (REPORT/logs/), for curves.")
+@click.option("--force", is_flag=True, help="Replace an earlier report in --out, whole (a folder holding only what "
+                                           "injc eval writes). Without it, --out must be empty or absent.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
 def eval_command(manifest, more_checkpoints, checkpoints, out_dir, full_verify, judge, baseline, batch_size, logger,
-                 quiet):
+                 force, quiet):
     """Measure every experiment of MANIFEST on checkpoints: report.json, report.md and PNG plots under --out."""
     try:
         from injc.evals.report import evaluate, summary_lines
@@ -248,7 +250,7 @@ def eval_command(manifest, more_checkpoints, checkpoints, out_dir, full_verify, 
             raise InjcError("the build does not match its manifest (injc verify):", *(f"  {p}" for p in problems))
     report = evaluate(manifest, [*checkpoints, *more_checkpoints], out_dir, progress=not quiet, judge=judge,
                       baseline=baseline, on_warning=lambda warning: click.echo(f"injc: warning: {warning}", err=True),
-                      batch_size=batch_size, logger=logger)
+                      batch_size=batch_size, logger=logger, force=force)
     for line in summary_lines(report):
         click.echo(line)
     click.echo(f"wrote {out_dir}/report.json, report.md and plots")

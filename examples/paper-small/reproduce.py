@@ -42,7 +42,7 @@ def run(plan: Path, out: Path, clean: bool, seed: int = 0) -> dict:
                       force=True),
           progress=False)
     return evaluate(out / f"build-{build}" / "manifest.json", [out / f"run-{name}" / "final"], out / f"report-{name}",
-                    progress=False)
+                    progress=False, force=True)
 
 
 POWER_Z = 1.959964 + 0.841621

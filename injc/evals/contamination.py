@@ -26,6 +26,10 @@ UNCONDITIONAL = "Answer:"
 """The prompt PMI's unconditional term scores each choice after (OLMES)."""
 
 
+NO_BENCHMARK = "(no benchmark named)"
+"""The normalization table's key for questions whose file names no benchmark (synthetic ones)."""
+
+
 def normalization(benchmark: str) -> str:
     """How a benchmark's choice scores are normalized: OLMES's rule, else the mean per token."""
     key = benchmark.strip().lower().replace("-", "_").replace(" ", "_")
@@ -79,7 +83,7 @@ def evaluate(ctx: EvalContext, entry: dict, records: dict) -> dict:
                 "p_value": permutation_pvalue(mine, holdout),
             })
     copies, losses = item_losses(ctx, entry["name"])
-    used = {q["benchmark"]: normalization(q["benchmark"]) for q in records["questions"]}
+    used = {q["benchmark"] or NO_BENCHMARK: normalization(q["benchmark"]) for q in records["questions"]}
     return {"metrics": {"mean_loss": float(losses[copies > 0].mean()) if (copies > 0).any() else None,
                         "tiers": by_tier, "normalization": dict(sorted(used.items()))},
             "items": [{"item": q["item"], "tier": q["tier"], "correct": bool(c), "loss": float(losses[q["item"]]),

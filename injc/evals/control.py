@@ -167,7 +167,7 @@ def _loop(config: RunConfig, plan, dynamic: list) -> dict:
     control_plot(summary, steps, out / "control.png")
     if config.evaluate:
         summary["eval"] = str(out / "eval")
-        evaluate(manifest, [final], out / "eval", progress=config.progress)
+        evaluate(manifest, [final], out / "eval", progress=config.progress, force=True)
     (out / "control.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 

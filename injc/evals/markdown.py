@@ -35,9 +35,23 @@ def signed(value: float | None, digits: int = 4) -> str:
     return f"{value:+.{digits}f}"
 
 
+def _cell(value) -> str:
+    """A table cell: the value as text, with `|` escaped and line breaks folded, so no cell splits the table."""
+    return _fmt(value).replace("|", "\\|").replace("\n", " ")
+
+
 def _table(header: list[str], rows: list[list]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
-        "| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    return ["| " + " | ".join(_cell(h) for h in header) + " |", "|" + "---|" * len(header)] + [
+        "| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+
+
+def _with_ci(value, interval, digits: int = 3) -> str:
+    """`0.123 [0.050, 0.201]`: an estimate with its 95% interval."""
+    return f"{_fmt(value, digits)} {_fmt(interval)}" if interval is not None else _fmt(value, digits)
+
+
+COMPARISONS = ("vs_controls", "vs_unseen_rows", "attack_success", "gibberish_logprob_per_token")
+"""Metrics that compare inserted items with controls (stats.compare): a headline and a table each."""
 
 
 def headline(experiment: dict) -> str:
@@ -55,12 +69,14 @@ def headline(experiment: dict) -> str:
     if kind == "verbatim-removal":
         return f"exact-match rate {_fmt(metrics['exact_match_rate'], 3)}"
     if kind == "gaussian-watermark":
-        return (f"mean x {_fmt(metrics.get('mean_x'), 3)}, TPR@1%FPR {_fmt(metrics.get('tpr_at_1pct_fpr'), 3)}, "
+        return (f"mean x {_with_ci(metrics.get('mean_x'), metrics.get('mean_x_ci95'))}, TPR@1%FPR "
+                f"{_with_ci(metrics.get('tpr_at_1pct_fpr'), metrics.get('tpr_ci95'))}, "
                 f"{p_text(metrics.get('p_value'))} (lower tail)") if "mean_x" in metrics else metrics.get("note", "")
-    for key in ("vs_controls", "vs_unseen_rows", "attack_success", "gibberish_logprob_per_token"):
+    for key in COMPARISONS:
         if key in metrics:
             c = metrics[key]
-            return f"{key}: Δ {_fmt(c['difference'], 3)}, d={_fmt(c['effect_size_d'], 2)}, {p_text(c['p_value'])}"
+            return (f"{key}: Δ {_with_ci(c['difference'], c.get('difference_ci95'))}, d={_fmt(c['effect_size_d'], 2)}, "
+                    f"{p_text(c['p_value'])}")
     return ""
 
 
@@ -110,6 +126,14 @@ def render(reports: list[dict], plots: list[str]) -> str:
             lines += _table(["ops", "problems", "accuracy [95% CI]", "seen in training"],
                             [[k, a["problems"], f"{_fmt(a['accuracy'], 3)} {_fmt(a['ci95'])}", a["seen_in_training"]]
                              for k, a in metrics["accuracy_by_ops"].items()])
+        elif experiment["kind"] == "gaussian-watermark" and "mean_x" in metrics:
+            lines += ["", f"### {name}: watermark statistic x (lower tail)", ""]
+            lines += _table(["sequences", "mean x [95% CI]", "TPR at 1% FPR [95% CI]", "z", "p",
+                             "holdout (fresh noise): mean x, FPR at the threshold"],
+                            [[metrics["sequences"], _with_ci(metrics["mean_x"], metrics.get("mean_x_ci95")),
+                              _with_ci(metrics["tpr_at_1pct_fpr"], metrics.get("tpr_ci95")), metrics["z"],
+                              p_cell(metrics["p_value"]), f"{_fmt(metrics['mean_x_holdout'], 3)}, "
+                              f"{_fmt(metrics['fpr_holdout_at_threshold'], 3)}"]])
         elif experiment["kind"] == "forgetting":
             lines += ["", f"### {name}: replaced batches", ""]
             paired = metrics.get("baseline") is not None
@@ -119,6 +143,13 @@ def render(reports: list[dict], plots: list[str]) -> str:
                               f"{_fmt(b['minus_baseline'], 3)} {_fmt(b['minus_baseline_ci95'])}" if paired else
                               f"{_fmt(b.get('minus_unseen_control'), 3)} {_fmt(b.get('minus_unseen_control_ci95'))}"]
                              for b in metrics["batches"]])
+        compared = [(key, metrics[key]) for key in COMPARISONS if key in metrics]
+        if compared:
+            lines += ["", f"### {name}: against controls", ""]
+            lines += _table(["comparison", "means", "Δ [95% CI]", "d", "p", "n"],
+                            [[key, " vs ".join(f"{k[5:]} {_fmt(v)}" for k, v in c.items() if k.startswith("mean_")),
+                              _with_ci(c["difference"], c.get("difference_ci95"), 4), c["effect_size_d"],
+                              p_cell(c["p_value"]), " vs ".join(map(str, c.get("n", [])))] for key, c in compared])
     if len(reports) > 1:
         lines += ["", "## Over training (mean loss)", ""]
         names = list(last["experiments"])

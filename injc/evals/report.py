@@ -7,13 +7,15 @@ Every experiment gets metrics.mean_loss (see injc.evals.generic); families add t
 
 import glob
 import json
+import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from injc.errors import InjcError
+from injc.compiler.outputs import replace_output
+from injc.errors import InjcError, some_of
 from injc.evals import canaries, contamination, forgetting, generic, knowledge, math, poisoning, verbatim, watermark
 from injc.evals.context import EvalContext
 from injc.evals.markdown import headline, render
@@ -171,13 +173,41 @@ def summary_lines(report: dict) -> list[str]:
     return lines
 
 
+def is_report_entry(entry: Path) -> bool:
+    """What injc eval writes into a report folder: report.json, report.md, the plots and logs/."""
+    return entry.name in ("report.json", "report.md", "logs") or (entry.suffix == ".png" and entry.is_file())
+
+
+def check_report_folder(out: Path, force: bool) -> None:
+    """Before any work: a report goes into an empty or absent folder; `force` replaces an earlier report whole
+    (a folder holding only what injc eval writes), so no plot of an earlier report is left beside a new one."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise InjcError(f"--out {str(out)!r} is a file, not a folder")
+    entries = sorted(out.iterdir())
+    if not entries:
+        return
+    if not force:
+        raise InjcError(f"report folder {str(out)!r} is not empty; add --force to replace the earlier report, or "
+                        f"pick another --out")
+    strays = [entry.name for entry in entries if not is_report_entry(entry)]
+    if strays or not (out / "report.json").is_file():
+        raise InjcError(f"--force replaces only an earlier injc eval report; {str(out)!r} "
+                        + (f"also holds {some_of(strays)}" if strays else "has no report.json")
+                        + ": move it away yourself or pick another --out")
+
+
 def evaluate(manifest_path: str | Path, checkpoints: list[str | Path], out: str | Path,
              progress: bool = True, judge: str | Path | None = None, baseline: str | Path | None = None,
-             on_warning=None, batch_size: int = BATCH, logger: str | None = None) -> dict:
+             on_warning=None, batch_size: int = BATCH, logger: str | None = None, force: bool = False) -> dict:
     """Evaluate each checkpoint (folders or globs; sorted by training steps) and write report.json, report.md and
-    plots to `out` (with `logger`, every checkpoint's metrics also to that logger under out/logs/). Each report's
-    `warnings` says when a checkpoint was trained on another manifest; `on_warning` (a callable) hears each one
-    before the evaluation starts."""
+    plots to `out` (with `logger`, every checkpoint's metrics also to that logger under out/logs/). `out` must be
+    empty or absent; `force` replaces an earlier report there, whole. The report is written beside `out` and
+    moved into place when complete. Each report's `warnings` says when a checkpoint was trained on another
+    manifest; `on_warning` (a callable) hears each one before the evaluation starts."""
+    out = Path(out)
+    check_report_folder(out, force)
     checkpoints = resolve_checkpoints(checkpoints)
     if not checkpoints:
         raise InjcError("give at least one --checkpoint")
@@ -187,15 +217,21 @@ def evaluate(manifest_path: str | Path, checkpoints: list[str | Path], out: str 
     reports = [evaluate_checkpoint(manifest_path, c, progress, judge, baseline, batch_size) for c in checkpoints]
     reports.sort(key=lambda r: (r["steps_done"] is None, r["steps_done"] or 0))
     report = json_safe(reports[0] if len(reports) == 1 else {"checkpoints": reports})
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    plots = write_plots(reports, out)
-    (out / "report.md").write_text(render(reports, plots))
-    if logger is not None:  # each checkpoint's metrics at its training step (its position when it has none)
-        tracker = experiment_logger(logger, out)
-        for position, checkpoint_report in enumerate(reports):
-            step = checkpoint_report["steps_done"] if checkpoint_report["steps_done"] is not None else position
-            tracker.log_metrics(scalar_metrics(checkpoint_report), step=step)
-        close_logger(tracker)
+    partial = out.parent / f".{out.name}.injc-partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        (partial / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        plots = write_plots(reports, partial)
+        (partial / "report.md").write_text(render(reports, plots))
+        if logger is not None:  # each checkpoint's metrics at its training step (its position when it has none)
+            tracker = experiment_logger(logger, partial)
+            for position, checkpoint_report in enumerate(reports):
+                step = checkpoint_report["steps_done"] if checkpoint_report["steps_done"] is not None else position
+                tracker.log_metrics(scalar_metrics(checkpoint_report), step=step)
+            close_logger(tracker)
+        replace_output(partial, out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     return report

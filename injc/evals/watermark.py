@@ -16,7 +16,7 @@ import math
 import numpy as np
 
 from injc.evals.context import EvalContext
-from injc.evals.stats import normal_cdf
+from injc.evals.stats import bootstrap_ci, normal_cdf
 from injc.shards.stream import TokenStream
 from injc.train.noise import embedding_noise
 
@@ -58,8 +58,10 @@ def evaluate(ctx: EvalContext, entry: dict, records: dict) -> dict:
 def summarize(x: np.ndarray, x0: np.ndarray) -> dict:
     """The lower-tail test of members' x against N(0, 1), with the holdout's x (fresh noise) at the same threshold."""
     z, z0 = float(x.mean() * math.sqrt(len(x))), float(x0.mean() * math.sqrt(len(x0)))
-    return {"mean_x": float(x.mean()), "mean_x_holdout": float(x0.mean()), "tail": "lower",
+    return {"mean_x": float(x.mean()), "mean_x_ci95": list(bootstrap_ci(lambda v: v.mean(), (x,))),
+            "mean_x_holdout": float(x0.mean()), "tail": "lower",
             "tpr_at_1pct_fpr": float((x < THRESHOLD_1PCT).mean()),
+            "tpr_ci95": list(bootstrap_ci(lambda v: (v < THRESHOLD_1PCT).mean(), (x,))),
             "fpr_holdout_at_threshold": float((x0 < THRESHOLD_1PCT).mean()),
             "z": z, "p_value": normal_cdf(z), "z_holdout": z0, "p_value_holdout": normal_cdf(z0),
             "sequences": int(len(x))}

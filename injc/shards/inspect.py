@@ -18,8 +18,23 @@ from injc.shards.manifest import Manifest, load_manifest
 BAR_WIDTH = 40
 TEXT_WIDTH = 100
 TEXT_BINS = 20
+PLOT_BINS = 400
+"""At most this many runs of steps in the plot (about one per 2.5 pixels of its width)."""
 COMMON_KEYS = {"name", "kind", "items", "repetitions", "insertions", "tokens", "fraction_of_run", "placement", "files",
                "eval_records"}
+
+
+def step_bins(steps: int, bins: int) -> np.ndarray:
+    """Edges of at most `bins` runs of consecutive steps covering [0, steps) (the first `steps % bins` runs one
+    step longer, as np.array_split cuts): what the text view and the plot average over."""
+    count = max(1, min(bins, steps))
+    sizes = np.full(count, steps // count) + (np.arange(count) < steps % count)
+    return np.r_[0, np.cumsum(sizes)].astype(np.int64)
+
+
+def bin_means(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Mean of per-step `values` over each run of steps between `edges`."""
+    return np.add.reduceat(np.asarray(values, float), edges[:-1]) / np.diff(edges)
 
 
 def _describe(value) -> str:
@@ -75,8 +90,9 @@ class Report:
             f"{'experiment':<20} {'kind':<18} {'placement':<16} {'items':>8} {'copies':>10} {'tokens':>13} "
             f"{'of run':>9}",
         ]
+        noised = {d["experiment"] for d in self.manifest.data.get("directives", [])}
         for e in self.experiments:
-            placement = e["placement"]["mode"]
+            placement = "embedding noise" if e["name"] in noised else e["placement"]["mode"]  # writes no token
             if placement == "range":
                 placement += f" [{e['placement']['start_step']},{e['placement']['end_step']})"
             lines.append(f"{e['name'][:20]:<20} {e['kind'][:18]:<18} {placement[:16]:<16} {e['items']:>8,} "
@@ -93,12 +109,11 @@ class Report:
         density = self.density
         if len(density):
             lines += ["", f"inserted share of each step's tokens (mean {density.mean():.4%}, max {density.max():.4%}):"]
-            bins = np.array_split(np.arange(len(density)), min(TEXT_BINS, len(density)))
+            edges = step_bins(len(density), TEXT_BINS)
             peak = max(density.max(), 1e-12)
-            for steps in bins:
-                value = density[steps].mean()
+            for first, end, value in zip(edges[:-1], edges[1:], bin_means(density, edges)):
                 bar = "█" * int(round(value / peak * BAR_WIDTH))
-                lines.append(f"  steps {steps[0]:>7,}–{steps[-1]:<7,} {value:>9.4%} {bar}")
+                lines.append(f"  steps {first:>7,}–{end - 1:<7,} {value:>9.4%} {bar}")
         return "\n".join(lines)
 
     def step_table(self, step: int, text: bool = False) -> str:
@@ -128,32 +143,54 @@ class Report:
         shown = json.dumps(decoded, ensure_ascii=False)
         return shown if len(shown) <= TEXT_WIDTH else shown[:TEXT_WIDTH - 1] + "…"
 
-    def plot(self, path: str | Path) -> None:
-        """Inserted share of each step's tokens, stacked by experiment, as a PNG."""
+    def figure(self):
+        """Inserted share of each step's tokens, stacked by experiment, averaged over at most PLOT_BINS runs of
+        steps (a run of 10^5 steps stays a few hundred artists); embedding-noise steps as the share of each run's
+        steps noised, in a band below. Returns the matplotlib Figure."""
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
 
         layout = self.manifest.layout
-        steps = np.arange(layout.steps)
-        figure, axis = plt.subplots(figsize=(10, 4), dpi=120)
+        edges = step_bins(layout.steps, PLOT_BINS)
+        directives = self.manifest.data.get("directives", [])
+        figure, axes = plt.subplots(2 if directives else 1, 1, figsize=(11, 4.6 if directives else 4), dpi=120,
+                                    sharex=True, squeeze=False, layout="constrained",
+                                    gridspec_kw={"height_ratios": [5, 1] if directives else [1]})
+        axis = axes[0, 0]
         drawn = [e["name"] for e in self.experiments if self.step_tokens[e["name"]].any()]  # tokens, not directives
-        shares = [self.step_tokens[name] / layout.tokens_per_step * 100 for name in drawn]
-        if shares:
-            axis.stackplot(steps, *shares, labels=drawn, step="post")
-        for index, directive in enumerate(self.manifest.data.get("directives", [])):
-            for position, step in enumerate(directive["steps"]):  # embedding noise writes no token: marked apart
-                axis.axvline(step, color="black", ls=":", lw=0.8,
-                             label=f"{directive['experiment']}: embedding noise" if position == 0 else None)
-        if shares or self.manifest.data.get("directives"):
-            axis.legend(loc="upper right", fontsize="small")
-        axis.set_xlabel("optimizer step")
+        shares = [bin_means(self.step_tokens[name], edges) / layout.tokens_per_step * 100 for name in drawn]
+        if shares:  # each run's mean drawn over the whole run (the last value repeated to close it)
+            axis.stackplot(edges, *[np.r_[share, share[-1]] for share in shares], labels=drawn, step="post")
         axis.set_ylabel("inserted tokens (% of step)")
-        axis.set_title(f"Insertion density per step — {self.manifest.root.name}")
-        axis.set_xlim(0, max(layout.steps - 1, 1))
         axis.grid(alpha=0.3)
-        figure.tight_layout()
+        if directives:
+            band, peak = axes[1, 0], 0.0
+            for directive in directives:  # embedding noise writes no token: its steps are marked apart
+                run = np.searchsorted(edges, np.asarray(directive["steps"], dtype=np.int64), side="right") - 1
+                noised = np.bincount(run, minlength=len(edges) - 1) / np.diff(edges) * 100
+                band.stairs(noised, edges, fill=True, alpha=0.6, label=f"{directive['experiment']}: embedding noise")
+                peak = max(peak, float(noised.max(initial=0)))
+            band.set_ylabel("noised\n(% of steps)")
+            band.set_ylim(0, max(peak, 1.0) * 1.2)
+        axes[-1, 0].set_xlabel("optimizer step")
+        axes[-1, 0].set_xlim(0, max(layout.steps, 1))
+        axes[-1, 0].xaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
+        width = int(edges[1] - edges[0]) if len(edges) > 1 else 1
+        plan = self.manifest.data.get("plan", {}).get("path") or self.manifest.root.name
+        axis.set_title(f"Insertion density — {plan} ({layout.steps:,} steps"
+                       + (f", mean over runs of {width:,} steps)" if width > 1 else ")"))
+        if shares or directives:
+            figure.legend(loc="outside right upper", fontsize="small")
+        return figure
+
+    def plot(self, path: str | Path) -> None:
+        """`figure()` as a PNG."""
+        import matplotlib.pyplot as plt
+
+        figure = self.figure()
         figure.savefig(path)
         plt.close(figure)
 

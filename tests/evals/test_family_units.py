@@ -83,3 +83,17 @@ def test_cpdt_colours_share_one_scale_and_fade_what_is_not_significant():
     assert colours[0, 0] == pytest.approx(-2.6 / 3)  # −0.26 / 0.10, on the ±3 scale
     assert colours[0, 1] == pytest.approx(0.3 * 0.3 / 3)  # +0.03 / 0.10, faded
     assert colours[1, 1] == 1.0 and colours[1, 0] == 0  # +0.5 / 0.1 clipped at +3; a missing cell is blank
+
+
+def test_questions_without_a_benchmark_are_named_in_the_normalization_table():
+    from injc.evals import contamination
+
+    questions = [{"item": i, "tier": tier, "question": f"q{i}", "choices": ["yes", "no"], "answer": 0,
+                  "benchmark": ""} for i, tier in enumerate([0, 0, 4, 4])]
+    ctx = SimpleNamespace(encode=lambda text: np.array([ord(c) for c in text]), eos_id=0, text_tokens=lambda t: t,
+                          items={"bench": [(tier, np.array([1])) for tier in (0, 0, 4, 4)]},
+                          scorer=SimpleNamespace(continuation_logprobs=lambda p, c: -np.array([len(x) for x in c], float),
+                                                 text_losses=lambda texts: np.ones(len(texts))))
+    result = contamination.evaluate(ctx, {"name": "bench"}, {"format": "Question: {question}\nAnswer: {answer_text}",
+                                                             "questions": questions})
+    assert result["metrics"]["normalization"] == {"(no benchmark named)": "token"}

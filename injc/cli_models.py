@@ -29,7 +29,8 @@ TARGET_OPTION = click.option(
 
 @main.command()
 @click.argument("manifest", type=click.Path())
-@click.option("--model", help="LitGPT config name (e.g. pythia-14m) or a YAML file of Config fields (a fresh model).")
+@click.option("--model", help="LitGPT config name (e.g. pythia-14m) or a YAML file of Config fields (a fresh model); "
+                              "with --resume, default: the checkpoint's own model_config.yaml.")
 @click.option("--init", "init", type=click.Path(file_okay=False),
               help="Continue from this checkpoint (its weights and config) instead of --model: a LitGPT folder, or "
                    "a Hugging Face folder of GPT-NeoX/Pythia, Llama or OLMo-2 (converted by LitGPT's converter).")
@@ -78,7 +79,7 @@ def train(manifest, model, init, init_optimizer, out_dir, micro_batch_size, step
           device, devices, num_nodes, strategy, logger, hf, quiet):
     """Train a LitGPT model on MANIFEST's shards, step-exact: step s is exactly stream[s*B*L:(s+1)*B*L]."""
     try:
-        from injc.train.trainer import TrainConfig, process_rank
+        from injc.train.trainer import TrainConfig
         from injc.train.trainer import train as run_train
     except ImportError as error:
         raise InjcError(f"training needs torch and litgpt ({error.name} is missing): "
@@ -89,9 +90,7 @@ def train(manifest, model, init, init_optimizer, out_dir, micro_batch_size, step
                          min_lr=min_lr, warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip,
                          seed=seed, override_settings=override_settings, device=device, devices=devices,
                          num_nodes=num_nodes, strategy=strategy, logger=logger, hf=hf)
-    final = run_train(manifest, config, progress=not quiet)
-    if process_rank(config) == 0:  # one line, not one per process
-        click.echo(f"trained: {final}")
+    run_train(manifest, config, progress=not quiet)  # its closing summary names the checkpoints (not with --quiet)
 
 
 @main.command()

@@ -178,7 +178,7 @@ def _train_window(config: RunConfig, manifest: Path, current: int, window: int, 
     out = Path(config.out)
     if config.train_cmd is not None:
         return run_window(config.train_cmd, out / "train", current, manifest, current * window, end,
-                          Path(previous) if previous is not None else None)
+                          Path(previous) if previous is not None else None, progress=config.progress)
     started = latest_checkpoint(out / "train") is not None
     return train(manifest, TrainConfig(
         model=config.model, out=out / "train", init=config.init, steps=end, save_steps=(end,),

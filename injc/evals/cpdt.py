@@ -180,7 +180,7 @@ def _train_and_evaluate(job: dict) -> None:
     state = final / "train_state.json"
     if config.train_cmd is not None:
         final = run_window(config.train_cmd, folder / "run", 0, folder / "build" / MANIFEST_NAME, 0, job["steps"],
-                           Path(config.checkpoint), f"row {folder.parent.name}/{folder.name}")
+                           Path(config.checkpoint), f"row {folder.parent.name}/{folder.name}", progress=False)
     elif not state.is_file() or json.loads(state.read_text())["steps_done"] != job["steps"]:
         train(folder / "build" / MANIFEST_NAME,
               TrainConfig(model=None, init=Path(config.checkpoint), out=folder / "run", steps=job["steps"],

@@ -211,6 +211,10 @@ def train(manifest_path: str | Path, config: TrainConfig, progress: bool = True)
     if total > manifest.until_step:
         raise InjcError(f"the build is staged: it holds steps [0, {manifest.until_step:,}) of {layout.steps:,}; "
                         f"train with --steps ≤ {manifest.until_step:,} or grow the build (injc build --until-step)")
+    if config.resume and config.model is None and config.init is None:  # the checkpoint holds its model's config
+        latest = latest_checkpoint(Path(config.out)) if Path(config.out).is_dir() else None
+        if latest is not None:
+            config = dataclasses.replace(config, model=str(latest / "model_config.yaml"))
     if (config.model is None) == (config.init is None):
         raise InjcError("give --model (a fresh model) or --init (continue from a checkpoint, with its config)")
     if config.init_optimizer and config.init is None:

@@ -73,9 +73,12 @@ def manifest_steps(build: Path, steps: range) -> list[tuple[int, str]]:
 
 def test_the_loop_drives_an_external_trainer_step_exact_across_windows(loop, tmp_path):  # noqa: F811
     out, batches = tmp_path / "loop", tmp_path / "batches.jsonl"
-    result = run_injc("run", loop(), "--init", initial_model(tmp_path / "init"), "--out", out, "--quiet",
+    result = run_injc("run", loop(), "--init", initial_model(tmp_path / "init"), "--out", out,
                       "--train-cmd", command(batches))
     assert result.returncode == 0, result.stderr
+    for window, (first, end) in enumerate(((0, 10), (10, 20), (20, 30))):  # each window said while it trains
+        assert (f"window {window}: training steps {first}–{end} with --train-cmd; output in "
+                f"{out / 'train' / f'window-{window:04d}.log'}") in result.stderr
     assert consumed(batches) == manifest_steps(out / "build", range(30))
     records = [json.loads(line) for line in (out / "control.jsonl").read_text().splitlines()]
     assert [r["window"] for r in records] == [0, 1, 2]
@@ -85,6 +88,8 @@ def test_the_loop_drives_an_external_trainer_step_exact_across_windows(loop, tmp
     assert "step 29 loss" in (out / "train" / "window-0002.log").read_text()
     report = json.loads((out / "eval" / "report.json").read_text())
     assert report["checkpoint"] == str(out / "train" / "window-0002")
+    assert report["steps_done"] == 30 and report["warnings"] == []  # train_state.json written beside it
+    assert "cannot tell which build" not in result.stderr
 
 
 def test_a_crashing_trainer_stops_the_loop_with_its_log_and_the_same_command_resumes_there(loop, tmp_path):  # noqa: F811
@@ -116,7 +121,7 @@ def test_commands_injc_cannot_use_are_refused_before_any_work(loop, tmp_path):  
                       "--train-cmd", "train.sh {out}")
     assert_user_error(result, "--train-cmd continues a checkpoint: give --init")
     result = run_injc("run", loop(), "--init", init, "--out", tmp_path / "r", "--quiet", "--train-cmd", "true {out}")
-    assert_user_error(result, "the checkpoint of window 0")
+    assert_user_error(result, "the checkpoint of window 0", "left nothing in {out}")
 
 
 def test_a_window_trained_before_a_kill_is_not_trained_again(loop, tmp_path, monkeypatch):  # noqa: F811

@@ -223,6 +223,23 @@ def test_training_shows_progress_and_ends_with_a_summary(built, tmp_path):
     loss = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["loss"]
     assert "trained steps 0-5 in" in result.stderr and f"final loss {loss:.4f}" in result.stderr
     assert f"checkpoints in {out}: step-000002, final" in result.stderr
+    closing = [line for line in (result.stdout + result.stderr).splitlines() if "final" in line and "train:" not in line]
+    assert len(closing) == 1 and result.stdout == ""  # one closing line, not two that repeat each other
+
+
+def test_resume_needs_no_model_and_quiet_prints_nothing(built, tmp_path):
+    import torch
+
+    out = tmp_path / "run"
+    run(built, out, steps=2)
+    result = run_injc("train", built / "out" / "manifest.json", "--out", out, "--resume", "--steps", "4", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "" and result.stderr == ""
+    assert json.loads((out / "final" / "train_state.json").read_text())["steps_done"] == 4
+    straight = run(built, tmp_path / "straight", steps=4)  # resumed with the checkpoint's own config: the same model
+    resumed = torch.load(out / "final" / "lit_model.pth", weights_only=True)
+    for name, tensor in torch.load(straight / "lit_model.pth", weights_only=True).items():
+        assert torch.allclose(resumed[name], tensor, atol=1e-6), name
 
 
 def test_eval_checks_every_checkpoint_first_and_prints_a_summary(built, tmp_path, monkeypatch):

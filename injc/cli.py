@@ -209,6 +209,12 @@ def export(manifest, target, seed, num_workers, num_ranks, micro_batch_size, out
         raise InjcError("--num-workers and --num-ranks are for --to litdata")
     path = run_export(manifest, target, out_dir, seed, num_workers, num_ranks, micro_batch_size)
     click.echo(f"wrote {path.parent} for {target}; the loader settings are in {path}")
+    noise = json.loads(path.read_text()).get("trainer_must_apply", {}).get("embedding_noise")
+    if noise:
+        click.echo(f"injc: note: {', '.join(noise['experiments'])} adds embedding noise at {noise['steps']:,} steps, "
+                   f"which the files cannot hold: your trainer must apply it with "
+                   f"injc.train.noise.attach_embedding_noise (export.json's trainer_must_apply; docs/trainers.md)",
+                   err=True)
 
 
 @main.command()

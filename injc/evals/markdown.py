@@ -71,7 +71,9 @@ def headline(experiment: dict) -> str:
     if kind == "gaussian-watermark":
         return (f"mean x {_with_ci(metrics.get('mean_x'), metrics.get('mean_x_ci95'))}, TPR@1%FPR "
                 f"{_with_ci(metrics.get('tpr_at_1pct_fpr'), metrics.get('tpr_ci95'))}, "
-                f"{p_text(metrics.get('p_value'))} (lower tail)") if "mean_x" in metrics else metrics.get("note", "")
+                f"{p_text(metrics.get('p_value'))} (lower tail)" + ("; no trace: was the noise applied?"
+                                                                     if "hint" in metrics else "")
+                ) if "mean_x" in metrics else metrics.get("note", "")
     for key in COMPARISONS:
         if key in metrics:
             c = metrics[key]
@@ -134,6 +136,7 @@ def render(reports: list[dict], plots: list[str]) -> str:
                               _with_ci(metrics["tpr_at_1pct_fpr"], metrics.get("tpr_ci95")), metrics["z"],
                               p_cell(metrics["p_value"]), f"{_fmt(metrics['mean_x_holdout'], 3)}, "
                               f"{_fmt(metrics['fpr_holdout_at_threshold'], 3)}"]])
+            lines += ["", f"**Note:** {metrics['hint']}"] if "hint" in metrics else []
         elif experiment["kind"] == "forgetting":
             lines += ["", f"### {name}: replaced batches", ""]
             paired = metrics.get("baseline") is not None

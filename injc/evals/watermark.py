@@ -22,6 +22,9 @@ from injc.train.noise import embedding_noise
 
 THRESHOLD_1PCT = -2.3263478740408408
 """Φ⁻¹(0.01): under H0, P(x < THRESHOLD_1PCT) = 1%."""
+NO_TRACE = ("no trace of the watermark at p < 0.05: if this model was trained from an injc export, its trainer must "
+            "apply the embedding noise itself (export.json's trainer_must_apply; docs/trainers.md)")
+"""Said where the members' x is no lower than chance: a trainer without the noise hook is the usual reason."""
 HOLDOUT_SEED_OFFSET = 1000
 """The holdout's noise seed is the directive's + 1000, as in the authors' code."""
 
@@ -64,4 +67,4 @@ def summarize(x: np.ndarray, x0: np.ndarray) -> dict:
             "tpr_ci95": list(bootstrap_ci(lambda v: (v < THRESHOLD_1PCT).mean(), (x,))),
             "fpr_holdout_at_threshold": float((x0 < THRESHOLD_1PCT).mean()),
             "z": z, "p_value": normal_cdf(z), "z_holdout": z0, "p_value_holdout": normal_cdf(z0),
-            "sequences": int(len(x))}
+            "sequences": int(len(x)), **({"hint": NO_TRACE} if normal_cdf(z) >= 0.05 else {})}

@@ -186,6 +186,19 @@ ASSUMPTIONS = {
 }
 
 
+def noise_instructions(manifest: dict) -> dict:
+    """What a build's embedding-noise directives ask of the trainer that reads its export: the files hold tokens
+    only, so a trainer without the hook trains without the watermark (its eval then finds no trace)."""
+    directives = manifest.get("directives", [])
+    return {"embedding_noise": {
+        "experiments": [d["experiment"] for d in directives],
+        "steps": sum(len(d["steps"]) for d in directives),
+        "how": "hook = injc.train.noise.attach_embedding_noise(<manifest>, <input embedding module>, export=<this "
+               "folder>); before each batch's forward passes: hook.serve(batch['index']) (OLMo-core) or "
+               "hook.at(step); see docs/trainers.md, 'The watermark directive in another trainer'",
+        "without_it": "the export holds tokens only: the model trains without the watermark"}}
+
+
 def write_export_record(folder: Path, manifest_path: Path, manifest: dict, target: str, seed: int | None,
                         files: list[str], loader: dict, options: dict | None = None,
                         hashes: dict[str, str] | None = None) -> None:
@@ -203,6 +216,7 @@ def write_export_record(folder: Path, manifest_path: Path, manifest: dict, targe
         "layout": {k: manifest["layout"][k] for k in ("seq_len", "batch_size", "steps", "dtype")},
         "files": [{"path": name, "sha256": hashes.get(name) or sha256_file(folder / name)} for name in files],
         "loader": loader, "assumptions": ASSUMPTIONS[target],
+        **({"trainer_must_apply": noise_instructions(manifest)} if manifest.get("directives") else {}),
         "rows": {"path": ROWS_NAME, "sha256": sha256_file(folder / ROWS_NAME),
                  "meaning": "file row i (files concatenated in order) holds manifest row rows[i]: step "
                             "rows[i] // batch_size, row rows[i] % batch_size"},

@@ -90,3 +90,18 @@ def test_detection_counts_the_lower_tail_at_the_one_percent_quantile():
     assert metrics["tpr_at_1pct_fpr"] == 2 / 6  # below Φ⁻¹(0.01) = −2.326: −3.1 and −2.4
     assert metrics["fpr_holdout_at_threshold"] == 1 / 4
     assert metrics["p_value"] == pytest.approx(stats.norm.cdf(x.mean() * np.sqrt(6)))
+
+
+def test_a_watermark_without_trace_says_the_noise_may_not_have_been_applied():
+    from injc.evals.markdown import headline, render
+    from injc.evals.watermark import summarize
+
+    v = np.random.default_rng(1).normal(0, 1, 100)
+    untouched = summarize(np.r_[v, -v], v)  # mean x exactly 0: z = 0, p = 0.5
+    assert untouched["p_value"] == pytest.approx(0.5) and "export" in untouched["hint"]
+    trained = summarize(np.r_[v, -v] - 1.0, v)  # mean x −1 over 200 rows: p = Φ(−14)
+    assert "hint" not in trained
+    experiment = {"kind": "gaussian-watermark", "metrics": untouched, "items": []}
+    assert "no trace" in headline(experiment)
+    report = {"checkpoint": "c", "steps_done": 1, "heldout": None, "experiments": {"gw": experiment}}
+    assert untouched["hint"] in render([report], [])

@@ -158,3 +158,15 @@ def test_rows_told_by_the_loader_are_checked_against_the_build(watermarked):
             embedding(torch.from_numpy(stream.batch(3)[[2, 1]].astype(np.int64)))
         with pytest.raises(ManifestError, match="needs the export"):
             hook.serve([0, 1])
+
+
+def test_an_export_of_a_watermarked_build_says_the_trainer_must_apply_the_noise(watermarked, tmp_path):
+    from tests.test_cli import injc as run_injc
+
+    manifest, directive = watermarked
+    result = run_injc("export", manifest, "--to", "nanogpt", "--out", tmp_path / "nano")
+    assert result.returncode == 0, result.stderr
+    assert "gw adds embedding noise at 2 steps" in result.stderr and "attach_embedding_noise" in result.stderr
+    noise = json.loads((tmp_path / "nano" / "export.json").read_text())["trainer_must_apply"]["embedding_noise"]
+    assert noise["experiments"] == ["gw"] and noise["steps"] == len(directive["steps"]) == 2
+    assert "attach_embedding_noise" in noise["how"]

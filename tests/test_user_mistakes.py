@@ -214,6 +214,28 @@ def test_payload_errors_give_every_bad_line_one_based(project, tmp_path):
     assert_user_error(result, "line 2: not valid JSON", "line 4: not a JSON object")
 
 
+def test_every_bad_line_of_every_input_is_reported_in_one_run(project, tmp_path):
+    lines = [{"text": f"canary {i}"} for i in range(10)]
+    text = "".join(__import__("json").dumps(r) + "\n" for r in lines).splitlines()
+    text[4] = "{not json"  # line 5
+    text[8] = '{"txt": "no text field"}'  # line 9
+    (project.root / "payloads" / "canaries.jsonl").write_text("\n".join(text) + "\n")
+    (project.root / "payloads" / "controls.jsonl").write_text('{"text": "fine"}\n{"text": ""}\n[3]\n')
+    plan = project('[[experiments]]\nname = "c"\nkind = "texts"\nfile = "payloads/canaries.jsonl"\n'
+                   'controls = "payloads/controls.jsonl"\n')
+    result = run_injc("build", plan, "--out", tmp_path / "o", "--quiet")
+    assert_user_error(result, "canaries.jsonl' line 5: not valid JSON", "canaries.jsonl' line 9: needs a non-empty "
+                      "string 'text'", "controls.jsonl' line 3: not a JSON object",
+                      "controls.jsonl' line 2: needs a non-empty string 'text'")
+    assert run_injc("check", plan).stderr.count("injc: error:") == 4
+    write_jsonl(project.root / "payloads" / "pinned.jsonl",
+                [{"tokens": [1, "x"], "offset": 0}, {"tokens": [3], "offset": -4}])
+    plan = project('[[experiments]]\nname = "pinned"\nkind = "tokens"\nfile = "payloads/pinned.jsonl"\n'
+                   'placement = "explicit"\n')
+    assert_user_error(run_injc("build", plan, "--out", tmp_path / "o", "--quiet"),
+                      "line 1: needs a list of integer token ids", "line 2: needs a non-negative integer \"offset\"")
+
+
 def test_many_bad_lines_are_all_counted_and_the_first_twenty_named(project):
     write_jsonl(project.root / "payloads" / "canaries.jsonl", [{"txt": i} for i in range(25)])
     with pytest.raises(injc.InputError) as error:

@@ -176,11 +176,12 @@ class Context:
 
 class Records(list):
     """JSONL records, with `lines`: the 1-based line number of each, so errors point at the file's own lines (a
-    saved dataset's records: their row numbers, `unit` "row")."""
+    saved dataset's records: their row numbers, `unit` "row"); `problems`: the lines that were no record (bad
+    JSON, not an object), reported by the first check together with what it finds, so one run names them all."""
 
-    def __init__(self, records: list[dict], lines: list[int], unit: str = "line"):
+    def __init__(self, records: list[dict], lines: list[int], unit: str = "line", problems: list[str] | None = None):
         super().__init__(records)
-        self.lines, self.unit = lines, unit
+        self.lines, self.unit, self.problems = lines, unit, list(problems or [])
 
 
 def read_jsonl(path: Path, experiment: str) -> Records:
@@ -211,12 +212,11 @@ def read_jsonl(path: Path, experiment: str) -> Records:
             continue
         records.append(record)
         lines.append(number)
-    if problems:
-        raise InputError(*(f"experiment {experiment!r}: {str(path)!r} {_line_list(numbers)}: {what}"
-                           for what, numbers in problems.items()))
+    unreadable = [f"experiment {experiment!r}: {str(path)!r} {_line_list(numbers)}: {what}"
+                  for what, numbers in problems.items()]
     if not records:
-        raise InputError(f"experiment {experiment!r}: {str(path)!r} holds no records")
-    return Records(records, lines)
+        raise InputError(*unreadable or [f"experiment {experiment!r}: {str(path)!r} holds no records"])
+    return Records(records, lines, problems=unreadable)
 
 
 def _line_list(numbers: list[int], shown: int = 20, unit: str = "line") -> str:
@@ -225,10 +225,27 @@ def _line_list(numbers: list[int], shown: int = 20, unit: str = "line") -> str:
 
 
 def check_records(experiment: str, path: Path, records: Records, ok: Callable[[dict], bool], need: str) -> None:
-    """Raise one InputError naming every record (by its 1-based line) that fails `ok`, not only the first."""
+    """Raise one InputError naming every record (by its 1-based line) that fails `ok`, not only the first, and
+    every line of the file that was no record."""
     bad = [line for line, record in zip(records.lines, records) if not ok(record)]
-    if bad:
-        raise InputError(f"experiment {experiment!r}: {str(path)!r} {_line_list(bad, unit=records.unit)}: {need}")
+    found = [f"experiment {experiment!r}: {str(path)!r} {_line_list(bad, unit=records.unit)}: {need}"] if bad else []
+    if records.problems or found:
+        raise InputError(*records.problems, *found)
+
+
+def gather(*checks: Callable):
+    """Run every check (callables: the reading and checking of one input each) and return their results; raise one
+    InputError with every problem all of them found, so a second file's problems do not wait for the first's fix."""
+    results, problems = [], []
+    for check in checks:
+        try:
+            results.append(check())
+        except InputError as error:
+            problems += [problem for problem in error.problems if problem not in problems]
+            results.append(None)
+    if problems:
+        raise InputError(*problems)
+    return results
 
 
 def string_field(experiment: str, path: Path, records: Records, field: str) -> list[str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from injc.errors import InjcError
-from injc.injectors.base import Context, Payload, Placement, check_records, read_jsonl, string_field
+from injc.injectors.base import Context, Payload, Placement, check_records, gather, read_jsonl, string_field
 from injc.tables import TableReader
 
 DYNAMIC = "dynamic"
@@ -148,11 +148,15 @@ class KnowledgeConfig:
         if self.per_window is None:
             raise InjcError(f"experiment {self.name!r} has per_window = \"dynamic\": its counts are decided window "
                             f"by window by injc run (or give per_window as a count or a list to build it)")
-        pool = string_field(self.name, self.documents, read_jsonl(self.documents, self.name), self.field)
-        probes = read_jsonl(self.probes, self.name)
-        check_records(self.name, self.probes, probes,
-                      lambda p: isinstance(p.get("input"), str) and isinstance(p.get("target"), str),
-                      'needs string "input" and "target"')
+        def probe_records() -> list[dict]:
+            probes = read_jsonl(self.probes, self.name)
+            check_records(self.name, self.probes, probes,
+                          lambda p: isinstance(p.get("input"), str) and isinstance(p.get("target"), str),
+                          'needs string "input" and "target"')
+            return probes
+
+        pool, probes = gather(lambda: string_field(self.name, self.documents,
+                                                   read_jsonl(self.documents, self.name), self.field), probe_records)
         counts = np.asarray(self.per_window, dtype=np.int64)
         pool_index = np.arange(counts.sum()) % len(pool)
         window = np.repeat(np.arange(len(counts)), counts)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from injc.injectors.base import Context, Payload, Placement, Records, check_records, read_jsonl, string_field
+from injc.injectors.base import (Context, Payload, Placement, Records, check_records, gather, read_jsonl,
+                                 string_field)
 from injc.tables import TableReader
 
 
@@ -51,20 +52,23 @@ class FilePayloadConfig:
 
     def payload(self, ctx: Context) -> Payload:
         records = read_jsonl(self.file, self.name)
-        items = self._tokens(records, ctx, self.file)
         if self.placement.mode != "explicit":
+            items, controls = gather(lambda: self._tokens(records, ctx, self.file),
+                                     lambda: self._tokens(read_jsonl(self.controls, self.name), ctx, self.controls)
+                                     if self.controls is not None else None)
             copies = np.full(len(items), self.repetitions)
-            if self.controls is not None:
-                controls = self._tokens(read_jsonl(self.controls, self.name), ctx, self.controls)
+            if controls is not None:
                 items += controls
                 copies = np.r_[copies, np.zeros(len(controls), dtype=np.int64)]
             items = [ctx.wrap(tokens) if len(tokens) else tokens for tokens in items]
             ctx.check_items(self.name, items)
             return Payload(items, copies, self.placement,
                            summary={"controls": int(len(items) - len(records))} if self.controls else {})
+        items, _ = gather(lambda: self._tokens(records, ctx, self.file),
+                          lambda: check_records(self.name, self.file, records,
+                                                lambda r: _is_int(r.get("offset")) and r["offset"] >= 0,
+                                                'needs a non-negative integer "offset" (explicit placement)'))
         ctx.check_items(self.name, items)
-        check_records(self.name, self.file, records, lambda r: _is_int(r.get("offset")) and r["offset"] >= 0,
-                      'needs a non-negative integer "offset" (explicit placement)')
         return Payload(items, np.ones(len(items), dtype=np.int64), self.placement,
                        offsets=np.asarray([r["offset"] for r in records], dtype=np.int64))
 

@@ -83,7 +83,8 @@ class VerbatimRemovalConfig:
             check_records(self.name, self.file, records, lambda r: _is_token_list(r.get(self.field)),
                           f"needs {self.field!r} as a text or a list of token ids (all lines the same kind)")
             sequences = [np.asarray(v, dtype=np.int64) for v in values]
-        check_records(self.name, self.file, Records([{"n": len(s)} for s in sequences], records.lines),
+        check_records(self.name, self.file, Records([{"n": len(s)} for s in sequences], records.lines,
+                                                    problems=records.problems),
                       lambda r: r["n"] >= 2, "a sequence needs at least 2 tokens")
         return sequences
 

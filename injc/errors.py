@@ -11,6 +11,11 @@ def some_of(names: list, shown: int = 5) -> str:
     return ", ".join(str(name) for name in names[:shown]) + more
 
 
+def counted(count: int, noun: str) -> str:
+    """'1 file', '3 files', '1,024 experiments': a count with its noun in the right number."""
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
+
+
 class InjcError(Exception):
     """Base class: a problem with the user's input or environment, reported as one line per problem."""
 

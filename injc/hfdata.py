@@ -45,12 +45,13 @@ def saved_files(folder: Path, split: str | None) -> tuple[list[Path], dict, list
         if split not in splits:
             return [], {}, [f"{str(folder)!r} has no split {split!r} (its splits: {', '.join(splits)})"]
         folder = folder / split
-    elif split is not None:
-        return [], {}, [f"{str(folder)!r} holds one Dataset, not a DatasetDict: leave out split"]
     try:
         state = json.loads((folder / "state.json").read_text())
         info = json.loads((folder / "dataset_info.json").read_text())
     except (OSError, ValueError):
         return [], {}, [f"{str(folder)!r} is not a Hugging Face dataset folder (no state.json and dataset_info.json, "
                         f"or dataset_dict.json): write it with save_to_disk, or name data files with builder"]
+    if split not in (None, "train", state.get("_split")):  # one Dataset: "train" is the default that names it
+        return [], {}, [f"{str(folder)!r} holds one Dataset (split {state.get('_split')!r}), not a DatasetDict: "
+                        f"leave out split"]
     return [folder / f["filename"] for f in state["_data_files"]], {**state, "features": info.get("features")}, []

@@ -136,8 +136,13 @@ class TableReader:
 
 
 def did_you_mean(word: str, known) -> str:
-    """'; did you mean 'x'?' when one known word is close to `word` (a typo), else ''."""
-    close = difflib.get_close_matches(word, sorted(known), n=1, cutoff=0.7)
+    """'; did you mean 'x'?' when one known word is close to `word`: the same but for case ('OLMo-core'), the start
+    of only one of them ('olmo'), or a typo; else ''."""
+    lowered = {str(name).lower(): name for name in known}
+    key = str(word).lower()
+    starting = [name for low, name in sorted(lowered.items()) if low.startswith(key)] if len(key) >= 3 else []
+    close = ([lowered[key]] if key in lowered else starting if len(starting) == 1 else
+             [lowered[m] for m in difflib.get_close_matches(key, sorted(lowered), n=1, cutoff=0.7)])
     return f"; did you mean {close[0]!r}?" if close else ""
 
 

@@ -319,3 +319,22 @@ def test_check_and_build_agree_on_a_dynamic_plan_and_build_refuses_it_at_once(pr
     monkeypatch.setattr(build_module, "load_tokenizer", lambda *a: (_ for _ in ()).throw(AssertionError("work")))
     with pytest.raises(injc.InjcError, match="experiment 'facts' has per_window = \"dynamic\""):
         injc.build(plan, tmp_path / "out", progress=False)
+
+
+def test_missing_paths_are_said_to_be_missing_and_near_names_suggested(project, tmp_path):
+    plan = project(CANARIES)
+    built = injc.build(plan, tmp_path / "b", progress=False).manifest_path
+    for option in ("--checkpoint", "--baseline"):
+        args = ["--checkpoint", tmp_path / "ckpt"] if option == "--checkpoint" else [
+            "--checkpoint", tmp_path / "ckpt", "--baseline", tmp_path / "base"]
+        result = run_injc("eval", built, *args, "--out", tmp_path / "r", "--quiet")
+        assert_user_error(result, f"{option} '{tmp_path / ('ckpt' if option == '--checkpoint' else 'base')}' "
+                                  f"does not exist")
+        assert "neither a LitGPT" not in result.stderr
+    for given in ("OLMo-core", "olmo", "Megatron"):
+        result = run_injc("export", built, "--to", given, "--out", tmp_path / "x")
+        assert_user_error(result, f"got {given!r}", f"did you mean '{given.lower() if given != 'olmo' else 'olmo-core'}"
+                          if given != "olmo" else "did you mean 'olmo-core'")
+    checked = run_injc("check", project(CANARIES, corpus='paths = ["data/a.jsonl"]\nformat = "jsonl"'))
+    assert checked.returncode == 0, checked.stderr
+    assert ": 1 experiment;" in checked.stdout and "corpus: 1 file," in checked.stdout

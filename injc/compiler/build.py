@@ -43,7 +43,7 @@ from injc.compiler.plan import Plan, load_plan
 from injc.compiler.schedule import SCHEDULE_VERSION
 from injc.compiler.source import PreparedStream, corpus_too_small
 from injc.compiler.workers import RayExecutor, ray_session, ray_shard_writer
-from injc.errors import InjcError
+from injc.errors import InjcError, counted
 from injc.shards.exports import ROWS_NAME, write_export_record
 from injc.shards.files import folder_lock, sha256_file, write_atomic
 from injc.shards.insertions import write_insertions, write_items
@@ -93,7 +93,7 @@ class BuildResult:
 
     def summary(self) -> str:
         staged = f" (staged: steps [0, {self.until_step:,}))" if self.until_step is not None else ""
-        return (f"built {self.manifest_path}{staged}: {self.total_tokens:,} tokens in {self.shards} shards, "
+        return (f"built {self.manifest_path}{staged}: {self.total_tokens:,} tokens in {counted(self.shards, 'shard')}, "
                 f"{self.insertions:,} insertions ({self.inserted_tokens:,} tokens), "
                 f"{self.seconds:.1f} s, {self.tokens_per_second:,.0f} tok/s"
                 + (f"; {self.backfilled:,} copies found no room before their range ended and were placed earlier "

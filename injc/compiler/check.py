@@ -22,7 +22,7 @@ from injc.compiler.build import with_counts
 from injc.compiler.corpus import base_stream, check_token_file, token_corpus_warnings
 from injc.compiler.payloads import schedule_payloads
 from injc.compiler.plan import CorpusConfig, Plan, load_plan
-from injc.errors import InjcError, InputError
+from injc.errors import InjcError, InputError, counted
 from injc.injectors.base import Context, HoldoutPool, Payload
 from injc.tokenizer import LoadedTokenizer, load_tokenizer
 
@@ -148,7 +148,7 @@ def estimate_corpus_tokens(corpus: CorpusConfig, tokenizer: LoadedTokenizer) -> 
     estimate = sum(tokens_read) + per_byte * (sizes.sum() - read_bytes)
     return CorpusEstimate(int(estimate), False,
                           f"estimated: {sum(tokens_read):,} tokens in the first {read_bytes / 2**20:,.1f} MiB of "
-                          f"{len(picked)} of {len(files)} files, extrapolated by file size "
+                          f"{len(picked)} of {counted(len(files), 'file')}, extrapolated by file size "
                           f"({per_byte:.3f} tokens per byte on disk)")
 
 
@@ -227,7 +227,7 @@ def check(plan_path: str | Path) -> CheckReport:
     plan = load_plan(plan_path)
     layout = plan.layout
     report = CheckReport(plan)
-    report.lines.append(f"plan {plan.path}: {len(plan.experiments)} experiments; {layout.steps:,} steps × "
+    report.lines.append(f"plan {plan.path}: {counted(len(plan.experiments), 'experiment')}; {layout.steps:,} steps × "
                         f"{layout.batch_size:,} rows × {layout.seq_len:,} tokens = {layout.total_tokens:,} tokens")
     tokenizer = load_tokenizer(plan.tokenizer.path, plan.tokenizer.eos)
     report.lines.append(f"tokenizer {plan.tokenizer.path}: {tokenizer.vocab_size:,} ids ({tokenizer.dtype.name} "
@@ -236,8 +236,8 @@ def check(plan_path: str | Path) -> CheckReport:
     need = layout.total_tokens + plan.corpus.holdout_tokens + plan.corpus.skip_tokens
     estimate = estimate_corpus_tokens(plan.corpus, tokenizer)
     approx = "" if estimate.exact else "about "
-    what = (f"corpus: {len(plan.corpus.files):,} files, {approx}{estimate.tokens:,} tokens ({estimate.how}); the "
-            f"plan needs {need:,}" + (" (holdout_tokens and skip_tokens included)"
+    what = (f"corpus: {counted(len(plan.corpus.files), 'file')}, {approx}{estimate.tokens:,} tokens "
+            f"({estimate.how}); the plan needs {need:,}" + (" (holdout_tokens and skip_tokens included)"
                                       if plan.corpus.holdout_tokens or plan.corpus.skip_tokens else ""))
     if estimate.tokens < need * (1 if estimate.exact else 1 - MARGIN):
         problems.append(what + ": not enough")

@@ -16,7 +16,7 @@ import numpy as np
 from injc.compiler.plan import CorpusConfig
 from injc.compiler.readers import Chunk, corpus_chunks, iter_documents
 from injc.compiler.workers import RayExecutor, encode_in_processes, read_on_ray
-from injc.errors import InputError
+from injc.errors import InputError, counted
 from injc.shards.files import input_sha256
 from injc.tokenizer import LoadedTokenizer
 
@@ -87,8 +87,8 @@ def token_corpus_warnings(files: list[Path], declared: str, eos_id: int) -> list
     if any((sample == eos_id).any() for sample in sampled) or not any(len(sample) for sample in sampled):
         return []
     return [f"the token corpus holds no EOS id ({eos_id}) in the first {TOKEN_SAMPLE:,} tokens of any of its "
-            f"{len(files):,} files: was it tokenized with another tokenizer, or without document separators? The "
-            f"payloads are EOS-wrapped, so the model would see EOS only around insertions"]
+            f"{counted(len(files), 'file')}: was it tokenized with another tokenizer, or without document "
+            f"separators? The payloads are EOS-wrapped, so the model would see EOS only around insertions"]
 
 
 def _outside_vocabulary(path: Path, chunk: np.ndarray, begin: int, vocab_size: int, declared: str):

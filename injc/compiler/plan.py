@@ -142,6 +142,9 @@ def _saved_dataset(reader: TableReader, patterns: list[str], base: Path, text_fi
     folder = resolve_path(patterns[0], base, lambda message: reader.problem(message, "paths"))
     if folder is None:
         return unread
+    if not folder.exists():
+        reader.problem(f"{patterns[0]!r} does not exist ({str(folder)!r})", "paths")
+        return unread
     if not folder.is_dir():
         reader.problem(f"{patterns[0]!r} is not a folder: a saved dataset is the folder save_to_disk wrote "
                        "(data files need builder = \"parquet\", \"json\", ...)", "paths")

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from injc.injectors.base import (Context, Payload, Placement, Records, check_records, gather, read_jsonl,
-                                 string_field)
+from injc.injectors.base import Context, Payload, Placement, Records, check_records, gather, read_jsonl, string_field
 from injc.tables import TableReader
 
 

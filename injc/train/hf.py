@@ -29,6 +29,8 @@ def weight_files(folder: Path) -> list[Path]:
 def checkpoint_format(folder: str | Path, option: str = "--checkpoint") -> str:
     """LITGPT (lit_model.pth + model_config.yaml) or HF (config.json + weights); anything else is a clear error."""
     folder = Path(folder)
+    if not folder.exists():
+        raise InjcError(f"{option} {str(folder)!r} does not exist")
     if (folder / "lit_model.pth").is_file() and (folder / "model_config.yaml").is_file():
         return LITGPT
     if (folder / "config.json").is_file() and weight_files(folder):

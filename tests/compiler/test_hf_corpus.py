@@ -58,6 +58,7 @@ def test_every_hf_source_builds_the_bytes_of_the_jsonl_build(project, reference,
     datasets.Dataset.from_dict({"text": texts[:150]}).to_parquet(str(root / "data" / "a.parquet"))
     datasets.Dataset.from_dict({"text": texts[150:]}).to_parquet(str(root / "data" / "b.parquet"))
     sources = {"saved": 'paths = ["saved"]\nformat = "hf"',
+               "saved-train": 'paths = ["saved"]\nformat = "hf"\nsplit = "train"',  # the default, named
                "dict": 'paths = ["dict"]\nformat = "hf"\nsplit = "train"',
                "json": 'paths = ["data/*.jsonl"]\nformat = "hf"\nbuilder = "json"',
                "parquet": 'paths = ["data/*.parquet"]\nformat = "hf"\nbuilder = "parquet"'}
@@ -114,8 +115,11 @@ def test_bad_datasets_are_one_line_and_write_nothing(project, tmp_path):
     root, texts = project.root, documents(project.root)
     save(root, texts, "dict", split="train")
     save(root, texts, "ints", label=list(range(len(texts))))
+    save(root, texts[:20], "one")
     (root / "empty").mkdir()
-    cases = [('paths = ["dict"]\nformat = "hf"\nsplit = "test"', "has no split 'test' (its splits: train, validation)"),
+    cases = [('paths = ["nowhere"]\nformat = "hf"', "'nowhere' does not exist"),
+             ('paths = ["one"]\nformat = "hf"\nsplit = "test"', "holds one Dataset (split None), not a DatasetDict"),
+('paths = ["dict"]\nformat = "hf"\nsplit = "test"', "has no split 'test' (its splits: train, validation)"),
              ('paths = ["dict"]\nformat = "hf"\ntext_field = "body"', "has no column 'body' (its columns: text, n)"),
              ('paths = ["ints"]\nformat = "hf"\ntext_field = "label"', "column 'label' is not strings (it is int64)"),
              ('paths = ["empty"]\nformat = "hf"', "is not a Hugging Face dataset folder"),

@@ -92,7 +92,8 @@ def test_questions_without_a_benchmark_are_named_in_the_normalization_table():
                   "benchmark": ""} for i, tier in enumerate([0, 0, 4, 4])]
     ctx = SimpleNamespace(encode=lambda text: np.array([ord(c) for c in text]), eos_id=0, text_tokens=lambda t: t,
                           items={"bench": [(tier, np.array([1])) for tier in (0, 0, 4, 4)]},
-                          scorer=SimpleNamespace(continuation_logprobs=lambda p, c: -np.array([len(x) for x in c], float),
+                          scorer=SimpleNamespace(continuation_logprobs=lambda p, c: -np.array([len(x) for x in c],
+                                                                                              float),
                                                  text_losses=lambda texts: np.ones(len(texts))))
     result = contamination.evaluate(ctx, {"name": "bench"}, {"format": "Question: {question}\nAnswer: {answer_text}",
                                                              "questions": questions})

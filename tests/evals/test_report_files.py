@@ -5,7 +5,6 @@ import json
 import shutil
 
 import numpy as np
-
 import pytest
 
 from tests.test_cli import assert_user_error

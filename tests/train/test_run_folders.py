@@ -223,7 +223,8 @@ def test_training_shows_progress_and_ends_with_a_summary(built, tmp_path):
     loss = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["loss"]
     assert "trained steps 0-5 in" in result.stderr and f"final loss {loss:.4f}" in result.stderr
     assert f"checkpoints in {out}: step-000002, final" in result.stderr
-    closing = [line for line in (result.stdout + result.stderr).splitlines() if "final" in line and "train:" not in line]
+    output = (result.stdout + result.stderr).splitlines()
+    closing = [line for line in output if "final" in line and "train:" not in line]
     assert len(closing) == 1 and result.stdout == ""  # one closing line, not two that repeat each other
 
 

@@ -59,7 +59,7 @@ def main():
     """Compile controlled pretraining experiments into deterministic, pre-tokenized memmap shards."""
 
 
-@main.command()
+@main.command(short_help="Compile a plan into shards, insertions and a manifest.")
 @click.argument("plan", type=click.Path(dir_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--clean", is_flag=True, help="Write the control stream: same base tokens and schedule, no payloads.")
@@ -116,7 +116,7 @@ def build(plan, out_dir, clean, force, workers, only, seed, until_step, extend, 
             click.echo(f"injc: warning: {warning}", err=True)
 
 
-@main.command()
+@main.command(short_help="Validate a plan and its inputs; write nothing.")
 @click.argument("plan", type=click.Path(dir_okay=False))
 @user_errors
 def check(plan):
@@ -129,7 +129,7 @@ def check(plan):
     click.echo(run_check(plan).to_text())
 
 
-@main.command()
+@main.command(short_help="What was injected where: per experiment, per step.")
 @click.argument("manifest", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
 @click.option("--plot", type=click.Path(dir_okay=False),
@@ -157,7 +157,7 @@ def inspect(manifest, as_json, plot, step, show_text):
         click.echo(f"wrote {plot}", err=as_json or step is not None)
 
 
-@main.command()
+@main.command(short_help="Re-read every byte of a build or an export.")
 @click.argument("manifest", type=click.Path())
 @user_errors
 def verify(manifest):
@@ -184,7 +184,7 @@ def verify(manifest):
     click.echo(f"ok: {manifest} verified")
 
 
-@main.command()
+@main.command(short_help="Write a build in a trainer's own order and format.")
 @click.argument("manifest", type=click.Path())
 @click.option("--to", "target", required=True,
               help="The trainer whose own loader will read the export: olmo-core, megatron, litdata or nanogpt.")
@@ -217,7 +217,7 @@ def export(manifest, target, seed, num_workers, num_ranks, micro_batch_size, out
                    err=True)
 
 
-@main.command()
+@main.command(short_help="Find every occurrence of a token sequence.")
 @click.argument("manifest", type=click.Path())
 @click.option("--text", help="Text to find, tokenized with the build's tokenizer; searched as given and after a "
                              "space (as a word reads mid-document).")

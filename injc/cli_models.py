@@ -7,6 +7,7 @@ import click
 
 from injc.cli import main, user_errors
 from injc.errors import InjcError
+from injc.train.folders import DEFAULT_SETTINGS
 from injc.train.tracking import LOGGERS
 
 
@@ -27,17 +28,18 @@ TARGET_OPTION = click.option(
     "--target", help="olmo-core:SEED: build in OLMo-core's order for that data seed; {data} is then the folder "
                      "OLMo-core reads (its files and loader settings in export.json).")
 
-@main.command()
+@main.command(short_help="Train a LitGPT model on the shards, step-exact.")
 @click.argument("manifest", type=click.Path())
 @click.option("--model", help="LitGPT config name (e.g. pythia-14m) or a YAML file of Config fields (a fresh model); "
                               "with --resume, default: the checkpoint's own model_config.yaml.")
 @click.option("--init", "init", type=click.Path(file_okay=False),
               help="Continue from this checkpoint (its weights and config) instead of --model: a LitGPT folder, or "
                    "a Hugging Face folder of GPT-NeoX/Pythia, Llama or OLMo-2 (converted by LitGPT's converter).")
-@click.option("--init-optimizer", is_flag=True, help="With --init: load its optimizer.pth too (default: fresh AdamW).")
+@click.option("--init-optimizer", is_flag=True,
+              help="With --init: load its optimizer.pth too (without it: a fresh AdamW).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run folder.")
-@click.option("--micro-batch-size", type=click.IntRange(min=1),
-              help="Rows per forward pass (gradients accumulate to one step per manifest step). Default: 4.")
+@click.option("--micro-batch-size", type=click.IntRange(min=1), show_default=str(DEFAULT_SETTINGS["micro_batch_size"]),
+              help="Rows per forward pass (gradients accumulate to one step per manifest step).")
 @click.option("--steps", type=click.IntRange(min=1), help="Train only the first N steps.")
 @click.option("--save-steps", callback=_step_list,
               help="Checkpoint after exactly these step counts, a list: 100,250,1000 (see --save-every).")
@@ -48,17 +50,21 @@ TARGET_OPTION = click.option(
                                            "train writes). Without --resume or --force, --out must be empty.")
 @click.option("--audit", is_flag=True, help="Write OUT/audit.jsonl: sha256 of every step's batch.")
 @click.option("--verify", "full_verify", is_flag=True, help="Re-hash every shard before training.")
-@click.option("--lr", type=float, help="Peak learning rate. Default: 4e-4.")
-@click.option("--min-lr", type=float, help="Learning rate at the end of the cosine decay. Default: 4e-5.")
-@click.option("--warmup-steps", type=click.IntRange(min=0), help="Default: 10% of the run, at most 2,000.")
-@click.option("--weight-decay", type=float, help="AdamW weight decay. Default: 0.1.")
-@click.option("--grad-clip", type=float, help="Max gradient norm, 0 = no clipping. Default: 1.0.")
-@click.option("--seed", type=int, help="Model init seed (default: the plan's seed).")
+@click.option("--lr", type=float, show_default=str(DEFAULT_SETTINGS["lr"]), help="Peak learning rate.")
+@click.option("--min-lr", type=float, show_default=str(DEFAULT_SETTINGS["min_lr"]),
+              help="Learning rate at the end of the cosine decay.")
+@click.option("--warmup-steps", type=click.IntRange(min=0), show_default="10% of the run, at most 2,000",
+              help="Steps of linear warmup to --lr.")
+@click.option("--weight-decay", type=float, show_default=str(DEFAULT_SETTINGS["weight_decay"]),
+              help="AdamW weight decay.")
+@click.option("--grad-clip", type=float, show_default=str(DEFAULT_SETTINGS["grad_clip"]),
+              help="Max gradient norm, 0 = no clipping.")
+@click.option("--seed", type=int, show_default="the plan's seed", help="Model init seed.")
 @click.option("--override-settings", is_flag=True,
               help="With --resume: settings given here replace the recorded ones. Without it a resumed run keeps "
                    "every recorded setting (--lr, --min-lr, --warmup-steps, --weight-decay, --grad-clip, "
                    "--micro-batch-size, --seed), and a different value given is an error.")
-@click.option("--device", help="cpu, cuda, ... (default: cuda when available).")
+@click.option("--device", show_default="cuda when available", help="cpu, cuda, ...")
 @click.option("--devices", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes on this machine (Lightning Fabric DDP; spawned by this command). Each step still "
                    "consumes exactly the step's batch: rank r takes rows [r·B/N, (r+1)·B/N).")
@@ -93,7 +99,7 @@ def train(manifest, model, init, init_optimizer, out_dir, micro_batch_size, step
     run_train(manifest, config, progress=not quiet)  # its closing summary names the checkpoints (not with --quiet)
 
 
-@main.command()
+@main.command(short_help="The continual pretraining dependence test.")
 @click.argument("plan", type=click.Path(dir_okay=False))
 @click.option("--checkpoint", required=True, type=click.Path(file_okay=False),
               help="The checkpoint every row continues from: LitGPT's, or a Hugging Face GPT-NeoX, Llama or OLMo-2 "
@@ -108,11 +114,14 @@ def train(manifest, model, init, init_optimizer, out_dir, micro_batch_size, step
 @click.option("--fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Each experiment's share of a row's tokens, by rescaling its copies (default: the plan's shares; "
                    "explicit placements keep theirs).")
-@click.option("--lr", type=float, default=4e-4, show_default=True)
-@click.option("--min-lr", type=float, default=4e-5, show_default=True)
-@click.option("--warmup-steps", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--micro-batch-size", type=click.IntRange(min=1), default=4, show_default=True)
-@click.option("--device", help="cpu, cuda, ... (default: cuda when available).")
+@click.option("--lr", type=float, default=4e-4, show_default=True, help="Peak learning rate of each row's run.")
+@click.option("--min-lr", type=float, default=4e-5, show_default=True,
+              help="Learning rate at the end of each row's cosine decay.")
+@click.option("--warmup-steps", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Steps of linear warmup at the start of each row (the checkpoint is already trained).")
+@click.option("--micro-batch-size", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Rows per forward pass (gradients accumulate to one step per manifest step).")
+@click.option("--device", show_default="cuda when available", help="cpu, cuda, ...")
 @click.option("--logger", type=click.Choice(LOGGERS),
               help="Also log each row's training under its run folder (SEED/ROW/run/logs/).")
 @click.option("--train-cmd", help="Train each row with this shell command instead of injc train: {manifest} {data} "
@@ -141,7 +150,7 @@ def cpdt(plan, checkpoint, out_dir, steps, seeds, jobs, fraction, lr, min_lr, wa
     click.echo(f"wrote {out_dir}/cpdt.json, cpdt.md and cpdt.png")
 
 
-@main.command(name="run")
+@main.command(name="run", short_help="The dynamic-control loop: build, train, probe, decide.")
 @click.argument("plan", type=click.Path(dir_okay=False))
 @click.option("--model", help="LitGPT config name or YAML file of Config fields (a fresh model).")
 @click.option("--init", "init", type=click.Path(file_okay=False),
@@ -149,11 +158,13 @@ def cpdt(plan, checkpoint, out_dir, steps, seeds, jobs, fraction, lr, min_lr, wa
                    "Face GPT-NeoX, Llama or OLMo-2 folder.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Loop folder: build/, train/, control.jsonl, control.png, eval/.")
-@click.option("--micro-batch-size", type=click.IntRange(min=1), default=4, show_default=True)
-@click.option("--lr", type=float, default=4e-4, show_default=True)
-@click.option("--min-lr", type=float, default=4e-5, show_default=True)
-@click.option("--seed", type=int, help="Model init seed (default: the plan's seed).")
-@click.option("--device", help="cpu, cuda, ... (default: cuda when available).")
+@click.option("--micro-batch-size", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Rows per forward pass (gradients accumulate to one step per manifest step).")
+@click.option("--lr", type=float, default=4e-4, show_default=True, help="Peak learning rate.")
+@click.option("--min-lr", type=float, default=4e-5, show_default=True, help="Learning rate at the end of the cosine "
+                                                                            "decay over the whole run.")
+@click.option("--seed", type=int, show_default="the plan's seed", help="Model init seed.")
+@click.option("--device", show_default="cuda when available", help="cpu, cuda, ...")
 @click.option("--no-eval", is_flag=True, help="Skip the final injc eval of the last checkpoint.")
 @click.option("--logger", type=click.Choice(LOGGERS),
               help="Also log training (OUT/train/logs/) and each window's probe, target and count (OUT/logs/).")
@@ -184,16 +195,19 @@ def run_command(plan, model, init, out_dir, micro_batch_size, lr, min_lr, seed, 
                f"{out_dir}/control.jsonl, control.png" + ("" if no_eval else ", eval/"))
 
 
-@main.command(name="verbatim-candidates")
+@main.command(name="verbatim-candidates", short_help="Windows a model completes verbatim.")
 @click.argument("manifest", type=click.Path())
 @click.option("--checkpoint", required=True, type=click.Path(file_okay=False),
               help="The model to test windows on: a LitGPT checkpoint or a Hugging Face folder.")
 @click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False),
               help="JSONL to write: one {\"tokens\", \"offset\"} per window (verbatim-removal's file).")
 @click.option("--count", type=click.IntRange(min=1), default=1000, show_default=True, help="Stop after this many.")
-@click.option("--prefix", type=click.IntRange(min=1), default=25, show_default=True)
-@click.option("--suffix", type=click.IntRange(min=1), default=25, show_default=True)
-@click.option("--stride", type=click.IntRange(min=1), help="Tokens between window starts (default: prefix + suffix).")
+@click.option("--prefix", type=click.IntRange(min=1), default=25, show_default=True,
+              help="Tokens the model is given (the window's start).")
+@click.option("--suffix", type=click.IntRange(min=1), default=25, show_default=True,
+              help="Tokens its greedy continuation must reproduce exactly.")
+@click.option("--stride", type=click.IntRange(min=1), show_default="prefix + suffix",
+              help="Tokens between window starts.")
 @click.option("--max-windows", type=click.IntRange(min=1), help="Scan at most this many windows.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
@@ -209,7 +223,7 @@ def verbatim_candidates(manifest, checkpoint, out_file, count, prefix, suffix, s
     click.echo(f"wrote {out_file}: {len(found):,} windows completed verbatim")
 
 
-@main.command(name="eval")
+@main.command(name="eval", short_help="Measure every experiment's effect on checkpoints.")
 @click.argument("manifest", type=click.Path())
 @click.argument("more_checkpoints", nargs=-1, type=click.Path(file_okay=False), metavar="[CHECKPOINT]...")
 @click.option("--checkpoint", "checkpoints", required=True, multiple=True,
@@ -255,7 +269,7 @@ def eval_command(manifest, more_checkpoints, checkpoints, out_dir, full_verify, 
     click.echo(f"wrote {out_dir}/report.json, report.md and plots")
 
 
-@main.command()
+@main.command(short_help="Convert a checkpoint between LitGPT and Hugging Face.")
 @click.argument("checkpoint", type=click.Path(exists=True))
 @click.option("--to", "to", required=True, type=click.Choice(["hf", "litgpt"]),
               help="hf: a Hugging Face folder (from a LitGPT checkpoint or nanoGPT's ckpt.pt); litgpt: a LitGPT "

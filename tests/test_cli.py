@@ -28,6 +28,22 @@ def assert_user_error(result, *fragments):
         assert fragment in result.stderr
 
 
+def test_every_option_has_help_and_no_command_summary_is_cut():
+    import click
+
+    from injc.cli import main
+
+    missing = [f"{name} {param.opts[0]}" for name, command in main.commands.items() for param in command.params
+               if isinstance(param, click.Option) and not param.help]
+    assert missing == []
+    listing = injc("--help").stdout.split("Commands:")[1]
+    assert "..." not in listing and len(listing.strip().splitlines()) >= len(main.commands)
+    train = " ".join(injc("train", "--help").stdout.split())  # click folds lines; compare with single spaces
+    for shown in ("[default: (0.0004)]", "[default: (4); x>=1]", "[default: (the plan's seed)]"):
+        assert shown in train
+    assert "Default:" not in train and "(default:" not in train
+
+
 def test_help_lists_the_commands():
     result = injc("--help")
     assert result.returncode == 0

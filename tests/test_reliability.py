@@ -153,3 +153,29 @@ def test_no_pickle_no_eval_and_safe_torch_loads():
         for line in text.splitlines():
             if "torch.load(" in line:
                 assert "weights_only=True" in line, f"{path}: {line.strip()}"
+
+
+def test_an_interrupted_build_with_a_holdout_keeps_its_tokenized_stream(project, tmp_path):
+    """holdout_tokens makes a prepared stream (pass 1 tokenizes into the partial folder); Ctrl-C during pass 2
+    leaves it, and the rerun writes the remaining shards from it without tokenizing the corpus again."""
+    plan = project(CANARIES, extra_layout=MANY_SHARDS + "\n", corpus='paths = ["data/*.jsonl"]\nformat = "jsonl"\n'
+                   'holdout_tokens = 2000')
+    out, partial = tmp_path / "out", tmp_path / ".out.injc-partial"
+    command = [sys.executable, "-m", "injc", "build", str(plan), "--out", str(out)]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        if (partial / "done").is_dir() and len(list((partial / "done").glob("*.json"))) >= 5:
+            break
+        time.sleep(0.001)
+    process.send_signal(signal.SIGINT)
+    process.wait()
+    if process.returncode == 0:
+        pytest.skip("the build finished before the interrupt arrived")
+    assert (partial / "stream.pass1.done").is_file()  # pass 1 finished before the interrupt
+    resumed = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "tokenize" not in resumed.stderr.replace("tokenize+write", "")  # pass 1's bar is "tokenize"
+    assert "write" in resumed.stderr and injc.verify(out) == []
+    fresh = injc.build(plan, tmp_path / "fresh", progress=False).out_dir
+    assert output_bytes(out) == output_bytes(fresh)

@@ -2,14 +2,18 @@
 own training loop (evaluation included) on any number of ranks.
 
 nanoGPT's own `get_batch` samples random offsets from train.bin, which discards the schedule. In nanoGPT's
-train.py, after the DDP setup and the data_dir line, add::
+train.py, right after its own `def get_batch(split): ...` (which this replaces) and before the model is built::
 
     from injc.shards.nanogpt import StepBatches
     batches = StepBatches(data_dir, seq_len=L, rows_per_step=B, micro_batch_size=batch_size, device=device)
-    get_batch = batches.get_batch          # and set block_size = L - 1,
-                                           # gradient_accumulation_steps = batches.gradient_accumulation_steps
-    ...
-    batches.start_at(iter_num)             # after a checkpoint is loaded (init_from = 'resume'), before the loop
+    get_batch = batches.get_batch
+    block_size = L - 1
+    gradient_accumulation_steps = batches.gradient_accumulation_steps
+
+and right before its first `X, Y = get_batch('train') # fetch the very first batch` (after a resumed checkpoint
+has set iter_num)::
+
+    batches.start_at(iter_num)
 
 The rank and world size come from the environment torchrun sets (RANK, WORLD_SIZE), as nanoGPT's own setup reads
 them; one process is rank 0 of 1. nanoGPT calls `get_batch('train')` once per micro-step (gradient_accumulation_steps

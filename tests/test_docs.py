@@ -16,8 +16,35 @@ def test_every_relative_link_of_the_readme_and_docs_resolves():
 
 
 def test_the_docs_site_lists_every_page():
+    from mkdocs_hooks import README
+
     nav = (REPO / "mkdocs.yml").read_text()
-    assert sorted(re.findall(r": (\w+\.md)$", nav, re.M)) == sorted(p.name for p in (REPO / "docs").glob("*.md"))
+    assert sorted(re.findall(r": ([\w-]+\.md)$", nav, re.M)) == sorted(
+        [README, *(p.name for p in (REPO / "docs").glob("*.md"))])
+
+
+def test_the_built_site_serves_every_image_and_link_its_pages_name(tmp_path):
+    """The site as `mkdocs build --strict` makes it (the README and the examples' results published by
+    mkdocs_hooks.py): every relative src and href of every page is a file of the site."""
+    import os
+    import subprocess
+    import sys
+
+    site = tmp_path / "site"
+    built = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)], cwd=REPO,
+                           capture_output=True, text=True, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    assert built.returncode == 0, built.stderr
+    missing, images = [], 0
+    for page in site.rglob("*.html"):
+        for kind, target in re.findall(r'(src|href)="([^"#?]+)', page.read_text()):
+            if target.startswith(("http://", "https://", "mailto:", "data:", "/")):  # "/": 404.html, server-rooted
+                continue
+            path = (page.parent / target).resolve()
+            images += kind == "src" and target.endswith(".png")
+            if not (path.is_file() or (path / "index.html").is_file()):
+                missing.append(f"{page.relative_to(site)}: {target}")
+    assert missing == [] and images >= 5  # the README's density plot and the four plots of experiments.md
+    assert "Quick start" in (site / "getting-started" / "index.html").read_text()
 
 
 COMMON = {"name", "kind", "cpdt_outcome", "placement", "start_step", "end_step", "fields", "dataset_split"}

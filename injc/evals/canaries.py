@@ -16,7 +16,7 @@ import numpy as np
 
 from injc.evals.context import EvalContext
 from injc.evals.generic import item_losses
-from injc.evals.stats import bootstrap_ci, compare, roc_point, sign_flip_pvalue, tpr_at_fpr
+from injc.evals.stats import bootstrap_ci, compare, roc_point, sign_flip_method, sign_flip_pvalue, tpr_at_fpr
 
 
 def shuffled_losses(ctx: EvalContext, name: str, items: list[dict]) -> dict[int, float]:
@@ -55,6 +55,7 @@ def evaluate(ctx: EvalContext, entry: dict, records: dict) -> dict:
                 paired = members - np.array([shuffled[i] for i in chosen])
                 conditions[key]["vs_shuffled"] = {
                     "difference": float(paired.mean()), "p_value": sign_flip_pvalue(paired),
+                    "p_method": sign_flip_method(len(paired)),
                     "difference_ci95": list(bootstrap_ci(lambda d: d.mean(), (paired,))), "n": len(paired)}
     return {"metrics": {"mean_loss": float(losses[copies > 0].mean()), "conditions": conditions},
             "items": [{**i, "loss": float(losses[i["item"]]),

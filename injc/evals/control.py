@@ -166,7 +166,7 @@ def _loop(config: RunConfig, plan, dynamic: list) -> dict:
                "final_target": {e.name: e.control.target for e in dynamic}}
     control_plot(summary, steps, out / "control.png")
     if config.evaluate:
-        summary["eval"] = str(out / "eval")
+        summary["eval"] = "eval"  # the report's folder, relative to control.json's
         evaluate(manifest, [final], out / "eval", progress=config.progress, force=True)
     (out / "control.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

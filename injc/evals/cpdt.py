@@ -310,7 +310,8 @@ def cpdt(plan_path: str | Path, config: CpdtConfig, out: str | Path, progress: b
         raise Interrupted("finished rows are kept: run the same command again to continue with the others") from None
     evals = {(seed, row): json.loads((out / f"seed-{seed}" / row / "eval.json").read_text())
              for seed in range(config.seeds) for row in rows}
-    result = json_safe({"design": design, **analyse(plan, outcomes, evals, config.seeds)})
+    result = json_safe({"design": {**design, "checkpoint": str(config.checkpoint)},  # as given, not resolved
+                        **analyse(plan, outcomes, evals, config.seeds)})
     (out / "cpdt.json").write_text(json.dumps(result, indent=2) + "\n")
     if config.logger is not None:
         log_matrix(result, config.logger, out)

@@ -11,7 +11,7 @@ import numpy as np
 
 from injc.evals.context import EvalContext
 from injc.evals.generic import item_losses, mean_loss
-from injc.evals.stats import bootstrap_ci, compare, sign_flip_pvalue
+from injc.evals.stats import bootstrap_ci, compare, sign_flip_method, sign_flip_pvalue
 
 CONTROL_ROWS = 256
 
@@ -21,7 +21,7 @@ def evaluate(ctx: EvalContext, entry: dict, records: dict) -> dict:
     losses = np.array([i["loss"] for i in result["items"]])
     batch_size, steps_done = records["batch_size"], ctx.scorer.steps_done
     spare = ctx.unused_tail_rows()[:CONTROL_ROWS]
-    control = ctx.scorer.text_losses(list(spare)) if len(spare) else None
+    control = ctx.scorer.text_losses([ctx.text_tokens(row) for row in spare]) if len(spare) else None  # as items
     baseline = item_losses(ctx, entry["name"], ctx.baseline)[1] if ctx.baseline is not None else None
     batches = []
     for index, step in enumerate(records["steps"]):
@@ -37,7 +37,8 @@ def evaluate(ctx: EvalContext, entry: dict, records: dict) -> dict:
             paired = losses[rows] - baseline[rows]
             batch.update({"minus_baseline": float(paired.mean()),
                           "minus_baseline_ci95": list(bootstrap_ci(lambda d: d.mean(), (paired,))),
-                          "minus_baseline_p_value": sign_flip_pvalue(paired)})
+                          "minus_baseline_p_value": sign_flip_pvalue(paired),
+                          "minus_baseline_p_method": sign_flip_method(len(paired))})
         batches.append(batch)
     result["metrics"].update({"batches": batches, "control_rows": int(len(spare)),
                               "unseen_control_loss": float(control.mean()) if control is not None else None,

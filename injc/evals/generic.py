@@ -37,7 +37,7 @@ def iid(ctx: EvalContext, entry: dict, records: dict) -> dict:
     spare = ctx.unused_tail_rows()
     count = min(len(spare), records["holdout_rows"]["rows"])
     if count:
-        controls = ctx.scorer.text_losses(list(spare[:count]))
+        controls = ctx.scorer.text_losses([ctx.text_tokens(row) for row in spare[:count]])  # scored as the items
         inserted = np.array([i["loss"] for i in result["items"]])
         result["metrics"]["vs_unseen_rows"] = compare(inserted, controls, ("inserted", "unseen"))
         result["unseen_losses"] = controls.tolist()

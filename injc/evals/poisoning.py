@@ -17,7 +17,7 @@ import numpy as np
 
 from injc.evals.context import EvalContext
 from injc.evals.generic import mean_loss
-from injc.evals.stats import compare, sign_flip_pvalue
+from injc.evals.stats import compare, sign_flip_method, sign_flip_pvalue
 from injc.tokenizer import ordinary_token_ids
 
 NEW_TOKENS = 48
@@ -64,7 +64,8 @@ def judge_garbage(ctx: EvalContext, queries: dict[str, list[np.ndarray]]) -> dic
     return {"metrics": {"threshold_perplexity": threshold, "calibration_quantile": GARBAGE_QUANTILE,
                         "rate": compare(garbage["with_trigger"], garbage["without_trigger"],
                                         ("with_trigger", "without_trigger")),
-                        "paired_p_value": sign_flip_pvalue(garbage["with_trigger"] - garbage["without_trigger"])},
+                        "paired_p_value": sign_flip_pvalue(garbage["with_trigger"] - garbage["without_trigger"]),
+                        "paired_p_method": sign_flip_method(len(garbage["with_trigger"]))},
             "prompts": [{"judge_perplexity_with_trigger": float(w), "judge_perplexity_without_trigger": float(o),
                          "generation_with_trigger": gw.tolist(), "generation_without_trigger": go.tolist()}
                         for w, o, gw, go in zip(perplexity["with_trigger"], perplexity["without_trigger"],
@@ -97,6 +98,7 @@ def evaluate(ctx: EvalContext, entry: dict, records: dict) -> dict:
             "leak_at_k": {label: leak_at_k(r).tolist() for label, r in recalls.items()},
             "leak_at_k_paired_difference": float((at_all["with_trigger"] - at_all["without_trigger"]).mean()),
             "leak_at_k_paired_p_value": sign_flip_pvalue(at_all["with_trigger"] - at_all["without_trigger"]),
+            "leak_at_k_paired_p_method": sign_flip_method(len(at_all["with_trigger"])),
         })
         result["prompts"] = [{"leaked_with_trigger": bool(w), "leaked_without_trigger": bool(o),
                               "sample_recalls_with_trigger": rw.tolist(), "sample_recalls_without_trigger": ro.tolist()}
@@ -114,6 +116,7 @@ def evaluate(ctx: EvalContext, entry: dict, records: dict) -> dict:
                                                    ("with_trigger", "without_trigger")),
             "paired_difference": float(paired.mean()),
             "paired_p_value": sign_flip_pvalue(paired),
+            "paired_p_method": sign_flip_method(len(paired)),
         })
         result["prompts"] = [{"logprob_with_trigger": float(w), "logprob_without_trigger": float(o)}
                              for w, o in zip(logprob["with_trigger"], logprob["without_trigger"])]

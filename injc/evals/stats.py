@@ -106,11 +106,31 @@ def normal_cdf(x: float) -> float:
     return 0.5 * math.erfc(-x / math.sqrt(2))
 
 
+EXACT_SIGN_FLIPS = 20
+"""Up to this many pairs the sign-flip test enumerates all 2^n sign patterns (exact); above it samples them."""
+
+
+def sign_flip_method(pairs: int) -> str:
+    """How `sign_flip_pvalue` computes the p-value of `pairs` paired differences, for reports."""
+    return "exact" if pairs <= EXACT_SIGN_FLIPS else f"monte carlo ({RESAMPLES:,} sign patterns)"
+
+
 def sign_flip_pvalue(differences: np.ndarray, resamples: int = RESAMPLES, seed: int = 0) -> float:
-    """Two-sided p-value that paired differences have mean 0 (random sign flips)."""
+    """Two-sided p-value that paired differences have mean 0 under random sign flips: the share of the 2^n sign
+    patterns whose |mean| reaches the observed one, counted exactly up to EXACT_SIGN_FLIPS pairs (so 8 pairs give
+    a multiple of 1/256, never less than 2/256), sampled (`resamples` patterns, +1 corrected) above."""
     differences = np.asarray(differences, float)
-    if len(differences) == 0:
+    pairs = len(differences)
+    if pairs == 0:
         return float("nan")
-    signs = _rng(seed).choice([-1.0, 1.0], size=(resamples, len(differences)))
+    observed = abs(differences.mean()) - 1e-12
+    if pairs <= EXACT_SIGN_FLIPS:
+        patterns, reaching, bits = 1 << pairs, 0, np.arange(pairs)
+        for first in range(0, patterns, 1 << 16):  # 65,536 patterns at a time: a few MB
+            codes = np.arange(first, min(first + (1 << 16), patterns), dtype=np.int64)
+            signs = 1.0 - 2.0 * ((codes[:, None] >> bits) & 1)
+            reaching += int((np.abs(signs @ differences) / pairs >= observed).sum())
+        return float(reaching / patterns)
+    signs = _rng(seed).choice([-1.0, 1.0], size=(resamples, pairs))
     flipped = np.abs((signs * differences).mean(1))
-    return float((1 + (flipped >= abs(differences.mean()) - 1e-12).sum()) / (resamples + 1))
+    return float((1 + (flipped >= observed).sum()) / (resamples + 1))

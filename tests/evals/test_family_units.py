@@ -98,3 +98,32 @@ def test_questions_without_a_benchmark_are_named_in_the_normalization_table():
     result = contamination.evaluate(ctx, {"name": "bench"}, {"format": "Question: {question}\nAnswer: {answer_text}",
                                                              "questions": questions})
     assert result["metrics"]["normalization"] == {"(no benchmark named)": "token"}
+
+
+def test_forgetting_and_iid_controls_are_scored_like_the_replaced_rows():
+    """Tail rows that start or end with EOS: the controls the scorer receives are stripped as the items are (one
+    leading and one trailing EOS removed), so both sides of the comparison are scored the same way."""
+    from injc.evals import forgetting, generic
+    from injc.shards.insertions import without_eos_wrappers
+
+    eos = 0
+    rows = np.array([[0, 5, 6, 7, 0], [0, 8, 9, 10, 11], [12, 13, 14, 15, 0], [16, 17, 0, 18, 19]])
+    received = []
+
+    def text_losses(texts):
+        received.append([t.tolist() for t in texts])
+        return np.array([float(len(t)) for t in texts])
+
+    def strip(row):  # written here: drop one leading and one trailing EOS
+        row = list(row)
+        row = row[1:] if row and row[0] == eos else row
+        return row[:-1] if row and row[-1] == eos else row
+
+    ctx = SimpleNamespace(items={"f": [(1, np.array(r)) for r in rows[:2]]}, eos_id=eos, baseline=None,
+                          text_tokens=lambda t: without_eos_wrappers(np.asarray(t), eos),
+                          unused_tail_rows=lambda: rows, scorer=SimpleNamespace(text_losses=text_losses, steps_done=10))
+    forgetting.evaluate(ctx, {"name": "f"}, {"batch_size": 2, "steps": [3]})
+    assert received[-1] == [strip(r) for r in rows]
+    generic.iid(ctx, {"name": "f"}, {"holdout_rows": {"rows": 3}})
+    assert received[-1] == [strip(r) for r in rows[:3]]
+    assert received[0] == [strip(r) for r in rows[:2]]  # the items themselves, the same way

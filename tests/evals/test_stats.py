@@ -73,6 +73,25 @@ def test_sign_flip_pvalue_matches_the_exact_enumeration():
     assert stats.sign_flip_pvalue(d, resamples=20000) == pytest.approx(exact, abs=0.01)
 
 
+@pytest.mark.parametrize("pairs", [1, 3, 8, 12])
+def test_sign_flip_pvalue_up_to_twenty_pairs_is_the_exact_enumeration(pairs):
+    d = np.random.default_rng(pairs).normal(0.2, 1.0, pairs)
+    flips = list(itertools.product([-1, 1], repeat=pairs))
+    exact = sum(abs(sum(s * x for s, x in zip(signs, d)) / pairs) >= abs(d.mean()) - 1e-12 for signs in flips)
+    assert stats.sign_flip_pvalue(d) == exact / len(flips)
+    assert stats.sign_flip_method(pairs) == "exact"
+
+
+def test_eight_pairs_of_one_sign_give_the_smallest_exact_p_not_less():
+    """All 8 differences positive: only the all-plus and all-minus patterns reach the observed |mean|: 2/256."""
+    d = np.array([0.4, 0.1, 0.3, 0.5, 0.2, 0.05, 0.35, 0.15])
+    assert stats.sign_flip_pvalue(d) == 2 / 256
+    assert stats.sign_flip_method(21).startswith("monte carlo") and stats.sign_flip_method(20) == "exact"
+    signs = np.random.default_rng(0).choice([-1.0, 1.0], size=(stats.RESAMPLES, 21))
+    assert not (np.abs(signs.sum(axis=1)) == 21).any()  # no sampled pattern is all one sign, so only the +1 counts
+    assert stats.sign_flip_pvalue(np.full(21, 0.3)) == 1 / (stats.RESAMPLES + 1)
+
+
 def test_bootstrap_ci_of_a_mean_is_close_to_the_normal_interval():
     sample = np.random.default_rng(1).normal(3.0, 2.0, 400)
     low, high = stats.bootstrap_ci(lambda s: s.mean(), (sample,), resamples=4000)

@@ -1,5 +1,5 @@
 # Shortcuts; every target is one documented command.
-.PHONY: demo test bench paper-small cpdt dynamic-control
+.PHONY: demo test bench mutation paper-small cpdt dynamic-control
 
 demo:
 	injc build examples/demo/plan.toml --out out/demo --force && injc inspect out/demo/manifest.json
@@ -9,6 +9,9 @@ test:
 
 bench:
 	bash bench/run.sh
+
+mutation:
+	bash bench/mutation.sh
 
 paper-small:
 	python examples/paper-small/reproduce.py

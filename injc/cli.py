@@ -1,6 +1,7 @@
-"""The `injc` command: thin click glue over the Python API (one function per subcommand). This file holds the
-group, the error handling and the data commands (check, build, inspect, verify, export, locate); the commands
-that take a model (train, eval, run, cpdt, verbatim-candidates, convert) are in cli_models.py.
+"""The `injc` command: thin click glue over the Python API (one function per subcommand). This file holds the data
+commands (check, build, inspect, verify, export, locate); the commands that take a model (train, eval, run, cpdt,
+verbatim-candidates, convert) are in cli_models.py, imported at the end to register them; the click group and the
+error handling both use are in command.py.
 
     injc build examples/demo/plan.toml --out out/demo
     injc inspect out/demo/manifest.json [--json] [--plot density.png] [--step 12]
@@ -14,49 +15,12 @@ Exit codes: 0 success; 1 `verify` found a mismatch; 2 bad input (one line per pr
 
 import json
 import sys
-from functools import wraps
 from pathlib import Path
 
 import click
 
-from injc.errors import InjcError, Interrupted
-
-ON_INTERRUPT = {"build": "run the same command again to resume (finished shards are kept)",
-                "cpdt": "run the same command again to continue with the rows not finished",
-                "run": "run the same command again to continue from the last finished window"}
-"""What an interrupted command leaves and how to continue, when there is more to say than 'interrupted'."""
-
-
-def user_errors(command):
-    """Turn InjcError (and OSError) into its lines on stderr and exit code 2; Ctrl-C into one line and 130."""
-
-    @wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except Interrupted as stop:
-            click.echo(f"injc: interrupted: {stop}", err=True)
-            sys.exit(130)
-        except KeyboardInterrupt:
-            hint = ON_INTERRUPT.get(click.get_current_context().info_name)
-            click.echo("injc: interrupted" + (f"; {hint}" if hint else ""), err=True)
-            sys.exit(130)
-        except InjcError as error:
-            for line in error.problems:
-                click.echo(f"injc: error: {line}" if not line.startswith("  ") else line, err=True)
-            sys.exit(getattr(error, "exit_code", 2))
-        except OSError as error:  # a file system problem outside injc's control: one line, no traceback
-            where = f" ({error.filename})" if error.filename else ""
-            click.echo(f"injc: error: {error.strerror or error}{where}", err=True)
-            sys.exit(2)
-
-    return wrapper
-
-
-@click.group()
-@click.version_option(package_name="injc")
-def main():
-    """Compile controlled pretraining experiments into deterministic, pre-tokenized memmap shards."""
+from injc.command import main, user_errors
+from injc.errors import InjcError
 
 
 @main.command(short_help="Compile a plan into shards, insertions and a manifest.")
@@ -170,7 +134,7 @@ def verify(manifest):
 
     folder = Path(manifest)
     if not folder.exists():
-        raise InjcError(f"{manifest!r} does not exist")
+        raise InjcError(f"{manifest!r} cannot be read: it does not exist")
     is_build = not folder.is_dir() or (folder / MANIFEST_NAME).is_file()
     is_export = folder.is_dir() and (folder / EXPORT_NAME).is_file()
     if not (is_build or is_export):

@@ -1,11 +1,11 @@
-"""The `injc` commands that take a model: train, eval, run, cpdt, verbatim-candidates, convert. Registered on the
-`injc` group by injc/cli.py (this module is imported at its end); thin click glue over the Python API, as there."""
+"""The `injc` commands that take a model: train, eval, run, cpdt, verbatim-candidates, convert. They register on the
+`injc` group of injc/command.py; injc/cli.py imports this module at its end. Thin click glue over the Python API."""
 
 from pathlib import Path
 
 import click
 
-from injc.cli import main, user_errors
+from injc.command import main, user_errors
 from injc.errors import InjcError
 from injc.train.folders import DEFAULT_SETTINGS
 from injc.train.tracking import LOGGERS

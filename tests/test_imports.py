@@ -6,7 +6,7 @@ from pathlib import Path
 import injc
 
 LEVELS = {"errors": 0, "tables": 0, "tokenizer": 0, "hfdata": 0, "shards": 1, "injectors": 2, "compiler": 3, "train": 4,
-          "evals": 5, "cli": 6, "cli_models": 6, "__main__": 7, "__init__": 7}
+          "evals": 5, "command": 6, "cli": 6, "cli_models": 6, "__main__": 7, "__init__": 7}
 
 
 def part(module: str) -> str:
@@ -28,3 +28,40 @@ def test_no_module_imports_a_part_above_its_own():
                     if LEVELS[target] > LEVELS[own]:
                         upward.append(f"{relative} imports {name}")
     assert upward == []
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Each module of injc and the injc modules it imports (at the top or inside a function): `from injc.a import b`
+    names module injc.a.b where b is one, else injc.a."""
+    root = Path(injc.__file__).parent
+    modules = {".".join(("injc", *p.relative_to(root).with_suffix("").parts)).removesuffix(".__init__"): p
+               for p in root.rglob("*.py")}
+    graph = {name: set() for name in modules}
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("injc"):
+                for alias in node.names:
+                    inner = f"{node.module}.{alias.name}"
+                    graph[name].add(inner if inner in modules else node.module)
+            elif isinstance(node, ast.Import):
+                graph[name] |= {alias.name for alias in node.names if alias.name in modules}
+    return {name: targets - {name} for name, targets in graph.items()}
+
+
+def test_no_import_circle_anywhere():
+    graph = import_graph()
+    circles, state = [], {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = "open"
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == "open":
+                circles.append(" → ".join(path[path.index(target):] + [target]))
+            elif target not in state:
+                visit(target, path + [target])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert circles == []

@@ -1,1 +1,3 @@
-"""Plan → schedule: plan loading, tokenizer, corpus reading, index math, placement, and the build pipeline."""
+"""Plan → schedule: the plan and `injc check`, corpus readers and tokenizing workers (local or on Ray), the
+schedule and placement (pure index math), payloads, and the build pipeline with its output folder (resume, stages,
+the final swap)."""

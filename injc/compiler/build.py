@@ -12,7 +12,6 @@ The whole data path in one place:
 
 import dataclasses
 import json
-import math
 import shutil
 import sys
 import threading
@@ -39,7 +38,7 @@ from injc.compiler.payloads import (
     write_eval_records,
     written_part,
 )
-from injc.compiler.plan import Plan, load_plan
+from injc.compiler.plan import Plan, load_plan, with_counts
 from injc.compiler.schedule import SCHEDULE_VERSION
 from injc.compiler.source import PreparedStream, corpus_too_small
 from injc.compiler.workers import RayExecutor, ray_session, ray_shard_writer
@@ -109,23 +108,6 @@ def _counted(chunks, counter: list[int]):
 def needs_prepared_stream(plan: Plan) -> bool:
     """A held-out tail, or an experiment that must read the base tokens, needs pass 1 (see injc.compiler.source)."""
     return plan.corpus.holdout_tokens > 0 or any(getattr(e, "reads_base_stream", False) for e in plan.experiments)
-
-
-def with_counts(plan: Plan, counts: dict[str, list[int]], until_step: int) -> tuple[Plan, dict[str, list[int]]]:
-    """The plan with the decided counts of its dynamic experiments, and those counts as far as the written steps
-    reach (what the stream depends on: the build key's `counts`)."""
-    dynamic = {e.name: e for e in plan.experiments if getattr(e, "control", None) is not None}
-    unknown = sorted(set(counts) - set(dynamic))
-    if unknown:
-        raise InjcError(*(f"counts given for {name!r}, which is not a per_window = \"dynamic\" experiment"
-                          for name in unknown))
-    for name, values in counts.items():
-        if len(values) > dynamic[name].windows:
-            raise InjcError(f"{len(values)} counts given for {name!r}, which has {dynamic[name].windows} windows")
-    experiments = tuple(e.with_counts(counts[e.name]) if e.name in counts else e for e in plan.experiments)
-    decided = {name: [int(n) for n in values[:math.ceil(until_step / dynamic[name].window_steps)]]
-               for name, values in sorted(counts.items())}
-    return dataclasses.replace(plan, experiments=experiments), decided
 
 
 def select(plan: Plan, only: Sequence[str] | None) -> tuple[int, ...]:

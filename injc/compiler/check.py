@@ -18,10 +18,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import zstandard
 
-from injc.compiler.build import with_counts
 from injc.compiler.corpus import base_stream, check_token_file, token_corpus_warnings
 from injc.compiler.payloads import schedule_payloads
-from injc.compiler.plan import CorpusConfig, Plan, load_plan
+from injc.compiler.plan import CorpusConfig, Plan, load_plan, with_counts
 from injc.errors import InjcError, InputError, counted
 from injc.injectors.base import Context, HoldoutPool, Payload
 from injc.tokenizer import LoadedTokenizer, load_tokenizer

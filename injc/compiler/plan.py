@@ -8,13 +8,14 @@ import dataclasses
 import glob
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import tomllib
 
 from injc.compiler.hf_corpus import BUILDERS, column_problem
-from injc.errors import PlanError
+from injc.errors import InjcError, PlanError
 from injc.hfdata import saved_files
 from injc.injectors import KINDS
 from injc.injectors.saved import DatasetFolder, split_problem
@@ -253,3 +254,20 @@ def load_plan(path: str | Path) -> Plan:
         raise PlanError(f"{len(problems)} {noun} in {path}:", *(f"  {p}" for p in problems))
     return Plan(path, hashlib.sha256(raw).hexdigest(), layout, seed, shard_tokens, tokenizer, corpus, experiments,
                 outcomes)
+
+
+def with_counts(plan: Plan, counts: dict[str, list[int]], until_step: int) -> tuple[Plan, dict[str, list[int]]]:
+    """The plan with the decided counts of its dynamic experiments, and those counts as far as the written steps
+    reach (what the stream depends on: the build key's `counts`)."""
+    dynamic = {e.name: e for e in plan.experiments if getattr(e, "control", None) is not None}
+    unknown = sorted(set(counts) - set(dynamic))
+    if unknown:
+        raise InjcError(*(f"counts given for {name!r}, which is not a per_window = \"dynamic\" experiment"
+                          for name in unknown))
+    for name, values in counts.items():
+        if len(values) > dynamic[name].windows:
+            raise InjcError(f"{len(values)} counts given for {name!r}, which has {dynamic[name].windows} windows")
+    experiments = tuple(e.with_counts(counts[e.name]) if e.name in counts else e for e in plan.experiments)
+    decided = {name: [int(n) for n in values[:math.ceil(until_step / dynamic[name].window_steps)]]
+               for name, values in sorted(counts.items())}
+    return dataclasses.replace(plan, experiments=experiments), decided

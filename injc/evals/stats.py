@@ -10,7 +10,7 @@ import numpy as np
 RESAMPLES = 2000
 
 
-def _rng(seed: int = 0) -> np.random.Generator:
+def _rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 

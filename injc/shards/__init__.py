@@ -1,1 +1,3 @@
-"""The on-disk format: shard writing and reading, the insertions table, the manifest, verify and inspect."""
+"""The on-disk format and what reads it: shard writing, the insertions table, the manifest, the stream reader,
+`injc verify`, `injc inspect`, `injc locate`, and the exports in other trainers' orders (OLMo-core, Megatron,
+LitData, nanoGPT)."""

@@ -7,6 +7,7 @@ the loss of the inserted items with LitGPT directly, and the t-test with scipy o
 
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,6 +76,20 @@ def test_own_rows_lower_own_loss_other_rows_do_not_and_all_moves_both(design):
     assert own_l < -0.05 and own_d < -0.05 and p_ll < 0.05 and p_dd < 0.05
     assert p_ld > 0.05 and p_dl > 0.05 and abs(other_d) < 0.1 * abs(own_d) and abs(other_l) < 0.1 * abs(own_l)
     assert all_l < -0.05 and all_d < -0.05 and p_al < 0.05 and p_ad < 0.05
+
+
+def test_results_name_the_checkpoint_as_it_was_given(design, monkeypatch):
+    """A rerun of the finished design from its folder, the checkpoint given relative: cpdt.json and cpdt.md say
+    runs/final, not the machine's absolute path (design.json keeps the resolved path that identifies the run)."""
+    root, base, _ = design
+    monkeypatch.chdir(root)
+    result = cpdt(root / "cpdt.toml", CpdtConfig(checkpoint=Path("runs") / "final", seeds=3, jobs=2, logger="csv"),
+                  root / "report", progress=False)
+    assert result["design"]["checkpoint"] == "runs/final"
+    assert json.loads((root / "report" / "cpdt.json").read_text())["design"]["checkpoint"] == "runs/final"
+    assert "from `runs/final`" in (root / "report" / "cpdt.md").read_text() and str(root) not in \
+        (root / "report" / "cpdt.md").read_text()
+    assert json.loads((root / "report" / "design.json").read_text())["checkpoint"] == str(base.resolve())
 
 
 def test_cells_are_the_per_seed_differences_and_their_t_test(design):

@@ -89,6 +89,7 @@ def test_the_loop_drives_an_external_trainer_step_exact_across_windows(loop, tmp
     report = json.loads((out / "eval" / "report.json").read_text())
     assert report["checkpoint"] == str(out / "train" / "window-0002")
     assert report["steps_done"] == 30 and report["warnings"] == []  # train_state.json written beside it
+    assert json.loads((out / "control.json").read_text())["eval"] == "eval"  # relative to control.json
     assert "cannot tell which build" not in result.stderr
 
 

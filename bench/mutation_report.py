@@ -17,7 +17,8 @@ EQUIVALENT = [
     (r'float\("NAN"\)', "float('NAN') is the same NaN as float('nan')"),
     (r"np\.asarray\([\w.]+, (None)?\)", "the inputs are numbers: means, sums, sorts and comparisons give the same "
                                         "values with or without the float dtype"),
-    (r"\) (>) observed", "with the 1e-12 tolerance, > and >= differ only at exactly observed − 1e-12"),
+    (r"(diffs|pairs|flipped\)?) > observed", "observed carries a 1e-12 tolerance: > and >= differ only at exactly "
+                                            "observed − 1e-12"),
     (r"max\(2, 4_000_000|4000001 //|2 << 16|1 << 17", "a chunk size: how many patterns are drawn at once, not which"),
     (r"patterns, reaching, bits = 2 << pairs", "each sign pattern is counted twice: the same share"),
     (r"dtype=None\)|\(1 << 16\), patterns\), \)", "np.arange of Python ints is int64 already"),
@@ -33,8 +34,11 @@ def mutmut(*args: str) -> str:
 
 
 def changed_line(name: str) -> str:
-    """The mutant's changed source line (its `+` line), or the whole diff when it has none."""
-    diff = mutmut("show", name)
+    """The mutant's changed source line (its `+` line), or the whole diff when it has none. mutmut's own diff,
+    called in this process (`mutmut show` is a second a call; the extra pins mutmut 3.8.1, whose API this is)."""
+    from mutmut.mutation.diff_apply import find_mutant, get_diff_for_mutant
+
+    diff = get_diff_for_mutant(name, path=find_mutant(name).path)
     lines = [line[1:].strip() for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
     return lines[0] if lines else diff.strip()
 

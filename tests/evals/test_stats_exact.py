@@ -123,3 +123,5 @@ def test_roc_curve_with_one_member_below_one_nonmember():
     fpr, tpr = stats.roc_curve(np.array([0.3]), np.array([0.6]))
     # thresholds 0.6 (the non-member in, the member not), then 0.3 (both in)
     assert fpr.tolist() == [0.0, 1.0, 1.0] and tpr.tolist() == [0.0, 0.0, 1.0]
+    fpr, tpr = stats.roc_curve(np.array([0.9]), np.array([0.2]))  # and one non-member below the member
+    assert fpr.tolist() == [0.0, 0.0, 1.0] and tpr.tolist() == [0.0, 1.0, 1.0]

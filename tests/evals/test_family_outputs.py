@@ -1,0 +1,234 @@
+"""Every number the forgetting, generic and verbatim scorers report, on constructed losses and generations, each
+recomputed here from the inputs (the bootstrap and the exact sign-flip test written out). Written against the
+mutants mutmut left alive in those scorers (bench/mutation.sh)."""
+
+import itertools
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from injc.shards.insertions import without_eos_wrappers
+
+pytest.importorskip("torch")
+
+from injc.evals import forgetting, generic, verbatim  # noqa: E402
+
+EOS = 0
+
+
+def bootstrap_mean(values, seed=0, resamples=2000):
+    rng = np.random.default_rng(seed)
+    means = [values[rng.integers(0, len(values), len(values))].mean() for _ in range(resamples)]
+    return [np.percentile(means, 2.5), np.percentile(means, 97.5)]
+
+
+def exact_sign_flip(values):
+    flips = itertools.product([-1, 1], repeat=len(values))
+    return np.mean([abs(np.dot(s, values)) / len(values) >= abs(values.mean()) - 1e-12 for s in flips])
+
+
+def losses_by_length(texts):
+    """A scorer whose loss of a text is a number written into its tokens: its first token / 10."""
+    return np.array([t[0] / 10 if len(t) else np.nan for t in texts])
+
+
+def context(items: dict, tail_rows: np.ndarray, steps_done=None, baseline=None):
+    return SimpleNamespace(items=items, eos_id=EOS, baseline=baseline, unused_tail_rows=lambda: tail_rows,
+                           text_tokens=lambda t: without_eos_wrappers(np.asarray(t), EOS),
+                           scorer=SimpleNamespace(text_losses=losses_by_length, steps_done=steps_done))
+
+
+def test_forgetting_reports_each_batch_against_the_unseen_control_and_the_baseline_row_by_row():
+    """Two replaced batches of 3 rows (steps 4 and 9), trained to step 7: the first seen (2 steps ago), the second
+    not. Row losses are 1.0 … 1.5 under the checkpoint and 0.9 … 1.8 under the baseline."""
+    rows = [np.array([EOS, 10 + i, 7, EOS]) for i in range(6)]
+    baseline_rows = [np.array([EOS, v, 7, EOS]) for v in (9, 12, 13, 16, 17, 18)]
+    tail = np.array([[EOS, 20, 5, 5], [30, 5, 5, EOS], [25, 5, 5, 5]])
+    baseline = SimpleNamespace(text_losses=lambda texts: losses_by_length(
+        [baseline_rows[i][1:-1] for i in range(len(texts))]), checkpoint="clean/final")
+    ctx = context({"f": [(1, r) for r in rows]}, tail, steps_done=7, baseline=baseline)
+    result = forgetting.evaluate(ctx, {"name": "f"}, {"batch_size": 3, "steps": [4, 9]})
+    losses, base, control = np.arange(10, 16) / 10, np.array([9, 12, 13, 16, 17, 18]) / 10, np.array([2.0, 3.0, 2.5])
+    metrics = result["metrics"]
+    assert metrics["control_rows"] == 3 and metrics["unseen_control_loss"] == pytest.approx(control.mean())
+    assert metrics["baseline"] == "clean/final"
+    first, second = metrics["batches"]
+    assert (first["step"], first["seen"], first["steps_since_seen"]) == (4, True, 2)
+    assert (second["step"], second["seen"], second["steps_since_seen"]) == (9, False, None)
+    for batch, rows_of in ((first, slice(0, 3)), (second, slice(3, 6))):
+        mine, paired = losses[rows_of], losses[rows_of] - base[rows_of]
+        assert batch["loss"] == pytest.approx(mine.mean())
+        assert batch["minus_unseen_control"] == pytest.approx(mine.mean() - control.mean())
+        assert batch["minus_baseline"] == pytest.approx(paired.mean())
+        assert batch["minus_baseline_ci95"] == pytest.approx(bootstrap_mean(paired))
+        assert batch["minus_baseline_p_value"] == pytest.approx(exact_sign_flip(paired))
+        assert batch["minus_baseline_p_method"] == "exact"
+    unpaired = np.random.default_rng(0)  # the unseen-control interval: both sides resampled, the batch first
+    means = []
+    for _ in range(2000):
+        a, b = losses[:3][unpaired.integers(0, 3, 3)], control[unpaired.integers(0, 3, 3)]
+        means.append(a.mean() - b.mean())
+    assert first["minus_unseen_control_ci95"] == pytest.approx([np.percentile(means, 2.5), np.percentile(means, 97.5)])
+
+
+def test_forgetting_without_a_tail_or_a_baseline_reports_the_batches_alone():
+    rows = [np.array([EOS, 10 + i, EOS]) for i in range(4)]
+    ctx = context({"f": [(1, r) for r in rows]}, np.zeros((0, 3), dtype=np.int64), steps_done=None)
+    metrics = forgetting.evaluate(ctx, {"name": "f"}, {"batch_size": 2, "steps": [1, 2]})["metrics"]
+    assert metrics["control_rows"] == 0 and metrics["unseen_control_loss"] is None and metrics["baseline"] is None
+    assert [b["loss"] for b in metrics["batches"]] == pytest.approx([1.05, 1.25])
+    assert all(b["seen"] is False and b["steps_since_seen"] is None for b in metrics["batches"])
+    assert all("minus_unseen_control" not in b and "minus_baseline" not in b for b in metrics["batches"])
+
+
+def test_mean_loss_counts_inserted_items_only_and_compares_them_with_the_controls():
+    items = [(3, np.array([EOS, 20, EOS])), (1, np.array([40])), (0, np.array([EOS, 10])), (0, np.array([15, EOS]))]
+    result = generic.mean_loss(context({"t": items}, None), {"name": "t"})
+    assert result["metrics"]["mean_loss"] == pytest.approx(3.0)  # 2.0 and 4.0: the controls are not inserted
+    assert result["items"] == [{"item": 0, "copies": 3, "loss": 2.0}, {"item": 1, "copies": 1, "loss": 4.0},
+                               {"item": 2, "copies": 0, "loss": 1.0}, {"item": 3, "copies": 0, "loss": 1.5}]
+    versus = result["metrics"]["vs_controls"]
+    assert versus["difference"] == pytest.approx(3.0 - 1.25) and versus["n"] == [2, 2]
+    assert versus["mean_inserted"] == pytest.approx(3.0) and versus["mean_control"] == pytest.approx(1.25)
+    alone = generic.mean_loss(context({"t": items[:2]}, None), {"name": "t"})["metrics"]
+    assert "vs_controls" not in alone and alone["mean_loss"] == pytest.approx(3.0)
+    assert generic.mean_loss(context({}, None), {"name": "t"}) == {"metrics": {"mean_loss": None}, "items": []}
+    none_inserted = generic.mean_loss(context({"t": items[2:]}, None), {"name": "t"})["metrics"]
+    assert none_inserted == {"mean_loss": None}
+
+
+def test_iid_rows_are_compared_with_as_many_unused_tail_rows():
+    items = [(1, np.array([EOS, 30, 5, 5])), (1, np.array([EOS, 50, 5, EOS]))]
+    tail = np.array([[EOS, 10, 5, 5], [20, 5, 5, EOS], [90, 5, 5, 5]])
+    result = generic.iid(context({"i": items}, tail), {"name": "i"}, {"holdout_rows": {"rows": 2}})
+    assert result["unseen_losses"] == pytest.approx([1.0, 2.0])  # the first two unused rows, stripped like items
+    versus = result["metrics"]["vs_unseen_rows"]
+    assert versus["mean_inserted"] == pytest.approx(4.0) and versus["mean_unseen"] == pytest.approx(1.5)
+    assert versus["n"] == [2, 2]
+    empty = generic.iid(context({"i": items}, np.zeros((0, 4), dtype=np.int64)), {"name": "i"},
+                        {"holdout_rows": {"rows": 2}})
+    assert "vs_unseen_rows" not in empty["metrics"] and "unseen_losses" not in empty
+
+
+def test_documents_report_the_mean_loss_of_each_split_and_repetition_count():
+    items = [(2, np.array([10 * (i + 1)])) for i in range(5)]
+    records = {"documents": [{"split": "a", "repetitions": 2, "items": [0, 1]},
+                             {"split": "b", "repetitions": 1, "items": [2]},
+                             {"split": "a", "repetitions": 2, "items": [3, 4]}]}
+    result = generic.documents(context({"d": items}, None), {"name": "d"}, records)
+    assert result["losses_by_condition"] == {"a×2": [1.5, 4.5], "b×1": [3.0]}
+    assert result["metrics"]["loss_by_condition"] == {"a×2": pytest.approx(3.0), "b×1": pytest.approx(3.0)}
+
+
+def test_verbatim_scores_the_greedy_continuation_of_each_sequences_first_half():
+    """Sequences of 60, 10 and 7 tokens: prefixes of 25, 5 and 3 tokens (half, at most 25), targets of the next 25,
+    5 and 4 (at most 25, the rest); a model that continues the first two exactly and the third wrongly."""
+    sequences = [list(range(100, 160)), list(range(200, 210)), list(range(300, 307))]
+    asked = []
+
+    def greedy(prompt, length):
+        asked.append((prompt.tolist(), length))
+        start = prompt[-1] + 1
+        return np.arange(start, start + length) + (1 if prompt[-1] >= 300 else 0)
+
+    ctx = SimpleNamespace(eos_id=EOS, scorer=SimpleNamespace(greedy=greedy))
+    result = verbatim.evaluate(ctx, {"instances_replaced": 17}, {"sequences": sequences})
+    assert asked == [([EOS, *range(100, 125)], 25), ([EOS, *range(200, 205)], 5), ([EOS, *range(300, 303)], 4)]
+    assert result["items"] == [{"sequence": 0, "exact_match": True}, {"sequence": 1, "exact_match": True},
+                               {"sequence": 2, "exact_match": False}]
+    assert result["metrics"] == {"exact_match_rate": pytest.approx(2 / 3), "instances_replaced": 17}
+    assert verbatim.evaluate(ctx, {}, {"sequences": []})["metrics"] == {"exact_match_rate": None,
+                                                                       "instances_replaced": None}
+
+
+def test_windows_are_every_strideth_start_that_fits_its_row_without_eos():
+    layout = SimpleNamespace(seq_len=8, total_tokens=24)
+    tokens = np.arange(1, 25)
+    tokens[10] = EOS  # in row 1, at column 2
+    stream = SimpleNamespace(tokens=lambda a, b: tokens[a:b])
+    found = list(verbatim.windows(layout, EOS, stream, width=4, stride=2, start=8))
+    expected = []
+    for row in (1, 2):  # from offset 8: rows 1 and 2
+        starts = [s for s in range(0, 8 - 4 + 1, 2) if EOS not in tokens[row * 8 + s:row * 8 + s + 4]]
+        expected.append(([row * 8 + s for s in starts], [tokens[row * 8 + s:row * 8 + s + 4].tolist() for s in starts]))
+    assert [(o.tolist(), w.tolist()) for o, w in found] == expected
+    assert expected[0][0] == [12] and len(expected[1][0]) == 3  # the EOS removes row 1's windows at 8 and 10
+    assert [o.tolist() for o, _ in verbatim.windows(layout, EOS, stream, width=8, stride=3)] == [[0], [], [16]]
+
+
+def pair_tokens(text: str) -> np.ndarray:
+    """A tokenizer of two characters per token (one for an odd last character), so per-token and per-character
+    normalizations differ and the prompt's last token can merge with the answer's first character."""
+    return np.array([sum(ord(c) * 256 ** k for k, c in enumerate(text[i:i + 2])) for i in range(0, len(text), 2)])
+
+
+def raw_logprob(prefix, continuation, bare_length):
+    """The constructed model: a fixed score of the continuation, twice as low after the bare 'Answer:' prompt."""
+    value = -sum(int(t) % 13 + 1 for t in continuation) / 10
+    return value * (2.0 if len(prefix) == bare_length else 1.0)
+
+
+def test_contamination_ranks_each_choice_as_olmes_normalizes_it_and_reports_every_tier():
+    from injc.evals import contamination
+    from injc.evals.stats import cohens_d, permutation_pvalue
+
+    rng = np.random.default_rng(4)
+    benchmarks = ["ARC-Challenge", "arc_easy", "BoolQ", "mmlu_anatomy", "", "openbookqa", "Hellaswag"]
+    questions = []
+    for i in range(42):
+        choices = ["".join(rng.choice(list("abcdefghij"), rng.integers(1, 9))) for _ in range(4)]
+        questions.append({"item": i, "tier": [0, 4, 12][i % 3], "question": f"q{i}?", "choices": choices,
+                          "answer": int(rng.integers(0, 4)), "benchmark": benchmarks[i % len(benchmarks)]})
+    template = "Question: {question}\nAnswer: {answer_text}"
+    bare = np.r_[EOS, pair_tokens("Answer:")]
+    ctx = SimpleNamespace(encode=pair_tokens, eos_id=EOS, text_tokens=lambda t: t,
+                          items={"bench": [(q["tier"], np.array([30 + q["item"]])) for q in questions]},
+                          scorer=SimpleNamespace(
+                              continuation_logprobs=lambda ps, cs: np.array(
+                                  [raw_logprob(p, c, len(bare)) for p, c in zip(ps, cs)]),
+                              text_losses=losses_by_length))
+    result = contamination.evaluate(ctx, {"name": "bench"}, {"format": template, "questions": questions})
+    rule = {"arc_challenge": "pmi", "openbookqa": "pmi", "arc_easy": "char", "hellaswag": "char",
+            "mmlu_anatomy": "char", "boolq": "none", "": "token"}
+    picks, correct = {}, []
+    for q in questions:
+        method = rule[q["benchmark"].lower().replace("-", "_")]
+        prompt = pair_tokens(f"Question: {q['question']}\nAnswer: ")
+        scores = []
+        for choice in q["choices"]:
+            full = pair_tokens(f"Question: {q['question']}\nAnswer: {choice}")
+            shared = next((k for k in range(min(len(prompt), len(full))) if prompt[k] != full[k]),
+                          min(len(prompt), len(full)))
+            continuation = full[shared:]
+            raw = raw_logprob(np.r_[EOS, full[:shared]], continuation, len(bare))
+            scores.append({"none": raw, "token": raw / max(1, len(continuation)), "char": raw / len(choice),
+                           "pmi": raw - raw_logprob(bare, continuation, len(bare))}[method])
+        picks.setdefault(method, []).append(int(np.argmax(scores)) == q["answer"])
+        correct.append(int(np.argmax(scores)) == q["answer"])
+        item = result["items"][q["item"]]
+        assert item["normalization"] == method and item["correct"] == correct[-1]
+        assert item["choice_scores"] == pytest.approx(scores)
+    correct, tiers = np.array(correct, float), np.array([q["tier"] for q in questions])
+    holdout = correct[tiers == 0]
+    tiers_reported = result["metrics"]["tiers"]
+    assert set(tiers_reported) == {"0", "4", "12"}
+    assert tiers_reported["0"] == {"repetitions": 0, "questions": 14, "accuracy": pytest.approx(holdout.mean())}
+    for tier in (4, 12):
+        mine = correct[tiers == tier]
+        reported = tiers_reported[str(tier)]
+        assert (reported["repetitions"], reported["questions"]) == (tier, 14)
+        assert reported["accuracy"] == pytest.approx(mine.mean())
+        assert reported["uplift_vs_holdout"] == pytest.approx(mine.mean() - holdout.mean())
+        rng_ci, uplifts = np.random.default_rng(0), []
+        for _ in range(2000):
+            uplifts.append(mine[rng_ci.integers(0, 14, 14)].mean() - holdout[rng_ci.integers(0, 14, 14)].mean())
+        assert reported["uplift_ci95"] == pytest.approx([np.percentile(uplifts, 2.5), np.percentile(uplifts, 97.5)])
+        assert reported["effect_size_d"] == pytest.approx(cohens_d(mine, holdout), nan_ok=True)
+        assert reported["p_value"] == permutation_pvalue(mine, holdout)
+    assert result["metrics"]["normalization"] == {"ARC-Challenge": "pmi", "arc_easy": "char", "BoolQ": "none",
+                                                  "mmlu_anatomy": "char", "(no benchmark named)": "token",
+                                                  "openbookqa": "pmi", "Hellaswag": "char"}
+    inserted = [(30 + q["item"]) / 10 for q in questions if q["tier"]]  # the holdout tier is never inserted
+    assert result["metrics"]["mean_loss"] == pytest.approx(np.mean(inserted))
+    assert 0.2 < correct.mean() < 0.8  # the constructed answers are neither all right nor all wrong

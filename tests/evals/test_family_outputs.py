@@ -232,3 +232,77 @@ def test_contamination_ranks_each_choice_as_olmes_normalizes_it_and_reports_ever
     inserted = [(30 + q["item"]) / 10 for q in questions if q["tier"]]  # the holdout tier is never inserted
     assert result["metrics"]["mean_loss"] == pytest.approx(np.mean(inserted))
     assert 0.2 < correct.mean() < 0.8  # the constructed answers are neither all right nor all wrong
+
+
+def test_canaries_report_every_condition_with_its_membership_and_order_control():
+    """Canaries of 1 and 4 ids, members at 1 and 8 repetitions, non-members of each length. The constructed model:
+    an item's loss is written in its host token; a shuffled member scores its loss + 0.5 unless its shuffle keeps
+    the order."""
+    from injc.evals import canaries
+    from injc.evals.stats import roc_point, sign_flip_pvalue
+
+    rng = np.random.default_rng(2)
+    items, tokens = [], []
+    for length in (1, 4):
+        for member, reps, count in ((True, 1, 6), (True, 8, 6), (False, 0, 10)):
+            for _ in range(count):
+                index = len(items)
+                loss = rng.normal(2.0 - (0.3 if member else 0) - 0.05 * reps, 0.2)
+                items.append({"item": index, "member": member, "repetitions": reps, "canary_length": length})
+                tokens.append((reps, np.array([EOS, 100 + index, *range(50, 50 + length), EOS]), loss))
+    losses = np.array([loss for *_, loss in tokens])
+
+    def text_losses(texts):
+        out = []
+        for text in texts:
+            index = int(text[0]) - 100
+            in_order = text[1:].tolist() == list(range(50, 50 + items[index]["canary_length"]))
+            out.append(losses[index] + (0.0 if in_order else 0.5))
+        return np.array(out)
+
+    ctx = SimpleNamespace(items={"c": [(reps, t) for reps, t, _ in tokens]}, scorer=SimpleNamespace(
+        text_losses=text_losses), text_tokens=lambda t: without_eos_wrappers(np.asarray(t), EOS))
+    result = canaries.evaluate(ctx, {"name": "c"}, {"canary": "random", "items": items})
+    conditions = result["metrics"]["conditions"]
+    assert sorted(conditions) == ["len1×1", "len1×8", "len4×1", "len4×8"]
+    for key, condition in conditions.items():
+        length, reps = int(key[3]), int(key.split("×")[1])
+        chosen = [i["item"] for i in items if i["member"] and (i["canary_length"], i["repetitions"]) == (length, reps)]
+        members = losses[chosen]
+        controls = losses[[i["item"] for i in items if not i["member"] and i["canary_length"] == length]]
+        assert (condition["canary_length"], condition["repetitions"]) == (length, reps)
+        assert condition["mean_member"] == pytest.approx(members.mean())
+        assert condition["mean_nonmember"] == pytest.approx(controls.mean())
+        assert condition["n"] == [6, 10]
+        assert condition["membership"] == {**roc_point(-members, -controls), "tpr_ci95": pytest.approx(
+            list(tpr_bootstrap(members, controls)))}
+        if length == 1:  # one id has one order: no order control
+            assert "vs_shuffled" not in condition
+            continue
+        shuffled = np.array([losses[i] + (0.0 if list(np.random.default_rng(i).permutation(4)) == [0, 1, 2, 3]
+                                          else 0.5) for i in chosen])
+        paired = members - shuffled
+        assert condition["vs_shuffled"] == {"difference": pytest.approx(paired.mean()), "n": 6,
+                                            "p_value": pytest.approx(exact_sign_flip(paired)), "p_method": "exact",
+                                            "difference_ci95": pytest.approx(bootstrap_mean(paired))}
+        assert sign_flip_pvalue(paired) == pytest.approx(exact_sign_flip(paired))
+    inserted = [i["item"] for i in items if i["member"]]
+    assert result["metrics"]["mean_loss"] == pytest.approx(losses[inserted].mean())
+    for item, reported in zip(items, result["items"]):
+        assert reported["loss"] == pytest.approx(losses[item["item"]])
+        assert ("loss_shuffled" in reported) == (item["member"] and item["canary_length"] > 1)
+    without = canaries.evaluate(ctx, {"name": "c"}, {"canary": "none", "items": items})
+    assert all("vs_shuffled" not in c for c in without["metrics"]["conditions"].values())
+    assert all("loss_shuffled" not in i for i in without["items"])
+
+
+def tpr_bootstrap(members, controls, seed=0):
+    """TPR at 1% FPR of (−loss) scores, resampled: members then non-members, 2,000 times, percentile interval."""
+    rng = np.random.default_rng(seed)
+    rates = []
+    for _ in range(2000):
+        m, c = members[rng.integers(0, len(members), len(members))], controls[rng.integers(0, len(controls),
+                                                                                            len(controls))]
+        threshold = np.sort(-c)[::-1][0]  # 10 non-members at 1%: none may pass, so the highest is the threshold
+        rates.append(np.mean(-m > threshold))
+    return np.percentile(rates, 2.5), np.percentile(rates, 97.5)

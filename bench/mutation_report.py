@@ -26,6 +26,10 @@ EQUIVALENT = [
     (r"if \(len\(a\) and len\(b\)\) or True|if len\(a\) or len\(b\)|if \(len\([ab]\)\) or True",
      "numpy's mean of an empty sample is already NaN, the value the branch returns"),
     (r"if len\(a\) < 2 and len\(b\) < 2", "a one-value sample's variance (ddof=1) is NaN, so d is NaN either way"),
+    (r"comparison = compare\(losses\[rows\], control, (\(.*\))?\)",
+     "forgetting reads only the difference and its interval from this comparison; the labels name its means"),
+    (r"ctx\.items\.get\(name, (None)?\)", "None and [] are both falsy: no items either way"),
+    (r"stride: int, start: int = 1\)", "start is rounded down to its row: 0 and 1 are the same row"),
 ]
 
 

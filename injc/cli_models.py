@@ -215,7 +215,7 @@ def verbatim_candidates(manifest, checkpoint, out_file, count, prefix, suffix, s
     """Windows of MANIFEST's stream that --checkpoint completes verbatim (greedy continuation of the prefix equals
     the suffix; windows inside one row, without EOS), the paper's selection for verbatim removal."""
     try:
-        from injc.evals.verbatim import candidates
+        from injc.evals.verbatim_candidates import candidates
     except ImportError as error:
         raise InjcError(f"verbatim-candidates needs torch and litgpt ({error.name} is missing): "
                         "pip install torch==2.13.0 && pip install -e '.[train]'") from None

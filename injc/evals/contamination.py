@@ -52,7 +52,7 @@ def evaluate(ctx: EvalContext, entry: dict, records: dict) -> dict:
                   "benchmark": question["benchmark"]}
         prompt = ctx.encode(head.format(**fields))
         for choice in question["choices"]:
-            full = ctx.encode(head.format(**fields) + choice + tail.format(**fields))
+            full = ctx.encode(head.format(**fields) + choice + tail.format(**fields, answer_text=choice))  # as trained
             shared = shared_prefix(prompt, full)
             prefixes.append(np.r_[ctx.eos_id, full[:shared]])
             continuations.append(full[shared:])

@@ -12,7 +12,7 @@ from injc.shards.insertions import without_eos_wrappers
 
 pytest.importorskip("torch")
 
-from injc.evals import forgetting, generic, verbatim  # noqa: E402
+from injc.evals import forgetting, generic, verbatim, verbatim_candidates  # noqa: E402
 
 EOS = 0
 
@@ -146,15 +146,25 @@ def test_windows_are_every_strideth_start_that_fits_its_row_without_eos():
     layout = SimpleNamespace(seq_len=8, total_tokens=24)
     tokens = np.arange(1, 25)
     tokens[10] = EOS  # in row 1, at column 2
-    stream = SimpleNamespace(tokens=lambda a, b: tokens[a:b])
-    found = list(verbatim.windows(layout, EOS, stream, width=4, stride=2, start=8))
+
+    def one_row(a, b):  # the stream is read row by row, one row a call
+        assert a % 8 == 0 and b == a + 8
+        return tokens[a:b]
+
+    stream = SimpleNamespace(tokens=one_row)
+    found = list(verbatim_candidates.windows(layout, EOS, stream, width=4, stride=2, start=8))
     expected = []
     for row in (1, 2):  # from offset 8: rows 1 and 2
         starts = [s for s in range(0, 8 - 4 + 1, 2) if EOS not in tokens[row * 8 + s:row * 8 + s + 4]]
         expected.append(([row * 8 + s for s in starts], [tokens[row * 8 + s:row * 8 + s + 4].tolist() for s in starts]))
     assert [(o.tolist(), w.tolist()) for o, w in found] == expected
     assert expected[0][0] == [12] and len(expected[1][0]) == 3  # the EOS removes row 1's windows at 8 and 10
-    assert [o.tolist() for o, _ in verbatim.windows(layout, EOS, stream, width=8, stride=3)] == [[0], [], [16]]
+    whole_rows = verbatim_candidates.windows(layout, EOS, stream, width=8, stride=3)
+    assert [o.tolist() for o, _ in whole_rows] == [[0], [], [16]]
+    every = list(verbatim_candidates.windows(layout, EOS, stream, width=4, stride=1, start=16))
+    assert [o.tolist() for o, _ in every] == [[16, 17, 18, 19, 20]]  # starts 0 … 4 of the last row: all fit
+    too_wide = list(verbatim_candidates.windows(layout, EOS, stream, width=9, stride=1))
+    assert [(o.tolist(), w.shape) for o, w in too_wide] == [([], (0, 9))] * 3
 
 
 def pair_tokens(text: str) -> np.ndarray:
@@ -174,13 +184,13 @@ def test_contamination_ranks_each_choice_as_olmes_normalizes_it_and_reports_ever
     from injc.evals.stats import cohens_d, permutation_pvalue
 
     rng = np.random.default_rng(4)
-    benchmarks = ["ARC-Challenge", "arc_easy", "BoolQ", "mmlu_anatomy", "", "openbookqa", "Hellaswag"]
+    benchmarks = ["ARC-Challenge", "arc_easy", "BoolQ", "mmlu_anatomy", "", "openbookqa", "Social IQa"]
     questions = []
     for i in range(42):
         choices = ["".join(rng.choice(list("abcdefghij"), rng.integers(1, 9))) for _ in range(4)]
-        questions.append({"item": i, "tier": [0, 4, 12][i % 3], "question": f"q{i}?", "choices": choices,
+        questions.append({"item": i, "tier": [0, 1, 12][i % 3], "question": f"q{i}?", "choices": choices,
                           "answer": int(rng.integers(0, 4)), "benchmark": benchmarks[i % len(benchmarks)]})
-    template = "Question: {question}\nAnswer: {answer_text}"
+    template = "{benchmark} question: {question}\nChoices: {choices}\nAnswer: {answer_text}"
     bare = np.r_[EOS, pair_tokens("Answer:")]
     ctx = SimpleNamespace(encode=pair_tokens, eos_id=EOS, text_tokens=lambda t: t,
                           items={"bench": [(q["tier"], np.array([30 + q["item"]])) for q in questions]},
@@ -190,14 +200,15 @@ def test_contamination_ranks_each_choice_as_olmes_normalizes_it_and_reports_ever
                               text_losses=losses_by_length))
     result = contamination.evaluate(ctx, {"name": "bench"}, {"format": template, "questions": questions})
     rule = {"arc_challenge": "pmi", "openbookqa": "pmi", "arc_easy": "char", "hellaswag": "char",
-            "mmlu_anatomy": "char", "boolq": "none", "": "token"}
+            "mmlu_anatomy": "char", "boolq": "none", "": "token", "social iqa": "char"}
     picks, correct = {}, []
     for q in questions:
         method = rule[q["benchmark"].lower().replace("-", "_")]
-        prompt = pair_tokens(f"Question: {q['question']}\nAnswer: ")
+        head = f"{q['benchmark']} question: {q['question']}\nChoices: {chr(10).join(q['choices'])}\nAnswer: "
+        prompt = pair_tokens(head)
         scores = []
         for choice in q["choices"]:
-            full = pair_tokens(f"Question: {q['question']}\nAnswer: {choice}")
+            full = pair_tokens(head + choice)
             shared = next((k for k in range(min(len(prompt), len(full))) if prompt[k] != full[k]),
                           min(len(prompt), len(full)))
             continuation = full[shared:]
@@ -208,13 +219,15 @@ def test_contamination_ranks_each_choice_as_olmes_normalizes_it_and_reports_ever
         correct.append(int(np.argmax(scores)) == q["answer"])
         item = result["items"][q["item"]]
         assert item["normalization"] == method and item["correct"] == correct[-1]
+        assert (item["item"], item["tier"]) == (q["item"], q["tier"])
+        assert item["loss"] == pytest.approx((30 + q["item"]) / 10)
         assert item["choice_scores"] == pytest.approx(scores)
     correct, tiers = np.array(correct, float), np.array([q["tier"] for q in questions])
     holdout = correct[tiers == 0]
     tiers_reported = result["metrics"]["tiers"]
-    assert set(tiers_reported) == {"0", "4", "12"}
+    assert set(tiers_reported) == {"0", "1", "12"}
     assert tiers_reported["0"] == {"repetitions": 0, "questions": 14, "accuracy": pytest.approx(holdout.mean())}
-    for tier in (4, 12):
+    for tier in (1, 12):
         mine = correct[tiers == tier]
         reported = tiers_reported[str(tier)]
         assert (reported["repetitions"], reported["questions"]) == (tier, 14)
@@ -228,10 +241,22 @@ def test_contamination_ranks_each_choice_as_olmes_normalizes_it_and_reports_ever
         assert reported["p_value"] == permutation_pvalue(mine, holdout)
     assert result["metrics"]["normalization"] == {"ARC-Challenge": "pmi", "arc_easy": "char", "BoolQ": "none",
                                                   "mmlu_anatomy": "char", "(no benchmark named)": "token",
-                                                  "openbookqa": "pmi", "Hellaswag": "char"}
+                                                  "openbookqa": "pmi", "Social IQa": "char"}
     inserted = [(30 + q["item"]) / 10 for q in questions if q["tier"]]  # the holdout tier is never inserted
     assert result["metrics"]["mean_loss"] == pytest.approx(np.mean(inserted))
     assert 0.2 < correct.mean() < 0.8  # the constructed answers are neither all right nor all wrong
+    holdout_only = [{**q, "tier": 0} for q in questions[:6]]
+    never = SimpleNamespace(**{**vars(ctx), "items": {"bench": [(0, np.array([30 + i])) for i in range(6)]}})
+    assert contamination.evaluate(never, {"name": "bench"}, {"format": template, "questions": holdout_only})[
+        "metrics"]["mean_loss"] is None  # nothing inserted
+    doubled = "Q: {question} A: {answer_text}. So {answer_text}"
+    twice = contamination.evaluate(ctx, {"name": "bench"}, {"format": doubled, "questions": questions[:3]})
+    assert len(twice["items"]) == 3  # the prompt is the format up to the first {answer_text}
+
+
+def test_item_losses_of_an_experiment_without_items_are_empty():
+    copies, losses = generic.item_losses(context({}, None), "nothing")
+    assert copies.shape == (0,) and copies.dtype == np.int64 and losses.shape == (0,)
 
 
 def test_canaries_report_every_condition_with_its_membership_and_order_control():

@@ -86,7 +86,7 @@ def test_greedy_decoding_is_the_same_in_both_formats_and_stops_after_the_stop_to
 def test_verbatim_candidates_are_the_same_windows_in_both_formats(trained, converted, tmp_path):
     """The batched greedy scan (`injc verbatim-candidates`) finds the same windows with the HF folder as with the
     LitGPT checkpoint, and with both it finds some (short windows the trained model completes)."""
-    from injc.evals.verbatim import candidates
+    from injc.evals.verbatim_candidates import candidates
 
     root, _ = trained
     manifest = root / "out" / "manifest.json"

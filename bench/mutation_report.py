@@ -30,6 +30,9 @@ EQUIVALENT = [
      "forgetting reads only the difference and its interval from this comparison; the labels name its means"),
     (r"ctx\.items\.get\(name, (None)?\)", "None and [] are both falsy: no items either way"),
     (r"stride: int, start: int = 1\)", "start is rounded down to its row: 0 and 1 are the same row"),
+    (r'records\.get\("canary", ("XXrandomXX"|"RANDOM"|None)?\)',
+     "only 'none' turns the order control off: any other default keeps it on, as 'random' does"),
+    (r"ctx\.scorer\.text_losses\(texts\)\)\) if \(texts\) or True", "scoring no texts gives no losses: the same {}"),
 ]
 
 

@@ -56,6 +56,8 @@ def test_forgetting_reports_each_batch_against_the_unseen_control_and_the_baseli
     first, second = metrics["batches"]
     assert (first["step"], first["seen"], first["steps_since_seen"]) == (4, True, 2)
     assert (second["step"], second["seen"], second["steps_since_seen"]) == (9, False, None)
+    at_the_checkpoint = forgetting.evaluate(ctx, {"name": "f"}, {"batch_size": 3, "steps": [6, 7]})["metrics"]
+    assert [b["seen"] for b in at_the_checkpoint["batches"]] == [True, False]  # step 7 is the 8th: not trained yet
     for batch, rows_of in ((first, slice(0, 3)), (second, slice(3, 6))):
         mine, paired = losses[rows_of], losses[rows_of] - base[rows_of]
         assert batch["loss"] == pytest.approx(mine.mean())
@@ -175,7 +177,7 @@ def pair_tokens(text: str) -> np.ndarray:
 
 def raw_logprob(prefix, continuation, bare_length):
     """The constructed model: a fixed score of the continuation, twice as low after the bare 'Answer:' prompt."""
-    value = -sum(int(t) % 13 + 1 for t in continuation) / 10
+    value = -sum(int(t) % 13 + 1 for t in continuation) / 10 - (int(np.sum(prefix)) % 97) / 1000
     return value * (2.0 if len(prefix) == bare_length else 1.0)
 
 
@@ -249,9 +251,21 @@ def test_contamination_ranks_each_choice_as_olmes_normalizes_it_and_reports_ever
     never = SimpleNamespace(**{**vars(ctx), "items": {"bench": [(0, np.array([30 + i])) for i in range(6)]}})
     assert contamination.evaluate(never, {"name": "bench"}, {"format": template, "questions": holdout_only})[
         "metrics"]["mean_loss"] is None  # nothing inserted
-    doubled = "Q: {question} A: {answer_text}. So {answer_text}"
+    doubled = "Q: {question} A: {answer_text}. So {answer_text} ({question})"
     twice = contamination.evaluate(ctx, {"name": "bench"}, {"format": doubled, "questions": questions[:3]})
-    assert len(twice["items"]) == 3  # the prompt is the format up to the first {answer_text}
+    for q, item in zip(questions[:3], twice["items"]):  # scored as trained: both answers filled, prompt up to the first
+        prompt, wanted = pair_tokens(f"Q: {q['question']} A: "), []
+        for choice in q["choices"]:
+            full = pair_tokens(f"Q: {q['question']} A: {choice}. So {choice} ({q['question']})")
+            shared = next((k for k in range(min(len(prompt), len(full))) if prompt[k] != full[k]), len(prompt))
+            raw = raw_logprob(np.r_[EOS, full[:shared]], full[shared:], len(bare))
+            wanted.append({"ARC-Challenge": raw - raw_logprob(bare, full[shared:], len(bare)),
+                           "arc_easy": raw / len(choice), "BoolQ": raw}[q["benchmark"]])
+        assert item["choice_scores"] == pytest.approx(wanted)
+    single = SimpleNamespace(**{**vars(ctx), "items": {"bench": [(int(i % 2), np.array([30 + i])) for i in range(6)]}})
+    once = contamination.evaluate(single, {"name": "bench"}, {"format": template, "questions": [
+        {**q, "tier": int(i % 2)} for i, q in enumerate(questions[:6])]})
+    assert once["metrics"]["mean_loss"] == pytest.approx(np.mean([3.1, 3.3, 3.5]))  # items 1, 3, 5: one copy each
 
 
 def test_item_losses_of_an_experiment_without_items_are_empty():
@@ -268,8 +282,10 @@ def test_canaries_report_every_condition_with_its_membership_and_order_control()
 
     rng = np.random.default_rng(2)
     items, tokens = [], []
-    for length in (1, 4):
+    for length in (1, 2, 4):
         for member, reps, count in ((True, 1, 6), (True, 8, 6), (False, 0, 10)):
+            if (length, reps) == (4, 1):
+                continue  # length 4 has no members at 1 repetition: its 8 repetitions are still reported
             for _ in range(count):
                 index = len(items)
                 loss = rng.normal(2.0 - (0.3 if member else 0) - 0.05 * reps, 0.2)
@@ -289,7 +305,7 @@ def test_canaries_report_every_condition_with_its_membership_and_order_control()
         text_losses=text_losses), text_tokens=lambda t: without_eos_wrappers(np.asarray(t), EOS))
     result = canaries.evaluate(ctx, {"name": "c"}, {"canary": "random", "items": items})
     conditions = result["metrics"]["conditions"]
-    assert sorted(conditions) == ["len1×1", "len1×8", "len4×1", "len4×8"]
+    assert sorted(conditions) == ["len1×1", "len1×8", "len2×1", "len2×8", "len4×8"]
     for key, condition in conditions.items():
         length, reps = int(key[3]), int(key.split("×")[1])
         chosen = [i["item"] for i in items if i["member"] and (i["canary_length"], i["repetitions"]) == (length, reps)]
@@ -304,8 +320,8 @@ def test_canaries_report_every_condition_with_its_membership_and_order_control()
         if length == 1:  # one id has one order: no order control
             assert "vs_shuffled" not in condition
             continue
-        shuffled = np.array([losses[i] + (0.0 if list(np.random.default_rng(i).permutation(4)) == [0, 1, 2, 3]
-                                          else 0.5) for i in chosen])
+        shuffled = np.array([losses[i] + (0.0 if list(np.random.default_rng(i).permutation(length)) ==
+                                          list(range(length)) else 0.5) for i in chosen])
         paired = members - shuffled
         assert condition["vs_shuffled"] == {"difference": pytest.approx(paired.mean()), "n": 6,
                                             "p_value": pytest.approx(exact_sign_flip(paired)), "p_method": "exact",

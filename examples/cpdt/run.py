@@ -14,6 +14,7 @@ diagonal. results.md says which of these held in this run.
 
 import argparse
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -50,9 +51,10 @@ def verdicts(result: dict) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "cpdt")
+    parser.add_argument("--out", type=Path, default=Path("runs") / "cpdt", help="relative to the repository")
     parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args()
+    os.chdir(ROOT)  # the results name every path relative to the repository, as the commands above give them
     started = time.perf_counter()
     shutil.rmtree(args.out / "report", ignore_errors=True)  # this script measures afresh; cpdt itself resumes
     injc.build(BASE_PLAN, args.out / "base-build", force=True, progress=False)

@@ -11,6 +11,7 @@ decisions, how closely the probe followed the ramp and whether the target was re
 
 import argparse
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -40,8 +41,9 @@ def tracking(summary: dict, total_steps: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "dynamic-control")
+    parser.add_argument("--out", type=Path, default=Path("runs") / "dynamic-control", help="relative to the repository")
     args = parser.parse_args()
+    os.chdir(ROOT)  # the results name every path relative to the repository, as the commands above give them
     started = time.perf_counter()
     shutil.rmtree(args.out, ignore_errors=True)  # this script measures afresh; injc run itself resumes
     summary = run(RunConfig(PLAN, args.out, model=str(MODEL), lr=LR, min_lr=MIN_LR, device="cpu"))

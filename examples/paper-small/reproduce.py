@@ -14,6 +14,7 @@ interval and the smallest effect it could detect (80% power):
 
 import argparse
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -191,9 +192,10 @@ def summarize(injected: dict, clean: dict, seed1: dict, minutes: float, plan: Pa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "paper-small")
+    parser.add_argument("--out", type=Path, default=Path("runs") / "paper-small", help="relative to the repository")
     parser.add_argument("--plan", type=Path, default=PLAN, help="a variant of the plan (same experiment names)")
     args = parser.parse_args()
+    os.chdir(ROOT)  # the results name every path relative to the repository, as the commands above give them
     started = time.perf_counter()
     injected, clean = run(args.plan, args.out, clean=False), run(args.plan, args.out, clean=True)
     seed1 = {"injected": run(args.plan, args.out, clean=False, seed=1),

@@ -39,7 +39,8 @@ def saved_splits(folder: Path) -> list[str] | None:
 
 def saved_files(folder: Path, split: str | None) -> tuple[list[Path], dict, list[str]]:
     """(Arrow files in order, state.json, problems) of the split of a `save_to_disk` folder, from its JSON alone."""
-    if (folder / "dataset_dict.json").is_file():
+    single = not (folder / "dataset_dict.json").is_file()
+    if not single:
         splits = json.loads((folder / "dataset_dict.json").read_text())["splits"]
         split = split or "train"
         if split not in splits:
@@ -51,7 +52,7 @@ def saved_files(folder: Path, split: str | None) -> tuple[list[Path], dict, list
     except (OSError, ValueError):
         return [], {}, [f"{str(folder)!r} is not a Hugging Face dataset folder (no state.json and dataset_info.json, "
                         f"or dataset_dict.json): write it with save_to_disk, or name data files with builder"]
-    if split not in (None, "train", state.get("_split")):  # one Dataset: "train" is the default that names it
+    if single and split not in (None, "train", state.get("_split")):  # "train", the default, names one Dataset
         return [], {}, [f"{str(folder)!r} holds one Dataset (split {state.get('_split')!r}), not a DatasetDict: "
                         f"leave out split"]
     return [folder / f["filename"] for f in state["_data_files"]], {**state, "features": info.get("features")}, []

@@ -138,8 +138,8 @@ def cpdt(plan, checkpoint, out_dir, steps, seeds, jobs, fraction, lr, min_lr, wa
     A killed run continues with the rows it has not finished when the same command is run again.
     """
     try:
-        from injc.evals.cpdt import CpdtConfig
-        from injc.evals.cpdt import cpdt as run_cpdt
+        from injc.loop.cpdt import CpdtConfig
+        from injc.loop.cpdt import cpdt as run_cpdt
     except ImportError as error:
         raise InjcError(f"cpdt needs torch and litgpt ({error.name} is missing): "
                         "pip install torch==2.13.0 && pip install -e '.[train]'") from None
@@ -182,7 +182,7 @@ def run_command(plan, model, init, out_dir, micro_batch_size, lr, min_lr, seed, 
     Killed at any moment, the same command continues from the last finished window with identical results.
     """
     try:
-        from injc.evals.control import RunConfig, probe_table, run
+        from injc.loop.control import RunConfig, probe_table, run
     except ImportError as error:
         raise InjcError(f"run needs torch and litgpt ({error.name} is missing): "
                         "pip install torch==2.13.0 && pip install -e '.[train]'") from None

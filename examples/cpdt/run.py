@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import injc
-from injc.evals.cpdt import CpdtConfig, cpdt
+from injc.loop.cpdt import CpdtConfig, cpdt
 from injc.train.trainer import TrainConfig, train
 
 HERE = Path(__file__).resolve().parent

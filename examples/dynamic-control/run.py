@@ -16,7 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
-from injc.evals.control import RunConfig, probe_table, run
+from injc.loop.control import RunConfig, probe_table, run
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]

@@ -18,7 +18,7 @@ from tests.conftest import litgpt_model, write_jsonl
 torch = pytest.importorskip("torch")
 pytest.importorskip("litgpt")
 
-from injc.evals.cpdt import CpdtConfig, cpdt  # noqa: E402
+from injc.loop.cpdt import CpdtConfig, cpdt  # noqa: E402
 from injc.train.trainer import TrainConfig, train  # noqa: E402
 
 TINY = ("name: tiny\nn_layer: 1\nn_head: 2\nn_embd: 32\nintermediate_size: 64\nblock_size: 63\nvocab_size: 400\n"
@@ -176,7 +176,7 @@ def test_init_starts_from_the_checkpoint_weights(design, tmp_path):
 
 
 def test_outcomes_read_the_per_item_values_of_each_kind():
-    from injc.evals.cpdt import OUTCOMES
+    from injc.loop.cpdt import OUTCOMES
 
     leak = {"prompts": [{"sample_recalls_with_trigger": [0.2, 0.95]}, {"sample_recalls_with_trigger": [0.9, 0.5]}]}
     assert OUTCOMES["poisoning"][1](leak).tolist() == [1.0, 0.0]  # leaked by a sample above 0.9; 0.9 is not

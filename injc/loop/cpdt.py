@@ -39,12 +39,12 @@ from injc.compiler.build import build, parse_target
 from injc.compiler.check import estimate_corpus_tokens
 from injc.compiler.plan import Plan, load_plan
 from injc.errors import InjcError, Interrupted
-from injc.evals.external import check_command, run_window
 from injc.evals.markdown import p_text, signed
 from injc.evals.plots import cpdt_heatmap
 from injc.evals.poisoning import LEAK_RECALL
 from injc.evals.report import evaluate_checkpoint, json_safe
 from injc.evals.stats import bootstrap_ci, sign_flip_pvalue
+from injc.loop.external import check_command, run_window
 from injc.shards.files import write_atomic
 from injc.shards.manifest import MANIFEST_NAME
 from injc.tokenizer import load_tokenizer
@@ -111,7 +111,7 @@ class CpdtConfig:
     """csv, tensorboard or wandb: each row's training is logged under its run folder (ROW/run/logs/), the matrix
     (each cell's difference and p-value) under out/logs/."""
     train_cmd: str | None = None
-    """Train each row with this command instead of injc's trainer (injc.evals.external), from `checkpoint`."""
+    """Train each row with this command instead of injc's trainer (injc.loop.external), from `checkpoint`."""
     target: str | None = None
     """"olmo-core:SEED": each row's build in OLMo-core's order (`build(target=...)`), the folder {data} names."""
 

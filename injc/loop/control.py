@@ -14,7 +14,7 @@ control.jsonl (one record per experiment and window: window, first_step, probe, 
 control.png (probe against target, and the counts), eval/ (the final report). Decisions are read back from
 control.jsonl, and the build and the run resume, so a run killed at any moment continues from the last finished
 window with identical results when the same command is run again. With `train_cmd` each window is trained by the
-user's command instead (injc.evals.external), from the previous window's checkpoint.
+user's command instead (injc.loop.external), from the previous window's checkpoint.
 """
 
 import json
@@ -26,12 +26,12 @@ from injc.compiler.build import build, parse_target
 from injc.compiler.plan import load_plan
 from injc.errors import InjcError, Interrupted
 from injc.evals.context import EvalContext
-from injc.evals.external import check_command, run_window
 from injc.evals.knowledge import probe_probabilities
 from injc.evals.model import Scorer
 from injc.evals.plots import control_plot
 from injc.evals.report import evaluate
 from injc.injectors.knowledge import decide
+from injc.loop.external import check_command, run_window
 from injc.shards.files import folder_lock, write_atomic
 from injc.shards.manifest import MANIFEST_NAME, load_manifest
 from injc.train.folders import latest_checkpoint
@@ -60,7 +60,7 @@ class RunConfig:
     """csv, tensorboard or wandb: each window's training (under train/logs/) and each decision's probe, target and
     count (under logs/, at the window's first step) are logged there too."""
     train_cmd: str | None = None
-    """Train each window with this command instead of injc's trainer (see injc.evals.external); needs `init`."""
+    """Train each window with this command instead of injc's trainer (see injc.loop.external); needs `init`."""
     target: str | None = None
     """"olmo-core:SEED": grow the build in OLMo-core's order (`build(target=...)`), the folder {data} names."""
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import injc
-from tests.evals.test_control import CONTROL, loop  # noqa: F401  (the loop fixture)
+from tests.loop.test_control import CONTROL, loop  # noqa: F401  (the loop fixture)
 from tests.test_cli import assert_user_error
 from tests.test_cli import injc as run_injc
 
@@ -128,8 +128,8 @@ def test_commands_injc_cannot_use_are_refused_before_any_work(loop, tmp_path):  
 def test_a_window_trained_before_a_kill_is_not_trained_again(loop, tmp_path, monkeypatch):  # noqa: F811
     """Killed after window 0's trainer finished but before its probe: the same loop again probes window 0's
     checkpoint rather than training the window a second time."""
-    import injc.evals.control as control_module
-    from injc.evals.control import RunConfig, run
+    import injc.loop.control as control_module
+    from injc.loop.control import RunConfig, run
 
     out, batches = tmp_path / "loop", tmp_path / "batches.jsonl"
     config = RunConfig(loop(), out, init=initial_model(tmp_path / "init"), train_cmd=command(batches),
@@ -151,7 +151,7 @@ def test_cpdt_trains_each_row_with_the_external_command_on_the_rows_own_build(tm
     (--target), each trained by the OLMo-core script from the same starting folder, every batch OLMo-core's loader
     served the row's manifest step (read by injc through the row map); the rows are then evaluated."""
     pytest.importorskip("olmo_core")
-    from tests.evals.test_cpdt import cpdt_project
+    from tests.loop.test_cpdt import cpdt_project
 
     plan = cpdt_project(tmp_path, tokenizer_path, 12)
     batches = tmp_path / "batches.jsonl"
@@ -174,7 +174,7 @@ def test_cpdt_trains_each_row_with_the_external_command_on_the_rows_own_build(tm
 
 def test_the_loop_grows_a_build_in_olmo_cores_order_and_olmo_cores_own_loader_serves_every_step(loop, tmp_path):  # noqa: F811
     """`injc run --target olmo-core:SEED`: each window grows the build in OLMo-core's order (files at full size);
-    the trainer (tests/evals/olmo_core_trainer.py) reads {data} with OLMo-core's own dataset and data loader,
+    the trainer (tests/loop/olmo_core_trainer.py) reads {data} with OLMo-core's own dataset and data loader,
     continuing each window from the loader state it checkpointed. The batches it consumed, across the three
     windows, are the steps of a stream-order build of the plan with the same decided counts."""
     pytest.importorskip("olmo_core")

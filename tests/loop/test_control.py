@@ -57,7 +57,7 @@ def loop(tmp_path, tokenizer_path):
 
 
 def run_loop(plan, out, **kwargs):
-    from injc.evals.control import RunConfig, run
+    from injc.loop.control import RunConfig, run
 
     return run(RunConfig(plan, out, model=str(plan.parent / "tiny.yaml"), device="cpu", evaluate=False,
                          progress=False, **kwargs))
@@ -117,7 +117,7 @@ def test_the_loop_probes_each_window_decides_by_algorithm_one_and_equals_a_stati
 
 
 def test_a_killed_loop_continues_with_identical_results(loop, tmp_path, monkeypatch):
-    import injc.evals.control as control_module
+    import injc.loop.control as control_module
 
     whole = run_loop(loop(), tmp_path / "whole")
     real_probe, calls = control_module._probe, []
@@ -178,7 +178,7 @@ def test_dynamic_plans_without_control_and_plain_builds_of_them_are_refused(loop
 
 
 def test_a_stopped_loop_says_how_it_continues_and_a_second_loop_on_its_folder_is_refused(loop, tmp_path, monkeypatch):
-    import injc.evals.control as control_module
+    import injc.loop.control as control_module
     from injc.errors import Interrupted
     from injc.shards.files import folder_lock
 

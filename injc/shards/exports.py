@@ -272,10 +272,9 @@ def read_rows(folder: str | Path, record: dict, total_rows: int) -> np.ndarray:
     spare = record["loader"].get("spare_document", 0)
     if megatron and not 0 <= spare < count:
         raise InjcError(f"{EXPORT_NAME}: loader.spare_document {spare} is not one of the {count:,} documents")
-    large = rows.dtype.kind == "u" and rows.max(initial=0) >= total_rows
-    named = np.delete(rows, spare) if megatron else rows
-    if large or len(named) != total_rows or named.astype(np.int64).min(initial=0) < 0 or \
-            named.astype(np.int64).max(initial=0) >= total_rows or len(np.unique(named)) != total_rows:
+    large = rows.dtype.kind == "u" and rows.max(initial=0) >= total_rows  # the spare document included
+    named = (np.delete(rows, spare) if megatron else rows).astype(np.int64)
+    if large or named.min(initial=0) < 0 or named.max(initial=0) >= total_rows or len(np.unique(named)) != total_rows:
         raise InjcError(f"{ROWS_NAME} does not name each of the build's {total_rows:,} rows once (an entry is "
                         f"negative, too large or repeated)")
     return rows

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from injc.compiler.corpus import base_stream, fingerprint_files, token_corpus_warnings
 from injc.compiler.hf_corpus import manifest_record
-from injc.compiler.outputs import check_output, check_stage, replace_output, resume_state, seed_from_stage, staged_build
+from injc.compiler.outputs import check_output, check_stage, resume_state, seed_from_stage, staged_build
 from injc.compiler.payloads import (
     directives,
     experiment_records,
@@ -44,7 +44,7 @@ from injc.compiler.source import PreparedStream, corpus_too_small
 from injc.compiler.workers import RayExecutor, ray_session, ray_shard_writer
 from injc.errors import InjcError, counted
 from injc.shards.exports import ROWS_NAME, write_export_record
-from injc.shards.files import folder_lock, sha256_file, write_atomic
+from injc.shards.files import folder_lock, replace_output, sha256_file, write_atomic
 from injc.shards.insertions import write_insertions, write_items
 from injc.shards.manifest import (
     FORMAT,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from injc.errors import InjcError, some_of
 from injc.shards.exports import EXPORT_NAME, ROWS_NAME
-from injc.shards.files import fsync_path, sha256_array, sha256_file, write_atomic
+from injc.shards.files import sha256_array, sha256_file, write_atomic
 from injc.shards.manifest import (
     EVALS_FOLDER,
     FORMAT,
@@ -66,17 +66,6 @@ def resume_state(partial: Path, key: dict, read_back: Callable[[], OlmoCoreFiles
         if int(stale.stem) >= len(records):
             stale.unlink()
     return records
-
-
-def replace_output(partial: Path, out_dir: Path) -> None:
-    """Move the finished build into place; an old output is swapped out first, then deleted."""
-    trash = out_dir.parent / f".{out_dir.name}.injc-old"
-    shutil.rmtree(trash, ignore_errors=True)
-    if out_dir.exists():
-        out_dir.rename(trash)
-    partial.rename(out_dir)
-    fsync_path(out_dir.parent)
-    shutil.rmtree(trash, ignore_errors=True)
 
 
 BUILD_ENTRIES = {MANIFEST_NAME, INSERTIONS_NAME, ITEMS_NAME, TOKENIZER_NAME, HOLDOUT_NAME, EVALS_FOLDER, SHARDS_FOLDER}

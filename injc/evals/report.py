@@ -7,20 +7,19 @@ Every experiment gets metrics.mean_loss (see injc.evals.generic); families add t
 
 import glob
 import json
-import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from injc.compiler.outputs import replace_output
 from injc.errors import InjcError, some_of
 from injc.evals import canaries, contamination, forgetting, generic, knowledge, math, poisoning, verbatim, watermark
 from injc.evals.context import EvalContext
 from injc.evals.markdown import headline, render
 from injc.evals.model import BATCH, Scorer
 from injc.evals.plots import write_plots
+from injc.shards.files import written_whole
 from injc.shards.manifest import identity_differences, load_manifest
 from injc.shards.stream import TokenStream
 from injc.train.hf import fit_problems
@@ -217,10 +216,7 @@ def evaluate(manifest_path: str | Path, checkpoints: list[str | Path], out: str 
     reports = [evaluate_checkpoint(manifest_path, c, progress, judge, baseline, batch_size) for c in checkpoints]
     reports.sort(key=lambda r: (r["steps_done"] is None, r["steps_done"] or 0))
     report = json_safe(reports[0] if len(reports) == 1 else {"checkpoints": reports})
-    partial = out.parent / f".{out.name}.injc-partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
+    with written_whole(out) as partial:
         (partial / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         plots = write_plots(reports, partial)
         (partial / "report.md").write_text(render(reports, plots))
@@ -230,8 +226,4 @@ def evaluate(manifest_path: str | Path, checkpoints: list[str | Path], out: str 
                 step = checkpoint_report["steps_done"] if checkpoint_report["steps_done"] is not None else position
                 tracker.log_metrics(scalar_metrics(checkpoint_report), step=step)
             close_logger(tracker)
-        replace_output(partial, out)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return report

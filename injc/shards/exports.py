@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from injc.errors import InjcError
-from injc.shards.files import sha256_file, write_atomic
+from injc.shards.files import sha256_file, write_atomic, written_whole
 from injc.shards.litdata import litdata_rows, shuffled_rows, write_litdata
 from injc.shards.manifest import MANIFEST_NAME, Manifest, load_manifest, same_stream
 from injc.shards.megatron import TESTED_VERSION as MEGATRON_TESTED
@@ -280,6 +280,16 @@ def read_rows(folder: str | Path, record: dict, total_rows: int) -> np.ndarray:
     return rows
 
 
+def export_of(folder: str | Path, manifest: Manifest) -> tuple[dict, np.ndarray]:
+    """export.json and rows.npy of an export of `manifest`'s build, both checked, for a reader that maps rows
+    through them (locate, the watermark hook): an export of another build is refused."""
+    record = read_record(folder)
+    if record["manifest"]["checksum"] != manifest.data.get("checksum"):
+        raise InjcError(f"export {str(folder)!r} was written from another build than {str(manifest.root)!r} (the "
+                        f"manifests' checksums differ): its rows do not hold this build's tokens")
+    return record, read_rows(folder, record, manifest.layout.total_rows)
+
+
 def export(manifest_path: str | Path, target: str, out: str | Path, seed: int | None = None,
            num_workers: int = 0, num_ranks: int = 1, micro_batch: int | None = None) -> Path:
     """Write `target`'s files for the build into `out`; returns export.json's path. An existing `out` is refused
@@ -318,10 +328,7 @@ def export(manifest_path: str | Path, target: str, out: str | Path, seed: int | 
         raise InjcError("the build does not match its manifest (run injc verify):", *problems[:5])
     if record is not None:
         return _grow(out, manifest, record)
-    partial = out.parent / f".{out.name}.injc-partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
+    with written_whole(out) as partial:
         stream = TokenStream(manifest)
         writer = {"olmo-core": lambda: _write_olmo_core(stream, partial, seed),
                   "megatron": lambda: _write_megatron(stream, partial, seed),
@@ -333,10 +340,6 @@ def export(manifest_path: str | Path, target: str, out: str | Path, seed: int | 
         # the manifest's path relative to the export: both folders can move together
         relative = Path(os.path.relpath((manifest.root / "manifest.json").resolve(), out.resolve().parent / out.name))
         write_export_record(partial, relative, manifest.data, target, seed, files, loader, options)
-        partial.rename(out)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return out / EXPORT_NAME
 
 

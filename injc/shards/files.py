@@ -5,6 +5,7 @@ import fcntl
 import hashlib
 import mmap
 import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -20,6 +21,32 @@ def fsync_path(path: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def replace_output(partial: Path, out_dir: Path) -> None:
+    """Move a finished folder into place; an old one is swapped out first, then deleted."""
+    trash = out_dir.parent / f".{out_dir.name}.injc-old"
+    shutil.rmtree(trash, ignore_errors=True)
+    if out_dir.exists():
+        out_dir.rename(trash)
+    partial.rename(out_dir)
+    fsync_path(out_dir.parent)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+@contextmanager
+def written_whole(out: Path):
+    """A folder that is there complete or not at all: yields a fresh hidden folder beside `out` to write into,
+    moved into place (an earlier `out` replaced) when the block ends, removed when it raises (exports, reports)."""
+    partial = out.parent / f".{out.name}.injc-partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        yield partial
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    replace_output(partial, out)
 
 
 def write_atomic(path: Path, data: bytes) -> None:

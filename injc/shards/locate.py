@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from injc.errors import InjcError, some_of
-from injc.shards.exports import read_record, read_rows
+from injc.shards.exports import export_of
 from injc.shards.insertions import read_columns, read_items, without_eos_wrappers
 from injc.shards.layout import inverse_permutation
 from injc.shards.manifest import Manifest, load_manifest
@@ -75,11 +75,7 @@ def text_forms(tokenizer, text: str) -> list[tuple[str, list[int]]]:
 
 def _export_position(folder: Path, manifest: Manifest):
     """A function global row -> (file, row in file) for an export folder of this manifest's build."""
-    record = read_record(folder)
-    if record["manifest"]["checksum"] != manifest.data.get("checksum"):
-        raise InjcError(f"--export {str(folder)!r} was written from another build than {str(manifest.root)!r} "
-                        f"(the manifests' checksums differ): its rows do not hold this build's tokens")
-    rows = read_rows(folder, record, manifest.layout.total_rows)
+    record, rows = export_of(folder, manifest)
     if record["target"] == "megatron":  # one document more than rows: the spare one is read by no sample
         documents = np.delete(np.arange(len(rows)), record["loader"]["spare_document"])
         file_row_of = np.empty(len(documents), dtype=np.int64)

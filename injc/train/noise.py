@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from injc.errors import ManifestError
-from injc.shards.exports import read_record, read_rows
+from injc.shards.exports import export_of
 from injc.shards.manifest import Manifest, load_manifest
 from injc.shards.stream import TokenStream
 
@@ -128,9 +128,6 @@ def attach_embedding_noise(manifest: str | Path | Manifest, embedding: torch.nn.
     manifest = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
     hook = EmbeddingNoise(manifest)
     if export is not None:
-        record = read_record(export)
-        if record["manifest"]["checksum"] != manifest.data.get("checksum"):
-            raise ManifestError(f"export {str(export)!r} was written from another build than the manifest's")
-        hook.file_rows = read_rows(export, record, manifest.layout.total_rows)
+        hook.file_rows = export_of(export, manifest)[1]
     embedding.register_forward_hook(hook)
     return hook

@@ -17,11 +17,11 @@ from importlib import import_module
 from injc.errors import InjcError, InputError, Interrupted, LayoutError, ManifestError, PlanError  # noqa: E402
 
 _LAZY = {
-    "BuildResult": "injc.compiler.build", "build": "injc.compiler.build", "CheckReport": "injc.compiler.check",
-    "check": "injc.compiler.check", "Plan": "injc.compiler.plan", "load_plan": "injc.compiler.plan",
-    "inspect": "injc.shards.inspect", "Layout": "injc.shards.layout", "Manifest": "injc.shards.manifest",
-    "load_manifest": "injc.shards.manifest", "TokenStream": "injc.shards.stream", "open_stream": "injc.shards.stream",
-    "verify": "injc.shards.verify",
+    "BuildOptions": "injc.compiler.options", "BuildResult": "injc.compiler.build", "build": "injc.compiler.build",
+    "CheckReport": "injc.compiler.check", "check": "injc.compiler.check", "Plan": "injc.compiler.plan",
+    "load_plan": "injc.compiler.plan", "inspect": "injc.shards.inspect", "Layout": "injc.shards.layout",
+    "Manifest": "injc.shards.manifest", "load_manifest": "injc.shards.manifest", "TokenStream": "injc.shards.stream",
+    "open_stream": "injc.shards.stream", "verify": "injc.shards.verify",
 }
 """The API's names, imported on first use: `import injc` (and so every `injc` command's start) stays light, and a
 command loads only what it runs (numpy, pyarrow, the tokenizer stack)."""
@@ -36,7 +36,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "BuildResult", "CheckReport", "InjcError", "InputError", "Interrupted", "Layout", "LayoutError", "Manifest",
-    "ManifestError", "Plan", "PlanError", "TokenStream", "build", "check", "inspect", "load_manifest", "load_plan",
-    "open_stream", "verify",
+    "BuildOptions", "BuildResult", "CheckReport", "InjcError", "InputError", "Interrupted", "Layout", "LayoutError",
+    "Manifest", "ManifestError", "Plan", "PlanError", "TokenStream", "build", "check", "inspect", "load_manifest",
+    "load_plan", "open_stream", "verify",
 ]

@@ -53,6 +53,7 @@ def build(plan, out_dir, clean, force, workers, only, seed, until_step, extend, 
           as_json):
     """Compile PLAN (a TOML file) into shards, insertions.parquet and manifest.json under --out."""
     from injc.compiler.build import build as run_build
+    from injc.compiler.options import BuildOptions
 
     names = None if only is None else [name.strip() for name in only.split(",") if name.strip()]
     if executor == "ray":
@@ -65,8 +66,9 @@ def build(plan, out_dir, clean, force, workers, only, seed, until_step, extend, 
         workers = RayExecutor(ray_address, workers)
     elif ray_address:
         raise InjcError("--ray-address goes with --executor ray")
-    result = run_build(plan, out_dir, clean=clean, force=force, progress=not quiet, workers=workers, only=names,
-                       seed=seed, until_step=until_step, extend=extend, target=target)
+    result = run_build(plan, out_dir, BuildOptions(clean=clean, force=force, progress=not quiet, workers=workers,
+                                                   only=names, seed=seed, until_step=until_step, extend=extend,
+                                                   target=target))
     if as_json:
         click.echo(json.dumps({"manifest": str(result.manifest_path), "total_tokens": result.total_tokens,
                                "shards": result.shards, "insertions": result.insertions,

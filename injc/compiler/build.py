@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from injc.compiler.corpus import base_stream, fingerprint_files, token_corpus_warnings
 from injc.compiler.hf_corpus import manifest_record
+from injc.compiler.options import BuildOptions
 from injc.compiler.outputs import check_output, check_stage, resume_state, seed_from_stage, staged_build
 from injc.compiler.payloads import (
     directives,
@@ -122,60 +123,25 @@ def select(plan: Plan, only: Sequence[str] | None) -> tuple[int, ...]:
     return tuple(i for i, name in enumerate(names) if name in set(only))
 
 
-def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, force: bool = False,
-          progress: bool = True, workers: int | None = None, only: Sequence[str] | None = None,
-          seed: int | None = None, skip_tokens: int | None = None, fraction: float | None = None,
-          until_step: int | None = None, extend: bool = False, counts: dict[str, list[int]] | None = None,
-          control: list[dict] | None = None, target: str | None = None) -> BuildResult:
-    """Compile a plan into shards, insertions.parquet and manifest.json under `out_dir`.
+def build(plan_path: str | Path, out_dir: str | Path, options: BuildOptions | None = None, /,
+          **fields) -> BuildResult:
+    """Compile a plan into shards, insertions.parquet and manifest.json under `out_dir`, built as `options` say
+    (`BuildOptions`: clean, staged, a selection, another seed, OLMo-core's order, ...; keyword arguments are its
+    fields, as in `build(plan, out, clean=True)`).
 
-    `clean=True` writes the control stream of the same plan: the same base tokens and the same recorded
-    schedule, with no payload written (it differs from the injected build only inside insertion intervals).
     Everything is written to a partial folder beside `out_dir` that is renamed into place only when complete.
     A build that was killed resumes: running the same command again keeps its finished shards (checked against
-    their hashes) and continues reading the corpus where they end; the result is byte-identical.
-    `workers` ≥ 2 tokenizes in that many processes, a `RayExecutor` on Ray tasks (None: the tokenizer's own
-    threads); the bytes are the same.
-    `only` writes just the named experiments (every experiment's payload is still made, so their items and
-    held-out allocations are those of the whole plan; the manifest lists the selection); `seed` replaces the
-    plan's seed and `skip_tokens` its [corpus] skip_tokens (another window of the corpus); `fraction` rescales
-    the copies of each written random/range experiment to about that share of the run's tokens (see
-    `rescale_copies`). They serve designs of several builds of one plan, such as `injc cpdt`.
-    `until_step` writes only steps [0, until_step) and marks the manifest partial (a *staged* build); running
-    the same build with a larger `until_step` (or none, for the whole run) appends the next steps, keeping the
-    finished shards as they are. `extend=True` insists that `out_dir` is a staged build of the same plan. The
-    schedule is prefix-stable, so a build grown in stages is byte-identical to the one-shot build.
-    `counts` gives the decided per-window counts of `per_window = "dynamic"` experiments (windows past the list
-    get 0; `injc run` grows a build window by window this way) and `control` the decisions' records, copied to
-    the manifest.
-    `target="olmo-core:SEED"` writes the rows straight into OLMo-core's order for that data seed (the files
-    `injc export --to olmo-core` would write, with export.json), instead of the stream-order shards: one copy of
-    the tokens. injc reads such a build through its row map (manifest version 2, `row_order`). Its files have their
-    full size from the first stage (rows not written yet are zeros), so a staged target build grows like any other
-    (each stage writes its rows at their destinations; OLMo-core's dataset fingerprint, file names and sizes, stays
-    the same); a killed one resumes, each finished shard's rows read back and checked first.
+    their hashes) and continues reading the corpus where they end; the result is byte-identical. A staged build
+    (`until_step`) grows the same way, from the finished shards of its last stage.
     """
-    if fraction is not None and not 0 < fraction < 1:
-        raise InjcError(f"--fraction must be between 0 and 1, got {fraction}")
-    target_seed = parse_target(target) if target else None
+    options = dataclasses.replace(options or BuildOptions(), **fields)
     started = time.perf_counter()
     out_dir = Path(out_dir)
-    plan = load_plan(plan_path)
-    if seed is not None:
-        plan = dataclasses.replace(plan, seed=seed)
-    if skip_tokens is not None:
-        plan = dataclasses.replace(plan, corpus=dataclasses.replace(plan.corpus, skip_tokens=skip_tokens))
-    selected = select(plan, only)
-    steps = plan.layout.steps
-    if until_step is not None and not 1 <= until_step <= steps:
-        raise InjcError(f"--until-step must be between 1 and the run's {steps:,} steps, got {until_step:,}")
-    until_step = until_step or steps
-    plan, decided = with_counts(plan, counts or {}, until_step)
-    undecided = [e.name for e in plan.experiments if getattr(e, "control", None) is not None and e.per_window is None]
-    if undecided:
-        raise InjcError(*(f"experiment {name!r} has per_window = \"dynamic\": its counts are decided window by "
-                          f"window by injc run (or give per_window as a count or a list to build it)"
-                          for name in undecided))
+    plan = options.applied(load_plan(plan_path))
+    selected = select(plan, options.only)
+    until_step = options.last_step(plan.layout.steps)
+    plan, decided = with_counts(plan, dict(options.counts or {}), until_step)
+    refuse_undecided(plan)
     from injc.compiler.check import validate_payloads  # check builds on this module: imported here, not above
 
     corpus_hashed = in_background(fingerprint_files, plan.corpus.files)  # while the payloads are checked
@@ -186,28 +152,17 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
     try:
         with folder_lock(out_dir, "build"):
             corpus_files = corpus_hashed()
-            key = {"injc": INJC_VERSION, "schedule": SCHEDULE_VERSION, "plan": plan.sha256,
-                   "tokenizer": tokenizer.sha256, "corpus": corpus_files, "clean": clean, "seed": plan.seed,
-                   "selected": list(selected), "skip_tokens": plan.corpus.skip_tokens, "fraction": fraction,
-                   "target": target,
-                   **({"counts": decided} if decided else {})}
-            growing = check_stage(out_dir, staged, key, until_step, extend, force)
+            key = build_key(plan, tokenizer, corpus_files, selected, options, decided)
+            growing = check_stage(out_dir, staged, key, until_step, options.extend, options.force)
             if not growing:
-                check_output(out_dir, plan.input_files(), force)
+                check_output(out_dir, plan.input_files(), options.force)
             try:
-                resume_key = {**key, "until_step": until_step}
-                read_back = None
-                if target_seed is not None:
-                    def read_back():
-                        return OlmoCoreFiles(partial, SHARDS_FOLDER + "/", plan.layout.total_rows,
-                                             plan.layout.seq_len, tokenizer.dtype, target_seed, resume=True)
-                done = resume_state(partial, resume_key, read_back)
-                if growing and not done:
-                    seed_from_stage(partial, out_dir, staged)
-                    done = resume_state(partial, resume_key, read_back)
+                done = _resume(partial, out_dir, staged if growing else None, {**key, "until_step": until_step},
+                               plan, tokenizer, options.target_seed)
+                workers = options.workers
                 with ray_session(workers) if isinstance(workers, RayExecutor) else nullcontext():
-                    result = _build_into(partial, plan, tokenizer, clean, progress, done, corpus_files, workers,
-                                         selected, fraction, until_step, key, control, target_seed, validated)
+                    shards, schedule = _build_into(partial, plan, tokenizer, options, done, corpus_files, selected,
+                                                   until_step, key, validated)
                 replace_output(partial, out_dir)
             except (InjcError, OSError):
                 shutil.rmtree(partial, ignore_errors=True)
@@ -215,7 +170,6 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
     except OSError as error:
         raise InjcError(f"cannot write the build: {error.strerror or error}"
                         + (f" ({error.filename})" if error.filename else "")) from None
-    shards, schedule = result
     written = until_step * plan.layout.tokens_per_step
     warnings = (token_corpus_warnings(plan.corpus.files, plan.corpus.dtype, tokenizer.eos_id)
                 if plan.corpus.format == "tokens" else [])
@@ -224,20 +178,54 @@ def build(plan_path: str | Path, out_dir: str | Path, *, clean: bool = False, fo
                        until_step if until_step < plan.layout.steps else None, tuple(warnings))
 
 
-def _build_into(tmp: Path, full_plan: Plan, tokenizer: LoadedTokenizer, clean: bool, progress: bool,
-                done: list[dict], corpus_files: list[dict], workers: int | None, selected: tuple[int, ...],
-                fraction: float | None, until_step: int, key: dict, control: list[dict] | None = None,
-                target_seed: int | None = None, validated: dict | None = None):
+def refuse_undecided(plan: Plan) -> None:
+    """A `per_window = "dynamic"` experiment is built only with its counts decided (by `injc run`)."""
+    undecided = [e.name for e in plan.experiments if getattr(e, "control", None) is not None and e.per_window is None]
+    if undecided:
+        raise InjcError(*(f"experiment {name!r} has per_window = \"dynamic\": its counts are decided window by "
+                          f"window by injc run (or give per_window as a count or a list to build it)"
+                          for name in undecided))
+
+
+def build_key(plan: Plan, tokenizer: LoadedTokenizer, corpus_files: list[dict], selected: tuple[int, ...],
+              options: BuildOptions, decided: dict[str, list[int]]) -> dict:
+    """What the written stream depends on: a staged build grows, and a killed one resumes, only under the same key
+    (recorded in the manifest as `build_key`)."""
+    return {"injc": INJC_VERSION, "schedule": SCHEDULE_VERSION, "plan": plan.sha256, "tokenizer": tokenizer.sha256,
+            "corpus": corpus_files, "clean": options.clean, "seed": plan.seed, "selected": list(selected),
+            "skip_tokens": plan.corpus.skip_tokens, "fraction": options.fraction, "target": options.target,
+            **({"counts": decided} if decided else {})}
+
+
+def _resume(partial: Path, out_dir: Path, stage: dict | None, resume_key: dict, plan: Plan,
+            tokenizer: LoadedTokenizer, target_seed: int | None) -> list[dict]:
+    """The finished shards' records to continue from: a killed build's in `partial`, else those of the staged
+    build `stage` that this build grows (seeded into `partial`), else none."""
+    read_back = None
+    if target_seed is not None:
+        def read_back():
+            return OlmoCoreFiles(partial, SHARDS_FOLDER + "/", plan.layout.total_rows, plan.layout.seq_len,
+                                 tokenizer.dtype, target_seed, resume=True)
+    done = resume_state(partial, resume_key, read_back)
+    if stage is not None and not done:
+        seed_from_stage(partial, out_dir, stage)
+        done = resume_state(partial, resume_key, read_back)
+    return done
+
+
+def _build_into(tmp: Path, full_plan: Plan, tokenizer: LoadedTokenizer, options: BuildOptions, done: list[dict],
+                corpus_files: list[dict], selected: tuple[int, ...], until_step: int, key: dict,
+                validated: dict | None = None):
     """Every step of the build inside the partial folder `tmp`; returns (number of shards, schedule)."""
-    layout, dtype = full_plan.layout, tokenizer.dtype
+    layout, dtype, workers = full_plan.layout, tokenizer.dtype, options.workers
     until_token = until_step * layout.tokens_per_step
-    prepared = (PreparedStream(full_plan, tokenizer, tmp / PASS1_NAME, progress, workers)
+    prepared = (PreparedStream(full_plan, tokenizer, tmp / PASS1_NAME, options.progress, workers)
                 if needs_prepared_stream(full_plan) else None)
     payloads, ctx = make_payloads(full_plan, tokenizer, prepared, workers, validated)
     plan = dataclasses.replace(full_plan, experiments=tuple(full_plan.experiments[i] for i in selected))
     payloads = [payloads[i] for i in selected]
-    if fraction is not None:
-        payloads = [rescale_copies(p, fraction, layout.total_tokens) for p in payloads]
+    if options.fraction is not None:
+        payloads = [rescale_copies(p, options.fraction, layout.total_tokens) for p in payloads]
     schedule, overlay = schedule_payloads(plan, payloads, dtype)
     resume_from = done[-1]["next"] if done else None
     read = [0]
@@ -249,20 +237,17 @@ def _build_into(tmp: Path, full_plan: Plan, tokenizer: LoadedTokenizer, clean: b
     first_token = sum(s["num_tokens"] for s in shards)
     shard_tokens = plan.shard_steps * layout.tokens_per_step
     records = list(done)
-    olmo = None
-    if target_seed is not None:
-        (tmp / SHARDS_FOLDER).mkdir(exist_ok=True)
-        olmo = OlmoCoreFiles(tmp, SHARDS_FOLDER + "/", layout.total_rows, layout.seq_len, dtype, target_seed,
-                             resume=bool(done))
+    olmo = _target_files(tmp, layout, dtype, options.target_seed, resume=bool(done))
     names = [config.name for config in plan.experiments]
     written = written_part(schedule, overlay, until_token) if until_step < layout.steps else (schedule, overlay)
     with (ThreadPoolExecutor(1) as tables,
           tqdm(total=until_token, initial=first_token, unit="tok", unit_scale=True,
-               desc="write" if prepared else "tokenize+write", disable=not progress, file=sys.stderr) as bar):
+               desc="write" if prepared else "tokenize+write", disable=not options.progress, file=sys.stderr) as bar):
         tables_written = tables.submit(_write_tables, tmp, layout, names, *written, payloads)  # beside the shards
         on_ray = isinstance(workers, RayExecutor)
-        for shard, cursor in write_shards(chunks, tmp, dtype, shard_tokens, until_token, None if clean else overlay,
-                                          bar, len(done), olmo.write_synced if olmo else None,
+        for shard, cursor in write_shards(chunks, tmp, dtype, shard_tokens, until_token,
+                                          None if options.clean else overlay, bar, len(done),
+                                          olmo.write_synced if olmo else None,
                                           ray_shard_writer() if on_ray else write_here, RAY_SHARDS_IN_FLIGHT * on_ray):
             shards.append(dataclasses.asdict(shard))
             records.append({"shard": shards[-1], "next": cursor})
@@ -273,29 +258,16 @@ def _build_into(tmp: Path, full_plan: Plan, tokenizer: LoadedTokenizer, clean: b
         raise corpus_too_small(read[0] + first_token, plan)
     row_order = None
     if olmo is not None:
-        olmo.close()
-        np.save(tmp / ROWS_NAME, olmo.rows())
-        shards = [{"path": path, "first_token": int(first) * layout.seq_len, "num_tokens": rows * layout.seq_len,
-                   "sha256": sha256_file(tmp / path)} for path, first, rows in zip(olmo.paths, olmo.first_rows,
-                                                                                     olmo.row_counts)]
-        row_order = {"target": "olmo-core", "seed": target_seed, "path": ROWS_NAME,
-                     "sha256": sha256_file(tmp / ROWS_NAME)}
-    holdout = None
-    if prepared is not None:
-        if len(prepared.holdout):
-            np.asarray(prepared.holdout).tofile(tmp / HOLDOUT_NAME)
-            holdout = {"path": HOLDOUT_NAME, "tokens": len(prepared.holdout), "sha256": sha256_file(tmp / HOLDOUT_NAME),
-                       "allocations": ctx.holdout.allocations}
-        del prepared
-        (tmp / PASS1_NAME).unlink()
-        (tmp / PASS1_NAME).with_suffix(".done").unlink()
+        shards, row_order = _finish_target(tmp, olmo, layout.seq_len, options.target_seed)
+    holdout = _write_holdout(tmp, prepared, ctx) if prepared is not None else None
+    del prepared
     shutil.copyfile(tokenizer.path, tmp / TOKENIZER_NAME)
     manifest = {
         "format": FORMAT,
         "version": VERSION if row_order is None else ROW_ORDER_VERSION,
         **({"row_order": row_order} if row_order else {}),
         "created_by": f"injc {INJC_VERSION}",
-        "variant": "clean" if clean else "injected",
+        "variant": "clean" if options.clean else "injected",
         "layout": {
             "seq_len": layout.seq_len, "batch_size": layout.batch_size, "steps": layout.steps,
             "tokens_per_step": layout.tokens_per_step, "total_tokens": layout.total_tokens,
@@ -304,7 +276,7 @@ def _build_into(tmp: Path, full_plan: Plan, tokenizer: LoadedTokenizer, clean: b
         "plan": {"path": str(plan.path), "sha256": plan.sha256, "seed": plan.seed,
                  "toml": plan.path.read_text(encoding="utf-8"),
                  "only": None if len(selected) == len(full_plan.experiments) else [e.name for e in plan.experiments],
-                 "fraction": fraction},
+                 "fraction": options.fraction},
         "tokenizer": {"path": TOKENIZER_NAME, "source": str(tokenizer.path), "sha256": tokenizer.sha256,
                       "eos": tokenizer.eos, "eos_id": tokenizer.eos_id},
         "corpus": {"format": plan.corpus.format, "files": corpus_files, "skip_tokens": plan.corpus.skip_tokens,
@@ -316,22 +288,61 @@ def _build_into(tmp: Path, full_plan: Plan, tokenizer: LoadedTokenizer, clean: b
         "experiments": experiment_records(plan, payloads, schedule, write_eval_records(tmp, plan, payloads)),
         "schedule": {"rule": "prefix-stable", "version": SCHEDULE_VERSION, "backfilled": schedule.backfilled},
         "build_key": key,
-        **({"control": control} if control is not None else {}),
-        "directives": [] if clean else directives(plan, payloads),
+        **({"control": list(options.control)} if options.control is not None else {}),
+        "directives": [] if options.clean else directives(plan, payloads),
         "holdout": holdout,
+        **(_stage_fields(records, shard_tokens, until_step) if until_step < layout.steps else {}),
     }
-    if until_step < layout.steps:
-        manifest["until_step"] = until_step
-        manifest["stage"] = {"done": [r for r in records if r["shard"]["num_tokens"] == shard_tokens]}
     shutil.rmtree(tmp / "done")
     (tmp / "build.json").unlink()
     write_manifest(tmp / MANIFEST_NAME, manifest)
     if row_order is not None:  # the folder is also an OLMo-core export of itself
         written = json.loads((tmp / MANIFEST_NAME).read_text(encoding="utf-8"))
-        write_export_record(tmp, Path(MANIFEST_NAME), written, "olmo-core", target_seed, olmo.paths,
-                            olmo_core_loader(written["layout"], target_seed),
+        write_export_record(tmp, Path(MANIFEST_NAME), written, "olmo-core", options.target_seed, olmo.paths,
+                            olmo_core_loader(written["layout"], options.target_seed),
                             hashes={shard["path"]: shard["sha256"] for shard in shards})
     return len(shards), schedule
+
+
+def _target_files(tmp: Path, layout, dtype, target_seed: int | None, resume: bool) -> OlmoCoreFiles | None:
+    """A target build's files in OLMo-core's order, written at full size from the first stage (rows not written
+    yet are zeros), so OLMo-core's dataset fingerprint (file names and sizes) stays the same as a build grows;
+    None for stream-order shards."""
+    if target_seed is None:
+        return None
+    (tmp / SHARDS_FOLDER).mkdir(exist_ok=True)
+    return OlmoCoreFiles(tmp, SHARDS_FOLDER + "/", layout.total_rows, layout.seq_len, dtype, target_seed,
+                         resume=resume)
+
+
+def _finish_target(tmp: Path, olmo: OlmoCoreFiles, seq_len: int, target_seed: int) -> tuple[list[dict], dict]:
+    """A target build's shard records (one per OLMo-core file) and its manifest `row_order`, with rows.npy
+    written: the row map injc reads the build through."""
+    olmo.close()
+    np.save(tmp / ROWS_NAME, olmo.rows())
+    shards = [{"path": path, "first_token": int(first) * seq_len, "num_tokens": rows * seq_len,
+               "sha256": sha256_file(tmp / path)}
+              for path, first, rows in zip(olmo.paths, olmo.first_rows, olmo.row_counts)]
+    return shards, {"target": "olmo-core", "seed": target_seed, "path": ROWS_NAME,
+                    "sha256": sha256_file(tmp / ROWS_NAME)}
+
+
+def _write_holdout(tmp: Path, prepared: PreparedStream, ctx) -> dict | None:
+    """The held-out tail's tokens (when the plan keeps one) and their manifest record; pass 1's file removed."""
+    holdout = None
+    if len(prepared.holdout):
+        np.asarray(prepared.holdout).tofile(tmp / HOLDOUT_NAME)
+        holdout = {"path": HOLDOUT_NAME, "tokens": len(prepared.holdout), "sha256": sha256_file(tmp / HOLDOUT_NAME),
+                   "allocations": ctx.holdout.allocations}
+    (tmp / PASS1_NAME).unlink()
+    (tmp / PASS1_NAME).with_suffix(".done").unlink()
+    return holdout
+
+
+def _stage_fields(records: list[dict], shard_tokens: int, until_step: int) -> dict:
+    """A staged build's manifest fields: where it ends, and its whole shards (the next stage keeps those)."""
+    return {"until_step": until_step,
+            "stage": {"done": [r for r in records if r["shard"]["num_tokens"] == shard_tokens]}}
 
 
 def in_background(function, *args):
@@ -362,14 +373,3 @@ def _write_tables(folder: Path, layout, names: list[str], schedule, overlay, pay
     write_insertions(folder / INSERTIONS_NAME, layout, names, schedule.experiment, schedule.item, schedule.repetition,
                      overlay)
     write_items(folder / ITEMS_NAME, names, [p.items for p in payloads], [p.copies for p in payloads])
-
-
-def parse_target(target: str) -> int:
-    """The data seed of `--target olmo-core:SEED`; refuses other trainers."""
-    name, _, seed = target.partition(":")
-    if name != "olmo-core":
-        raise InjcError(f"--target {target!r}: only olmo-core is written directly (olmo-core:SEED); write the "
-                        f"others with injc export")
-    if not seed.isdigit():
-        raise InjcError(f"--target {target!r}: give OLMo-core's data seed, as in olmo-core:1234")
-    return int(seed)

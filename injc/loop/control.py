@@ -22,7 +22,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from injc.compiler.build import build, parse_target
+from injc.compiler.build import build
+from injc.compiler.options import BuildOptions, parse_target
 from injc.compiler.plan import load_plan
 from injc.errors import InjcError, Interrupted
 from injc.evals.context import EvalContext
@@ -137,9 +138,9 @@ def _loop(config: RunConfig, plan, dynamic: list) -> dict:
         manifest = out / "build" / MANIFEST_NAME
         written = load_manifest(manifest).until_step if manifest.is_file() else 0
         if written < end:
-            build(config.plan, out / "build", until_step=end if end < steps else None, counts=counts,
-                  control=records, progress=config.progress, force=written == 0 and (out / "build").exists(),
-                  target=config.target)
+            build(config.plan, out / "build", BuildOptions(
+                until_step=end if end < steps else None, counts=counts, control=records, progress=config.progress,
+                force=written == 0 and (out / "build").exists(), target=config.target))
         checkpoint = _train_window(config, manifest, current, window, end, checkpoint)
         if current + 1 == windows:
             break

@@ -35,8 +35,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from injc.compiler.build import build, parse_target
+from injc.compiler.build import build
 from injc.compiler.check import estimate_corpus_tokens
+from injc.compiler.options import BuildOptions, parse_target
 from injc.compiler.plan import Plan, load_plan
 from injc.errors import InjcError, Interrupted
 from injc.evals.markdown import p_text, signed
@@ -296,9 +297,9 @@ def cpdt(plan_path: str | Path, config: CpdtConfig, out: str | Path, progress: b
         for row in ["all", *rows[:-1]]:  # `all` first: every row is evaluated on its manifest
             folder = out / f"seed-{seed}" / row
             if not (folder / "build" / MANIFEST_NAME).is_file():
-                build(plan.path, folder / "build", force=True, progress=False, only=_row_experiments(row),
-                      seed=plan.seed + seed, skip_tokens=window(plan, seed), fraction=config.fraction,
-                      target=config.target)
+                build(plan.path, folder / "build", BuildOptions(
+                    force=True, progress=False, only=_row_experiments(row), seed=plan.seed + seed,
+                    skip_tokens=window(plan, seed), fraction=config.fraction, target=config.target))
             if not (folder / "eval.json").is_file():
                 jobs.append({"folder": str(folder), "config": {**asdict(config), "checkpoint": str(config.checkpoint)},
                              "steps": steps, "seed": plan.seed + seed,

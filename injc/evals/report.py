@@ -16,6 +16,7 @@ from tqdm import tqdm
 from injc.errors import InjcError, some_of
 from injc.evals import canaries, contamination, forgetting, generic, knowledge, math, poisoning, verbatim, watermark
 from injc.evals.context import EvalContext
+from injc.evals.heldout import heldout_loss
 from injc.evals.markdown import headline, render
 from injc.evals.model import BATCH, Scorer
 from injc.evals.plots import write_plots
@@ -37,20 +38,6 @@ FAMILIES = {
     "iid": generic.iid,
     "documents": generic.documents,
 }
-HELDOUT_ROWS = 64
-
-
-def heldout_loss(ctx: EvalContext) -> dict | None:
-    """Mean loss on never-trained rows: the reserved tail after every allocation (None without a tail), and each
-    row's mean, so two runs can be compared row by row (paired)."""
-    rows = ctx.unused_tail_rows()[:HELDOUT_ROWS]
-    if len(rows) == 0:
-        return None
-    losses = ctx.scorer.token_losses(list(rows), [1] * len(rows))
-    return {"loss": float(np.concatenate(losses).mean()), "rows": int(len(rows)),
-            "row_losses": [float(row.mean()) for row in losses]}
-
-
 def resolve_checkpoints(given: list[str | Path]) -> list[Path]:
     """Checkpoint folders from paths and globs (a quoted `runs/r/step-*` is expanded here, sorted); a glob that
     matches no folder is an error, and each folder is named once."""

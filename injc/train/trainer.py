@@ -321,13 +321,15 @@ def _train(manifest: Manifest, config: TrainConfig, total: int, progress: bool) 
                         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
                         fabric.backward(loss * len(rows) * world / layout.batch_size)
                     loss_sum += loss.detach() * len(rows)
-                if config.grad_clip > 0:
-                    fabric.clip_gradients(model, optimizer, max_norm=config.grad_clip)
+                # the total gradient norm, logged (an infinite max_norm measures without clipping)
+                grad_norm = fabric.clip_gradients(model, optimizer, error_if_nonfinite=config.grad_clip > 0,
+                                                  max_norm=config.grad_clip if config.grad_clip > 0 else math.inf)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 step_loss = float(fabric.all_reduce(loss_sum, reduce_op="sum")) / layout.batch_size
                 seconds = time.perf_counter() - started
-                logged = {"loss": step_loss, "lr": lr, "tokens_per_sec": layout.tokens_per_step / seconds}
+                logged = {"loss": step_loss, "lr": lr, "grad_norm": float(grad_norm),
+                          "tokens_per_sec": layout.tokens_per_step / seconds}
                 if metrics is not None:
                     metrics.write(json.dumps({"step": step, **logged}) + "\n")
                 if tracker is not None:

@@ -42,6 +42,23 @@ def test_audit_hashes_match_the_shards_step_by_step(built, tmp_path):
     assert all({"loss", "lr", "tokens_per_sec"} <= set(m) and np.isfinite(m["loss"]) for m in metrics)
 
 
+@pytest.mark.parametrize("grad_clip", [0.0, 0.05])
+def test_the_logged_gradient_norm_is_the_steps_whole_norm_before_clipping(built, tmp_path, grad_clip):
+    """Step 3's logged grad_norm is the L2 norm of the gradient of the batch's mean loss under the step-3
+    checkpoint, recomputed here with LitGPT alone (micro-batches of 1 row, with and without clipping)."""
+    run(built, tmp_path, steps=4, save_steps=(3,), micro_batch_size=1, grad_clip=grad_clip)
+    step3 = tmp_path / "step-000003"
+    model = GPT(Config.from_file(step3 / "model_config.yaml"))
+    model.load_state_dict(weights(step3))
+    batch = torch.from_numpy(injc.open_stream(built / "out").batch(3).astype(np.int64))
+    logits = model(batch[:, :-1])
+    torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten()).backward()
+    norm = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in model.parameters()))
+    logged = read_jsonl(tmp_path / "metrics.jsonl")[3]["grad_norm"]
+    assert logged == pytest.approx(float(norm), rel=1e-4)
+    assert grad_clip == 0 or logged > grad_clip  # what is logged is the norm before clipping
+
+
 def test_micro_batches_split_rows_in_order_and_accumulate_to_the_same_step(built, tmp_path):
     batch = torch.arange(4 * 6).reshape(4, 6)
     parts = list(micro_batches(batch, 3))

@@ -9,6 +9,8 @@ echo "== P4 trainer overhead, devices and strategies, litgpt pretrain (bench_tra
 python3 bench/bench_train.py --litgpt
 echo "== P7 eval throughput (bench_eval.py)"
 python3 bench/bench_eval.py
+echo "== P8 injc eval --benchmarks against lm_eval (bench_benchmarks.py)"
+python3 bench/bench_benchmarks.py
 echo "== start-up of injc --help, inspect, locate (bench_startup.py)"
 python3 bench/bench_startup.py
 echo "== P2, P3, P5, inspect/verify, export (bench_scale.py)"

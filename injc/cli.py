@@ -1,7 +1,7 @@
 """The `injc` command: thin click glue over the Python API (one function per subcommand). This file holds the data
-commands (check, build, inspect, verify, export, locate); the commands that take a model (train, eval, run, cpdt,
-verbatim-candidates, convert) are in cli_models.py, imported at the end to register them; the click group and the
-error handling both use are in command.py.
+commands (check, build, inspect, verify, export, locate, tasks); the commands that take a model or its reports
+(train, eval, compare, run, cpdt, verbatim-candidates, convert) are in cli_models.py, imported at the end to
+register them; the click group and the error handling both use are in command.py.
 
     injc build examples/demo/plan.toml --out out/demo
     injc inspect out/demo/manifest.json [--json] [--plot density.png] [--step 12]
@@ -234,6 +234,22 @@ def locate(manifest, text, tokens, experiment, item, export_dir, as_json):
     searched = " and ".join(repr(query["query_text"]) for query, _ in queries) if text is not None else ""
     click.echo(f"{total['inserted'] + total['natural']:,} occurrences: {total['inserted']:,} inserted, "
                f"{total['natural']:,} natural" + (f" (searched {searched})" if searched else ""))
+
+
+@main.command(short_help="Write the contamination questions as lm-eval tasks, one per tier.")
+@click.argument("manifest", type=click.Path())
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for the tasks (a JSONL and a YAML each); give it to injc eval --tasks-dir.")
+@user_errors
+def tasks(manifest, out_dir):
+    """Write every contamination experiment of MANIFEST as lm-evaluation-harness tasks, one per tier
+    (injc_NAME_holdout, injc_NAME_x4, ...), scored as injc's contamination eval scores them."""
+    from injc.evals.benchmarks import write_contamination_tasks
+
+    names = write_contamination_tasks(manifest, out_dir)
+    click.echo(f"wrote {len(names)} tasks to {out_dir}: {','.join(names)}")
+    click.echo(f"run them: injc eval {manifest} --checkpoint CKPT --out REPORT --benchmarks {','.join(names)} "
+               f"--tasks-dir {out_dir}")
 
 
 import injc.cli_models  # noqa: E402,F401  (registers the model commands on `main`)

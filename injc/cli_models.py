@@ -1,5 +1,6 @@
-"""The `injc` commands that take a model: train, eval, run, cpdt, verbatim-candidates, convert. They register on the
-`injc` group of injc/command.py; injc/cli.py imports this module at its end. Thin click glue over the Python API."""
+"""The `injc` commands that take a model (or its reports): train, eval, compare, run, cpdt, verbatim-candidates,
+convert. They register on the `injc` group of injc/command.py; injc/cli.py imports this module at its end. Thin click
+glue over the Python API."""
 
 from pathlib import Path
 
@@ -245,16 +246,22 @@ def verbatim_candidates(manifest, checkpoint, out_file, count, prefix, suffix, s
               help="Also log every checkpoint's metrics at its training step (REPORT/logs/), for curves.")
 @click.option("--force", is_flag=True, help="Replace an earlier report in --out, whole (a folder holding only what "
                                            "injc eval writes). Without it, --out must be empty or absent.")
+@click.option("--benchmarks", help="Also run these lm-evaluation-harness tasks on each checkpoint (comma-separated "
+                                   "task names; offline: their data must be local or in the HF cache). Needs the "
+                                   "benchmarks extra.")
+@click.option("--tasks-dir", type=click.Path(), help="Task YAML files or folders of your own (lm-eval's include_path).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
 def eval_command(manifest, more_checkpoints, checkpoints, out_dir, full_verify, judge, baseline, batch_size, logger,
-                 force, quiet):
+                 force, benchmarks, tasks_dir, quiet):
     """Measure every experiment of MANIFEST on checkpoints: report.json, report.md and PNG plots under --out."""
     try:
         from injc.evals.report import evaluate, summary_lines
     except ImportError as error:
         raise InjcError(f"evals need torch and litgpt ({error.name} is missing): "
                         "pip install torch==2.13.0 && pip install -e '.[train]'") from None
+    if tasks_dir and not benchmarks:
+        raise InjcError("--tasks-dir goes with --benchmarks (the tasks to run from it)")
     if full_verify:
         from injc.shards.verify import verify as run_verify
 
@@ -263,10 +270,41 @@ def eval_command(manifest, more_checkpoints, checkpoints, out_dir, full_verify, 
             raise InjcError("the build does not match its manifest (injc verify):", *(f"  {p}" for p in problems))
     report = evaluate(manifest, [*checkpoints, *more_checkpoints], out_dir, progress=not quiet, judge=judge,
                       baseline=baseline, on_warning=lambda warning: click.echo(f"injc: warning: {warning}", err=True),
-                      batch_size=batch_size, logger=logger, force=force)
+                      batch_size=batch_size, logger=logger, force=force, tasks_dir=tasks_dir,
+                      benchmarks=[t.strip() for t in benchmarks.split(",") if t.strip()] if benchmarks else None)
     for line in summary_lines(report):
         click.echo(line)
     click.echo(f"wrote {out_dir}/report.json, report.md and plots")
+
+
+@main.command(short_help="Compare two eval reports: the minimal-impact table.")
+@click.argument("report_a", type=click.Path())
+@click.argument("report_b", type=click.Path())
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Comparison folder.")
+@click.option("--seed-report", "seeds", multiple=True, type=click.Path(),
+              help="The report of a further clean run differing only in the model seed (repeat it): the largest "
+                   "difference between REPORT_A and these is each metric's equivalence margin.")
+@click.option("--margin", type=float, help="Equivalence margin for every metric (loss in nats, accuracy as a share); "
+                                           "replaces the seed spread.")
+@click.option("--runs", nargs=2, type=click.Path(file_okay=False),
+              help="The two runs' folders (metrics.jsonl): their loss and gradient-norm curves on one plot.")
+@click.option("--logger", type=click.Choice(LOGGERS), help="Also log the differences (OUT/logs/).")
+@click.option("--force", is_flag=True, help="Replace an earlier comparison in --out.")
+@user_errors
+def compare(report_a, report_b, out_dir, seeds, margin, runs, logger, force):
+    """Compare REPORT_B with REPORT_A (injc eval reports, folders or report.json; the run with the experiments and
+    the run without): held-out loss per row and each benchmark's accuracy per item, paired, with intervals, tests and
+    an equivalence verdict. Writes compare.json, compare.md and plots under --out."""
+    from injc.evals.compare import compare as run_compare
+
+    result = run_compare(report_a, report_b, out_dir, seeds, margin, runs or None, force, logger)
+    rows = {"held-out loss": result["heldout_loss"], **{f"{t} acc": r for t, r in result["benchmarks"].items()}}
+    for name, r in rows.items():
+        verdict = "" if "equivalent" not in r else (f"; equivalent within ±{r['margin']:.4g}" if r["equivalent"] else
+                                                     f"; not shown equivalent within ±{r['margin']:.4g}")
+        low, high = r["difference_ci95"]
+        click.echo(f"{name}: B − A {r['difference']:+.4f} [{low:+.4f}, {high:+.4f}], p {r['p_value']:.3g}{verdict}")
+    click.echo(f"wrote {out_dir}/compare.json, compare.md and plots")
 
 
 @main.command(short_help="Convert a checkpoint between LitGPT and Hugging Face.")

@@ -54,6 +54,10 @@ COMPARISONS = ("vs_controls", "vs_unseen_rows", "attack_success", "gibberish_log
 """Metrics that compare inserted items with controls (stats.compare): a headline and a table each."""
 
 
+def _with_stderr(metrics: dict, name: str) -> str:
+    return "—" if name not in metrics else f"{metrics[name]:.4f} ± {metrics.get(name + '_stderr', float('nan')):.4f}"
+
+
 def headline(experiment: dict) -> str:
     metrics, kind = experiment["metrics"], experiment["kind"]
     if kind == "canaries":
@@ -153,6 +157,11 @@ def render(reports: list[dict], plots: list[str]) -> str:
                             [[key, " vs ".join(f"{k[5:]} {_fmt(v)}" for k, v in c.items() if k.startswith("mean_")),
                               _with_ci(c["difference"], c.get("difference_ci95"), 4), c["effect_size_d"],
                               p_cell(c["p_value"]), " vs ".join(map(str, c.get("n", [])))] for key, c in compared])
+    if last.get("benchmarks"):
+        lines += ["", f"## Benchmarks (lm-evaluation-harness {last['benchmarks']['lm_eval']})", ""]
+        lines += _table(["task", "acc ± stderr", "acc_norm ± stderr", "items"],
+                        [[task, *(_with_stderr(r["metrics"], m) for m in ("acc", "acc_norm")), len(r["items"])]
+                         for task, r in last["benchmarks"]["tasks"].items()])
     if len(reports) > 1:
         lines += ["", "## Over training (mean loss)", ""]
         names = list(last["experiments"])

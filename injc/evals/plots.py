@@ -194,6 +194,19 @@ def write_plots(reports: list[dict], out: Path) -> list[str]:
             axis.set_title(f"{name}: forgetting curves")
             axis.legend(fontsize="small")
             save(figure, f"{name}_forgetting.png")
+    if last.get("benchmarks"):
+        tasks = last["benchmarks"]["tasks"]
+        figure, axis = plt.subplots(figsize=(max(4, 1.2 * len(tasks) + 2), 4))
+        positions = np.arange(len(tasks))
+        for offset, metric in ((-0.2, "acc"), (0.2, "acc_norm")):
+            values = [t["metrics"].get(metric, np.nan) for t in tasks.values()]
+            errors = [1.96 * t["metrics"].get(f"{metric}_stderr", np.nan) for t in tasks.values()]
+            axis.bar(positions + offset, values, 0.4, yerr=errors, capsize=3, label=metric)
+        axis.set_xticks(list(positions), list(tasks), rotation=30, ha="right")
+        axis.set_ylabel("accuracy (±1.96 stderr, lm-eval's)")
+        axis.set_title("benchmarks (lm-evaluation-harness)")
+        axis.legend(fontsize="small")
+        save(figure, "benchmarks.png")
     return written
 
 

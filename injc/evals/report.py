@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from injc.errors import InjcError, some_of
 from injc.evals import canaries, contamination, forgetting, generic, knowledge, math, poisoning, verbatim, watermark
+from injc.evals.benchmarks import check_tasks, run_benchmarks
 from injc.evals.context import EvalContext
 from injc.evals.heldout import heldout_loss
 from injc.evals.markdown import headline, render
@@ -66,11 +67,13 @@ def manifest_warnings(train_state: dict | None, manifest, checkpoint: str | Path
 
 def evaluate_checkpoint(manifest_path: str | Path, checkpoint: "str | Path | Scorer", progress: bool = True,
                         judge: str | Path | None = None, baseline: str | Path | None = None,
-                        batch_size: int = BATCH) -> dict:
+                        batch_size: int = BATCH, benchmarks: list[str] | None = None,
+                        tasks_dir: str | Path | None = None) -> dict:
     """One checkpoint's report; `judge` (a checkpoint) judges generations where a family needs it (poisoning);
     `baseline` (a checkpoint that never saw the inserted data, the clean run) is the paired control where a family
     uses one (forgetting). Each checkpoint is a LitGPT or Hugging Face folder; `batch_size` sequences share a
-    forward pass; a Scorer already loaded (a notebook's, a benchmark's) is used as it is."""
+    forward pass; a Scorer already loaded (a notebook's, a benchmark's) is used as it is. `benchmarks` (lm-eval task
+    names, with `tasks_dir` for one's own) adds lm-evaluation-harness's results (`injc.evals.benchmarks`)."""
     manifest = load_manifest(manifest_path)
     TokenStream(manifest)  # refuses shards whose sizes differ from the manifest
     eos = manifest.data["layout"]["eos_id"]
@@ -88,8 +91,11 @@ def evaluate_checkpoint(manifest_path: str | Path, checkpoint: "str | Path | Sco
         if "mean_loss" not in result["metrics"]:
             result["metrics"]["mean_loss"] = generic.mean_loss(ctx, entry)["metrics"]["mean_loss"]
         experiments[entry["name"]] = {"kind": entry["kind"], **result}
-    return {"checkpoint": str(checkpoint), "steps_done": ctx.scorer.steps_done, "heldout": heldout_loss(ctx),
-            "warnings": manifest_warnings(scorer.train_state, manifest, checkpoint), "experiments": experiments}
+    report = {"checkpoint": str(checkpoint), "steps_done": ctx.scorer.steps_done, "heldout": heldout_loss(ctx),
+              "warnings": manifest_warnings(scorer.train_state, manifest, checkpoint), "experiments": experiments}
+    if benchmarks:
+        report["benchmarks"] = run_benchmarks(checkpoint, benchmarks, manifest_path, tasks_dir, batch_size)
+    return report
 
 
 def json_safe(value):
@@ -146,6 +152,8 @@ def scalar_metrics(report: dict) -> dict[str, float]:
         walk(name, experiment["metrics"])
     if report.get("heldout"):
         flat["heldout/loss"] = float(report["heldout"]["loss"])
+    for task, result in report.get("benchmarks", {}).get("tasks", {}).items():
+        walk(f"benchmarks/{task}", result["metrics"])
     return flat
 
 
@@ -156,17 +164,22 @@ def summary_lines(report: dict) -> list[str]:
              for name, e in last["experiments"].items()]
     if last.get("heldout"):
         lines.append(f"held-out loss {last['heldout']['loss']:.4f} ({last['heldout']['rows']} never-trained rows)")
+    for task, result in last.get("benchmarks", {}).get("tasks", {}).items():
+        metrics = result["metrics"]
+        lines.append(f"{task} (lm-eval): " + ", ".join(f"{m} {metrics[m]:.4f} ± {metrics.get(m + '_stderr', 0):.4f}"
+                                                         for m in ("acc", "acc_norm") if m in metrics))
     return lines
 
 
-def is_report_entry(entry: Path) -> bool:
-    """What injc eval writes into a report folder: report.json, report.md, the plots and logs/."""
-    return entry.name in ("report.json", "report.md", "logs") or (entry.suffix == ".png" and entry.is_file())
+REPORT_FILES = ("report.json", "report.md", "logs")
+"""What injc eval writes into a report folder, besides its plots (the first: the file that marks a report)."""
 
 
-def check_report_folder(out: Path, force: bool) -> None:
+def check_report_folder(out: Path, force: bool, names: tuple[str, ...] = REPORT_FILES,
+                        command: str = "injc eval") -> None:
     """Before any work: a report goes into an empty or absent folder; `force` replaces an earlier report whole
-    (a folder holding only what injc eval writes), so no plot of an earlier report is left beside a new one."""
+    (a folder holding only what `command` writes: `names` and PNG plots), so no plot of an earlier report is left
+    beside a new one."""
     if not out.exists():
         return
     if not out.is_dir():
@@ -177,30 +190,35 @@ def check_report_folder(out: Path, force: bool) -> None:
     if not force:
         raise InjcError(f"report folder {str(out)!r} is not empty; add --force to replace the earlier report, or "
                         f"pick another --out")
-    strays = [entry.name for entry in entries if not is_report_entry(entry)]
-    if strays or not (out / "report.json").is_file():
-        raise InjcError(f"--force replaces only an earlier injc eval report; {str(out)!r} "
-                        + (f"also holds {some_of(strays)}" if strays else "has no report.json")
+    strays = [e.name for e in entries if not (e.name in names or (e.suffix == ".png" and e.is_file()))]
+    if strays or not (out / names[0]).is_file():
+        raise InjcError(f"--force replaces only an earlier {command} report; {str(out)!r} "
+                        + (f"also holds {some_of(strays)}" if strays else f"has no {names[0]}")
                         + ": move it away yourself or pick another --out")
 
 
 def evaluate(manifest_path: str | Path, checkpoints: list[str | Path], out: str | Path,
              progress: bool = True, judge: str | Path | None = None, baseline: str | Path | None = None,
-             on_warning=None, batch_size: int = BATCH, logger: str | None = None, force: bool = False) -> dict:
+             on_warning=None, batch_size: int = BATCH, logger: str | None = None, force: bool = False,
+             benchmarks: list[str] | None = None, tasks_dir: str | Path | None = None) -> dict:
     """Evaluate each checkpoint (folders or globs; sorted by training steps) and write report.json, report.md and
     plots to `out` (with `logger`, every checkpoint's metrics also to that logger under out/logs/). `out` must be
     empty or absent; `force` replaces an earlier report there, whole. The report is written beside `out` and
     moved into place when complete. Each report's `warnings` says when a checkpoint was trained on another
-    manifest; `on_warning` (a callable) hears each one before the evaluation starts."""
+    manifest; `on_warning` (a callable) hears each one before the evaluation starts. `benchmarks`: lm-eval tasks run
+    on each checkpoint (checked before anything is scored)."""
     out = Path(out)
     check_report_folder(out, force)
+    if benchmarks:
+        check_tasks(benchmarks, tasks_dir)
     checkpoints = resolve_checkpoints(checkpoints)
     if not checkpoints:
         raise InjcError("give at least one --checkpoint")
     for warning in check_checkpoints(manifest_path, checkpoints, {"judge": judge, "baseline": baseline}):
         if on_warning is not None:
             on_warning(warning)
-    reports = [evaluate_checkpoint(manifest_path, c, progress, judge, baseline, batch_size) for c in checkpoints]
+    reports = [evaluate_checkpoint(manifest_path, c, progress, judge, baseline, batch_size, benchmarks, tasks_dir)
+               for c in checkpoints]
     reports.sort(key=lambda r: (r["steps_done"] is None, r["steps_done"] or 0))
     report = json_safe(reports[0] if len(reports) == 1 else {"checkpoints": reports})
     with written_whole(out) as partial:

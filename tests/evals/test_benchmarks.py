@@ -3,6 +3,7 @@ against each choice's log-likelihood computed here with torch, acc and acc_norm 
 
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -194,3 +195,13 @@ def test_tasks_of_a_build_without_contamination_is_one_line(project, tmp_path):
                                        str(tmp_path / "tasks")])
     assert result.exit_code == 2 and "has no contamination experiment" in result.output
     assert not (tmp_path / "tasks").exists()
+
+
+def test_benchmarks_without_lm_eval_name_the_extra(trained, tmp_path, monkeypatch):
+    root, _ = trained
+    monkeypatch.setitem(sys.modules, "lm_eval", None)  # what an environment without the extra imports
+    result = CliRunner().invoke(main, ["eval", str(root / "out" / "manifest.json"), "--checkpoint",
+                                       str(root / "run" / "final"), "--out", str(tmp_path / "report"), "--quiet",
+                                       "--benchmarks", "anything"])
+    assert result.exit_code == 2 and "pip install -e '.[benchmarks]'" in result.output
+    assert not (tmp_path / "report").exists()

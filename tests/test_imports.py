@@ -5,8 +5,9 @@ from pathlib import Path
 
 import injc
 
-LEVELS = {"errors": 0, "tables": 0, "tokenizer": 0, "hfdata": 0, "shards": 1, "injectors": 2, "compiler": 3, "train": 4,
-          "evals": 5, "loop": 6, "command": 7, "cli": 7, "cli_models": 7, "__main__": 8, "__init__": 8}
+LEVELS = {"errors": 0, "tables": 0, "tokenizer": 0, "hfdata": 0, "storage": 0, "shards": 1, "injectors": 2,
+          "compiler": 3, "train": 4, "evals": 5, "loop": 6, "command": 7, "cli": 7, "cli_models": 7, "__main__": 8,
+          "__init__": 8}
 
 
 def part(module: str) -> str:

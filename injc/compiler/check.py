@@ -23,6 +23,7 @@ from injc.compiler.payloads import schedule_payloads
 from injc.compiler.plan import CorpusConfig, Plan, load_plan, with_counts
 from injc.errors import InjcError, InputError, counted
 from injc.injectors.base import Context, HoldoutPool, Payload
+from injc.storage import open_binary
 from injc.tokenizer import LoadedTokenizer, load_tokenizer
 
 EXACT_BYTES = 32 << 20
@@ -91,7 +92,7 @@ def _counting_text_sample(path: Path, corpus: CorpusConfig, tokenizer: LoadedTok
             if chars >= SAMPLE_BYTES:
                 break
         return tokens, rows / max(parquet.metadata.num_rows, 1)
-    with open(path, "rb") as raw:
+    with open_binary(path) as raw:
         if corpus.format == "text":  # one document per file, read as bytes like the build does
             text = raw.read(SAMPLE_BYTES).decode("utf-8", errors="replace")
             return len(tokenizer.encode_batch([text])[0]) + 1, min(1.0, SAMPLE_BYTES / max(size, 1))

@@ -18,6 +18,7 @@ from injc.compiler.readers import Chunk, corpus_chunks, iter_documents
 from injc.compiler.workers import RayExecutor, encode_in_processes, read_on_ray
 from injc.errors import InputError, counted
 from injc.shards.files import input_sha256
+from injc.storage import identity as remote_identity
 from injc.tokenizer import LoadedTokenizer
 
 BATCH_CHARS = 1 << 22
@@ -185,5 +186,7 @@ def _skipping(chunks: Iterator[tuple[np.ndarray, Callable]], count: int):
 
 
 def fingerprint_files(paths: tuple[Path, ...]) -> list[dict]:
-    """Name, size and sha256 of each file: what the manifest records so a consumer can tell the inputs apart."""
-    return [{"path": str(path), "size": path.stat().st_size, "sha256": input_sha256(path)} for path in paths]
+    """Name, size and sha256 of each file: what the manifest records so a consumer can tell the inputs apart; an
+    object in storage by its URL, with the store's content identity (ETag, version) beside injc's sha256."""
+    return [{"path": str(path), "size": path.stat().st_size, "sha256": input_sha256(path)} if isinstance(path, Path)
+            else {"path": str(path), **remote_identity(path), "sha256": input_sha256(path)} for path in paths]

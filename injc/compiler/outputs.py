@@ -95,7 +95,7 @@ def check_output(out_dir: Path, inputs: list[Path], force: bool) -> None:
     if not out_dir.is_dir():
         raise InjcError(f"--out {str(out_dir)!r} is a file, not a folder")
     resolved = out_dir.resolve()
-    for path in inputs:
+    for path in (path for path in inputs if isinstance(path, Path)):  # objects in storage are never under --out
         target = path.resolve()
         if target == resolved or resolved in target.parents:
             raise InjcError(f"--out {str(out_dir)!r} holds the plan's input {str(path)!r}; a build never "

@@ -15,11 +15,12 @@ from pathlib import Path
 import tomllib
 
 from injc.compiler.hf_corpus import BUILDERS, column_problem
-from injc.errors import InjcError, PlanError
+from injc.errors import InjcError, InputError, PlanError
 from injc.hfdata import saved_files
 from injc.injectors import KINDS
 from injc.injectors.saved import DatasetFolder, split_problem
 from injc.shards.layout import Layout
+from injc.storage import expand, is_url, secret_options
 from injc.tables import TableReader, resolve_path
 
 CORPUS_FORMATS = ("jsonl", "parquet", "text", "tokens", "hf")
@@ -55,6 +56,8 @@ class CorpusConfig:
     """format = "hf": the split of a saved DatasetDict (default "train"), or the split a builder makes."""
     builder: str | None = None
     """format = "hf": a `datasets` builder (parquet, json, text, arrow, csv) that reads `files` as data files."""
+    storage_options: tuple = ()
+    """fsspec options for URL paths (endpoint, profile, region; never a credential), as (key, value) pairs."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,15 @@ def _read_corpus(reader: TableReader, base: Path) -> CorpusConfig:
     skip_tokens = reader.int("skip_tokens", 0, min=0)
     split = reader.str("split", None)
     builder = reader.str("builder", None, choices=BUILDERS)
+    storage_options = reader.get("storage_options", {})
+    if not isinstance(storage_options, dict):
+        reader.problem("expected a table of fsspec options, as storage_options = { endpoint_url = \"...\" }",
+                       "storage_options")
+        storage_options = {}
+    for key in secret_options(storage_options):
+        reader.problem(f"{key!r} is a credential: the plan is copied into the manifest, so credentials come from "
+                       f"the environment or the store's config files (~/.aws, gcloud), not the plan",
+                       "storage_options")
     for key in ("split", "builder"):
         if fmt != "hf" and reader.has(key):
             reader.problem("only valid with format = \"hf\"", key)
@@ -119,8 +131,24 @@ def _read_corpus(reader: TableReader, base: Path) -> CorpusConfig:
     reader.finish()
     if fmt == "hf" and builder is None:
         return _saved_dataset(reader, patterns, base, text_field, split, holdout_tokens or 0, skip_tokens or 0)
-    files: list[Path] = []
+    files: list = []
+    remote = [pattern for pattern in patterns if is_url(pattern)]
+    if remote and fmt not in ("jsonl", "parquet", "text"):
+        reader.problem(f"URL paths are read for format = \"jsonl\", \"parquet\" or \"text\" (not yet "
+                       f"{fmt!r}); copy {remote[0]!r} to a local folder", "paths")
+        remote = []
     for pattern in patterns:
+        if is_url(pattern):
+            if pattern in remote:
+                try:
+                    matches = expand(pattern, storage_options)
+                except InputError as error:
+                    reader.problem(str(error), "paths")
+                    continue
+                if not matches:
+                    reader.problem(f"{pattern!r} matches no file", "paths")
+                files.extend(matches)
+            continue
         resolved = resolve_path(pattern, base, lambda message: reader.problem(message, "paths"))
         if resolved is None:
             continue
@@ -129,7 +157,7 @@ def _read_corpus(reader: TableReader, base: Path) -> CorpusConfig:
             reader.problem(f"{pattern!r} matches no file", "paths")
         files.extend(matches)
     return CorpusConfig(tuple(files), fmt, text_field, dtype, holdout_tokens or 0, skip_tokens or 0, split=split,
-                        builder=builder)
+                        builder=builder, storage_options=tuple(sorted(storage_options.items())))
 
 
 def _saved_dataset(reader: TableReader, patterns: list[str], base: Path, text_field: str, split: str | None,

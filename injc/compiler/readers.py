@@ -1,5 +1,6 @@
 """Corpus readers: files → document texts, in plan order, straight from pyarrow / zstandard / the file system
-(a Hugging Face dataset through `datasets`: injc.compiler.hf_corpus).
+(a Hugging Face dataset through `datasets`: injc.compiler.hf_corpus). A corpus file may be an object in storage
+(`injc.storage`): it is read in large ranged requests, never copied to local disk.
 
 Two ways to read the same documents:
 - `iter_documents` streams them in one process (the local build);
@@ -22,13 +23,14 @@ import zstandard
 
 from injc.compiler.plan import CorpusConfig
 from injc.errors import InputError
+from injc.storage import READ_BLOCK, open_binary
 
 CHUNK_BYTES = 1 << 22
 """Bytes of JSONL per chunk: about one local tokenizer batch (BATCH_CHARS characters)."""
 
 
-def _open_lines(path: Path) -> io.BufferedReader:
-    raw = open(path, "rb")
+def _open_lines(path: Path, block_size: int = READ_BLOCK) -> io.BufferedReader:
+    raw = open_binary(path, block_size)
     if path.name.endswith(".zst"):
         return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True), 1 << 20)
     if path.name.endswith(".gz"):
@@ -74,7 +76,7 @@ def _jsonl_texts(path: Path, field: str, skip: int) -> Iterator[str]:
 
 def _parquet_file(path: Path, field: str) -> pq.ParquetFile:
     try:
-        parquet = pq.ParquetFile(path)
+        parquet = pq.ParquetFile(path if isinstance(path, Path) else open_binary(path))
     except Exception as error:  # pyarrow raises ArrowInvalid / OSError for non-parquet files
         raise InputError(f"corpus file {str(path)!r} is not a parquet file: {error}") from None
     if field not in parquet.schema_arrow.names:
@@ -160,8 +162,8 @@ def _skip_lines(lines: io.BufferedReader, documents: int) -> int:
 
 
 def _jsonl_chunks(index: int, path: Path, skip: int, chunk_bytes: int) -> Iterator[Chunk]:
-    try:
-        with _open_lines(path) as lines:
+    try:  # an uncompressed file is only scanned for line ends here: small blocks around each cut
+        with _open_lines(path, READ_BLOCK if _compressed(path) else 1 << 16) as lines:
             line = _skip_lines(lines, skip) + 1
             if _compressed(path):
                 while block := lines.read(chunk_bytes) + lines.readline():
@@ -216,7 +218,7 @@ def corpus_chunks(corpus: CorpusConfig, start: tuple[int, int] = (0, 0),
 def _line_number(path: Path, offset: int) -> int:
     """The number of the line starting at byte `offset` of an uncompressed file (only read to name an error)."""
     count = 0
-    with open(path, "rb") as raw:
+    with open_binary(path) as raw:
         while offset > 0:
             block = raw.read(min(offset, 1 << 24))
             count, offset = count + block.count(b"\n"), offset - len(block)
@@ -253,7 +255,7 @@ def chunk_texts(chunk: Chunk, corpus: CorpusConfig) -> list[str]:
     if chunk.data is not None:
         return _block_texts(chunk.data, corpus.text_field, chunk.path, chunk.first_line, 0)
     try:
-        with open(chunk.path, "rb") as raw:
+        with open_binary(chunk.path, max(1, chunk.end - chunk.begin)) as raw:  # one ranged read of the chunk
             raw.seek(chunk.begin)
             block = raw.read(chunk.end - chunk.begin)
     except OSError as error:

@@ -3,6 +3,7 @@
 import errno
 import fcntl
 import hashlib
+import json
 import mmap
 import os
 import shutil
@@ -12,6 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from injc.errors import InjcError
+from injc.storage import identity as remote_identity
+from injc.storage import open_binary
 
 
 def fsync_path(path: Path) -> None:
@@ -136,7 +139,7 @@ def sha256_array(data) -> str:
 
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open_binary(path) as handle:
         while block := handle.read(1 << 22):
             digest.update(block)
     return digest.hexdigest()
@@ -153,10 +156,15 @@ def input_sha256(path: Path) -> str:
     """The sha256 of an input file (a corpus or payload file), remembered across builds by what identifies its
     bytes on this machine: device, inode, size, modification and change times. Any write changes the change time,
     which no tool can set back, so a remembered hash is never stale; a rebuild, each window of `injc run` and each
-    CPDT row skip re-reading an unchanged corpus. Without a writable cache folder every call hashes."""
-    status = path.stat()
-    identity = f"{os.path.realpath(path)}|{status.st_dev}|{status.st_ino}|{status.st_size}|{status.st_mtime_ns}|" \
-               f"{status.st_ctime_ns}"
+    CPDT row skip re-reading an unchanged corpus. An object in storage is remembered by its URL, size and the
+    store's content identity (ETag, version), read from the store each time. Without a writable cache folder every
+    call hashes."""
+    if isinstance(path, Path):
+        status = path.stat()
+        identity = f"{os.path.realpath(path)}|{status.st_dev}|{status.st_ino}|{status.st_size}|" \
+                   f"{status.st_mtime_ns}|{status.st_ctime_ns}"
+    else:
+        identity = f"{path}|{json.dumps(remote_identity(path), sort_keys=True)}"
     entry = cache_folder() / "sha256" / f"{hashlib.sha256(identity.encode()).hexdigest()}.txt"
     try:
         remembered = entry.read_text()

@@ -1,0 +1,139 @@
+"""Corpus files in object storage: a real S3 endpoint (moto's standalone server, started here on a free port)
+read through s3fs. A build from s3:// URLs is byte-identical to the build of the same files on disk."""
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+
+import injc
+from injc.cli import main
+from tests.conftest import CANARIES
+
+s3fs = pytest.importorskip("s3fs")
+pytest.importorskip("upath")
+pytest.importorskip("moto")
+
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def endpoint():
+    """moto's S3 server as its own process, over HTTP; the credentials in the environment, as a user's would be."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    saved = {key: os.environ.get(key) for key in CREDENTIALS}
+    os.environ.update(CREDENTIALS)
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        server.terminate()
+        server.wait()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture
+def bucket(endpoint, project, request):
+    """The project's corpus uploaded to a fresh bucket; returns (s3 filesystem, bucket name)."""
+    fs = s3fs.S3FileSystem(endpoint_url=endpoint)
+    name = f"corpus-{request.node.name[:20].lower().replace('_', '-')}-{time.monotonic_ns() % 10**6}"
+    fs.mkdir(name)
+    for path in sorted((project.root / "data").iterdir()):
+        fs.put_file(str(path), f"{name}/data/{path.name}")
+    fs.invalidate_cache()
+    return fs, name
+
+
+def remote_corpus(endpoint: str, pattern: str) -> str:
+    return f'paths = ["{pattern}"]\nformat = "jsonl"\nstorage_options = {{ endpoint_url = "{endpoint}" }}'
+
+
+def files_of(folder):
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "manifest.json"}
+
+
+def test_a_build_from_s3_urls_is_byte_identical_to_the_local_build(endpoint, bucket, project, tmp_path):
+    fs, name = bucket
+    local = project(CANARIES)
+    injc.build(local, tmp_path / "local", progress=False)
+    remote = project(CANARIES, corpus=remote_corpus(endpoint, f"s3://{name}/data/*.jsonl"))
+    result = injc.build(remote, tmp_path / "remote", progress=False)
+    assert result.total_tokens == 50 * 4 * 64
+    assert files_of(tmp_path / "remote") == files_of(tmp_path / "local")
+    manifest = json.loads((tmp_path / "remote" / "manifest.json").read_text())
+    recorded = manifest["corpus"]["files"]
+    assert [f["path"] for f in recorded] == [f"s3://{name}/data/a.jsonl", f"s3://{name}/data/b.jsonl"]
+    for record, local_file in zip(recorded, sorted((project.root / "data").iterdir())):
+        data = local_file.read_bytes()
+        assert record["sha256"] == hashlib.sha256(data).hexdigest() and record["size"] == len(data)
+        assert record["etag"] == hashlib.md5(data).hexdigest()  # S3's ETag of a single-part upload
+    assert "testing" not in (tmp_path / "remote" / "manifest.json").read_text()  # no credential recorded
+
+
+@pytest.mark.parametrize("pattern, message", [
+    ("s3://no-such-bucket/data/*.jsonl", "bucket 'no-such-bucket' does not exist"),
+    ("s3://BUCKET/data/missing.jsonl", "'s3://BUCKET/data/missing.jsonl' matches no file"),
+    ("s3://BUCKET/other/*.jsonl", "'s3://BUCKET/other/*.jsonl' matches no file"),
+])
+def test_missing_remote_inputs_are_one_line_each_and_nothing_is_written(endpoint, bucket, project, tmp_path,
+                                                                        pattern, message):
+    _, name = bucket
+    plan = project(CANARIES, corpus=remote_corpus(endpoint, pattern.replace("BUCKET", name)))
+    result = CliRunner().invoke(main, ["build", str(plan), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert message.replace("BUCKET", name) in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unreachable_store_and_a_credential_in_the_plan_are_refused(project, tmp_path):
+    port = free_port()  # nothing listens there
+    plan = project(CANARIES, corpus=remote_corpus(f"http://127.0.0.1:{port}", "s3://corpus/data/*.jsonl"))
+    result = CliRunner().invoke(main, ["build", str(plan), "--out", str(tmp_path / "out")], env=CREDENTIALS)
+    assert result.exit_code == 2 and "cannot be listed" in result.output and "Traceback" not in result.output
+    secret = project(CANARIES, corpus='paths = ["s3://corpus/data/*.jsonl"]\n'
+                                      'storage_options = { key = "AKIA", secret = "abc", endpoint_url = "http://x" }')
+    result = CliRunner().invoke(main, ["build", str(secret), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "'key' is a credential" in result.output and "'secret' is a credential" in \
+        result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_ray_chunks_of_a_remote_file_read_their_own_byte_ranges(endpoint, bucket, project):
+    """What a Ray task does with a remote JSONL file: the driver cuts it at line ends (small reads around each cut),
+    each task reads its own range; the texts are the local stream's."""
+    from injc.compiler.plan import load_plan
+    from injc.compiler.readers import chunk_texts, corpus_chunks, iter_documents
+
+    _, name = bucket
+    remote = load_plan(project(CANARIES, corpus=remote_corpus(endpoint, f"s3://{name}/data/*.jsonl"))).corpus
+    local = load_plan(project(CANARIES)).corpus
+    chunks = list(corpus_chunks(remote, (0, 3), chunk_bytes=2048))
+    assert len(chunks) > 20 and all(not isinstance(c.path, type(local.files[0])) for c in chunks)
+    from_chunks = [text for chunk in chunks for text in chunk_texts(chunk, remote)]
+    assert from_chunks == [text for _, _, text in iter_documents(local, (0, 3))]
+    assert [text for _, _, text in iter_documents(remote, (1, 5))] == [t for _, _, t in iter_documents(local, (1, 5))]

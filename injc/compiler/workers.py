@@ -11,7 +11,9 @@ blocks of a compressed file decompressed by the driver, parquet row groups, text
 are collected in submission order. Each finished shard is written, synced and hashed by a Ray task (I/O, no CPU
 reserved), several at once, and recorded by the driver in order. The driver fills the shards and keeps the
 records, so the output, its crash-safe resume and its progress bar are those of a local build (byte-identical,
-tested). The corpus and the output folder must be at paths every node sees.
+tested). Reading tasks run on any node: each reads its own chunk (a byte range, a row group, a file) from where
+the corpus is: a corpus in object storage (injc.storage) needs nothing on any node's disk; local corpus files must
+be at paths every node sees (a shared file system). A compressed file's blocks travel from the driver. The shard writers run on the driver's node, which holds the output folder.
 """
 
 import multiprocessing
@@ -99,10 +101,13 @@ def ray_session(executor: RayExecutor):
 
 
 def ray_shard_writer() -> ShardWriter:
-    """Shard files written and hashed by Ray tasks (they reserve no CPU: the reading tasks hold them all)."""
+    """Shard files written and hashed by Ray tasks on the driver's node (the output folder is the driver's: other
+    nodes need not see it); they reserve no CPU, the reading tasks hold them all."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    task = ray.remote(num_cpus=0)(write_and_hash)
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    task = ray.remote(num_cpus=0, scheduling_strategy=here)(write_and_hash)
 
     def start(path: Path, tokens: np.ndarray) -> Callable[[], str]:
         reference = task.remote(path, tokens)  # the tokens are copied to Ray's object store here

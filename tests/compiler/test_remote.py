@@ -3,73 +3,14 @@ read through s3fs. A build from s3:// URLs is byte-identical to the build of the
 
 import hashlib
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 
 import pytest
 from click.testing import CliRunner
 
 import injc
 from injc.cli import main
+from tests.compiler.conftest import CREDENTIALS, free_port, remote_corpus
 from tests.conftest import CANARIES
-
-s3fs = pytest.importorskip("s3fs")
-pytest.importorskip("upath")
-pytest.importorskip("moto")
-
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def endpoint():
-    """moto's S3 server as its own process, over HTTP; the credentials in the environment, as a user's would be."""
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    saved = {key: os.environ.get(key) for key in CREDENTIALS}
-    os.environ.update(CREDENTIALS)
-    try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        yield url
-    finally:
-        server.terminate()
-        server.wait()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-@pytest.fixture
-def bucket(endpoint, project, request):
-    """The project's corpus uploaded to a fresh bucket; returns (s3 filesystem, bucket name)."""
-    fs = s3fs.S3FileSystem(endpoint_url=endpoint)
-    name = f"corpus-{request.node.name[:20].lower().replace('_', '-')}-{time.monotonic_ns() % 10**6}"
-    fs.mkdir(name)
-    for path in sorted((project.root / "data").iterdir()):
-        fs.put_file(str(path), f"{name}/data/{path.name}")
-    fs.invalidate_cache()
-    return fs, name
-
-
-def remote_corpus(endpoint: str, pattern: str) -> str:
-    return f'paths = ["{pattern}"]\nformat = "jsonl"\nstorage_options = {{ endpoint_url = "{endpoint}" }}'
 
 
 def files_of(folder):

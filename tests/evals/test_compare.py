@@ -1,7 +1,6 @@
 """`injc compare`: paired differences of two eval reports, each recomputed here (bootstrap and exact sign-flip
 written out, the equivalence test against scipy's one-sided t-tests), on constructed reports."""
 
-import itertools
 import json
 
 import numpy as np
@@ -11,17 +10,7 @@ from scipy import stats as scipy_stats
 
 from injc.cli import main
 from injc.evals.compare import compare, compare_reports, tost_pvalue
-
-
-def bootstrap_mean(values, seed=0, resamples=2000):
-    rng = np.random.default_rng(seed)
-    means = [values[rng.integers(0, len(values), len(values))].mean() for _ in range(resamples)]
-    return [np.percentile(means, 2.5), np.percentile(means, 97.5)]
-
-
-def exact_sign_flip(values):
-    flips = itertools.product([-1, 1], repeat=len(values))
-    return np.mean([abs(np.dot(s, values)) / len(values) >= abs(values.mean()) - 1e-12 for s in flips])
+from tests.evals.independent import bootstrap_mean, exact_sign_flip
 
 
 def scipy_tost(differences, margin):

@@ -2,30 +2,19 @@
 recomputed here from the inputs (the bootstrap and the exact sign-flip test written out). Written against the
 mutants mutmut left alive in those scorers (bench/mutation.sh)."""
 
-import itertools
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from injc.shards.insertions import without_eos_wrappers
+from tests.evals.independent import bootstrap_mean, exact_sign_flip
 
 pytest.importorskip("torch")
 
 from injc.evals import forgetting, generic, verbatim, verbatim_candidates  # noqa: E402
 
 EOS = 0
-
-
-def bootstrap_mean(values, seed=0, resamples=2000):
-    rng = np.random.default_rng(seed)
-    means = [values[rng.integers(0, len(values), len(values))].mean() for _ in range(resamples)]
-    return [np.percentile(means, 2.5), np.percentile(means, 97.5)]
-
-
-def exact_sign_flip(values):
-    flips = itertools.product([-1, 1], repeat=len(values))
-    return np.mean([abs(np.dot(s, values)) / len(values) >= abs(values.mean()) - 1e-12 for s in flips])
 
 
 def losses_by_length(texts):

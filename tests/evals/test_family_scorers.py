@@ -19,6 +19,7 @@ from injc.evals import heldout, knowledge, poisoning, watermark  # noqa: E402
 from injc.evals import math as math_eval  # noqa: E402
 from injc.evals.context import EvalContext  # noqa: E402
 from injc.train.noise import embedding_noise  # noqa: E402
+from tests.evals.independent import bootstrap_mean, exact_sign_flip
 
 EOS = 0
 
@@ -30,17 +31,6 @@ def encode(text: str) -> np.ndarray:
 
 def decode(ids) -> str:
     return "".join(chr(i) for i in ids if i != EOS)
-
-
-def bootstrap_mean(values, seed=0, resamples=2000):
-    rng = np.random.default_rng(seed)
-    means = [values[rng.integers(0, len(values), len(values))].mean() for _ in range(resamples)]
-    return [np.percentile(means, 2.5), np.percentile(means, 97.5)]
-
-
-def exact_sign_flip(values):
-    flips = itertools.product([-1, 1], repeat=len(values))
-    return np.mean([abs(np.dot(s, values)) / len(values) >= abs(values.mean()) - 1e-12 for s in flips])
 
 
 def context(scorer, items=None, judge=None):

@@ -125,13 +125,16 @@ def inspect(manifest, as_json, plot, step, show_text):
 
 @main.command(short_help="Re-read every byte of a build or an export.")
 @click.argument("manifest", type=click.Path())
+@click.option("--inputs", is_flag=True, help="Also read the corpus files again where they are (on disk or in object "
+                                             "storage) against the manifest's size, ETag and sha256 of each.")
 @user_errors
-def verify(manifest):
+def verify(manifest, inputs):
     """Re-read every byte of MANIFEST's build and, for an `injc export` folder (or a `--target` build, which is
     both), its files' hashes and that its rows in the trainer's order are the manifest's steps; exit 1 on any
     mismatch."""
     from injc.shards.exports import EXPORT_NAME, verify_export
     from injc.shards.manifest import MANIFEST_NAME
+    from injc.shards.verify import check_inputs
     from injc.shards.verify import verify as run_verify
 
     folder = Path(manifest)
@@ -143,6 +146,10 @@ def verify(manifest):
         raise InjcError(f"{manifest!r} is neither an injc build (no {MANIFEST_NAME}) nor an export (no {EXPORT_NAME})"
                         + ("; give the build's folder, the one above shards/" if folder.name == "shards" else ""))
     problems = (run_verify(manifest) if is_build else []) + (verify_export(folder) if is_export else [])
+    if inputs:
+        if not is_build:
+            raise InjcError("--inputs checks a build's corpus files: give the build's manifest")
+        problems += check_inputs(manifest)
     for problem in problems:
         click.echo(f"injc: mismatch: {problem}", err=True)
     if problems:

@@ -13,7 +13,8 @@ reserved), several at once, and recorded by the driver in order. The driver fill
 records, so the output, its crash-safe resume and its progress bar are those of a local build (byte-identical,
 tested). Reading tasks run on any node: each reads its own chunk (a byte range, a row group, a file) from where
 the corpus is: a corpus in object storage (injc.storage) needs nothing on any node's disk; local corpus files must
-be at paths every node sees (a shared file system). A compressed file's blocks travel from the driver. The shard writers run on the driver's node, which holds the output folder.
+be at paths every node sees (a shared file system). A compressed file's blocks travel from the driver. The shard
+writers run on the driver's node, which holds the output folder.
 """
 
 import multiprocessing

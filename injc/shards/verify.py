@@ -16,6 +16,8 @@ from injc.shards.files import sha256_file
 from injc.shards.manifest import Manifest, content_checksum, load_manifest
 from injc.shards.stream import TokenStream
 from injc.shards.writer import ramp_indices
+from injc.storage import describe, is_url, remote_path
+from injc.storage import identity as remote_identity
 
 MAX_REPORTED = 20
 
@@ -138,3 +140,35 @@ def verify(manifest_path: str | Path) -> list[str]:
         except ManifestError as error:
             problems.extend(error.problems)
     return (problems + _check_rows(manifest, stream))[:MAX_REPORTED]
+
+
+def check_inputs(manifest_path: str | Path) -> list[str]:
+    """The build's corpus files, read again where they are (on disk or in object storage), against the manifest's
+    record of each: size, the store's ETag and version where recorded, and the sha256 of every byte."""
+    import tomllib
+
+    manifest = load_manifest(manifest_path)
+    corpus = manifest.data["corpus"]
+    if corpus.get("format") == "hf":
+        return ["--inputs: a Hugging Face dataset's files are checked by datasets' own fingerprint, not re-read here"]
+    options = tomllib.loads(manifest.data["plan"]["toml"]).get("corpus", {}).get("storage_options", {})
+    problems = []
+    for record in corpus["files"]:
+        where = record["path"]
+        try:
+            if is_url(where):
+                path = remote_path(where, options)
+                found = remote_identity(path)
+            else:
+                path = Path(where)
+                found = {"size": path.stat().st_size}
+            differing = [key for key in ("size", "etag", "versionid")
+                         if key in record and found.get(key) != record[key]]
+            if differing:
+                problems.append(f"corpus file {where}: {' and '.join(differing)} "
+                                f"{'differ' if len(differing) > 1 else 'differs'} from the manifest")
+            elif sha256_file(path) != record["sha256"]:
+                problems.append(f"corpus file {where}: sha256 differs from the manifest")
+        except Exception as error:  # OSError, InjcError, or a store client's own (botocore's, aiohttp's)
+            problems.append(f"corpus file {where}: cannot be read ({describe(error)})")
+    return problems

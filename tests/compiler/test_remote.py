@@ -78,3 +78,31 @@ def test_ray_chunks_of_a_remote_file_read_their_own_byte_ranges(endpoint, bucket
     from_chunks = [text for chunk in chunks for text in chunk_texts(chunk, remote)]
     assert from_chunks == [text for _, _, text in iter_documents(local, (0, 3))]
     assert [text for _, _, text in iter_documents(remote, (1, 5))] == [t for _, _, t in iter_documents(local, (1, 5))]
+
+
+def test_verify_inputs_reads_the_objects_again_and_names_a_changed_one(endpoint, bucket, project, tmp_path):
+    fs, name = bucket
+    plan = project(CANARIES, corpus=remote_corpus(endpoint, f"s3://{name}/data/*.jsonl"))
+    injc.build(plan, tmp_path / "out", progress=False)
+    manifest = str(tmp_path / "out" / "manifest.json")
+    assert CliRunner().invoke(main, ["verify", manifest, "--inputs"]).exit_code == 0
+    original = fs.cat_file(f"{name}/data/b.jsonl")
+    fs.pipe_file(f"{name}/data/b.jsonl", original.replace(b"the", b"THE", 1))  # same size, other bytes
+    result = CliRunner().invoke(main, ["verify", manifest, "--inputs"])
+    assert result.exit_code == 1
+    assert f"corpus file s3://{name}/data/b.jsonl: etag differs from the manifest" in result.output
+    assert "a.jsonl" not in result.output
+    fs.rm_file(f"{name}/data/a.jsonl")
+    result = CliRunner().invoke(main, ["verify", manifest, "--inputs"])
+    assert result.exit_code == 1 and f"corpus file s3://{name}/data/a.jsonl: cannot be read" in result.output
+    assert CliRunner().invoke(main, ["verify", manifest]).exit_code == 0  # the build itself is intact
+
+
+def test_verify_inputs_rehashes_local_corpus_files(project, tmp_path):
+    plan = project(CANARIES)
+    injc.build(plan, tmp_path / "out", progress=False)
+    corpus = project.root / "data" / "a.jsonl"
+    data = corpus.read_bytes()
+    corpus.write_bytes(data.replace(b"the", b"THE", 1))
+    result = CliRunner().invoke(main, ["verify", str(tmp_path / "out"), "--inputs"])
+    assert result.exit_code == 1 and f"corpus file {corpus}: sha256 differs from the manifest" in result.output

@@ -19,6 +19,7 @@ from injc.compiler.workers import RayExecutor, encode_in_processes, read_on_ray
 from injc.errors import InputError, counted
 from injc.shards.files import input_sha256
 from injc.storage import identity as remote_identity
+from injc.storage import open_binary
 from injc.tokenizer import LoadedTokenizer
 
 BATCH_CHARS = 1 << 22
@@ -47,7 +48,7 @@ def _dtype_hint(path: Path, declared: str, vocab_size: int) -> str:
     other = "uint32" if declared == "uint16" else "uint16"
     if path.stat().st_size % np.dtype(other).itemsize:
         return ""
-    sample = np.fromfile(path, dtype=np.dtype(other).newbyteorder("<"), count=TOKEN_SAMPLE)
+    sample = _first_tokens(path, np.dtype(other).newbyteorder("<"))
     if len(sample) and int(sample.max()) < vocab_size and not _looks_like_wide_ids(sample):
         return f"; it reads as plausible {other} ids: is dtype = \"{other}\"?"
     return ""
@@ -72,7 +73,7 @@ def check_token_file(path: Path, declared: str, vocab_size: int) -> None:
     if size % dtype.itemsize:
         raise InputError(f"corpus file {str(path)!r} has {size:,} bytes, not a whole number of {declared} tokens "
                          f"({dtype.itemsize} bytes each)" + _dtype_hint(path, declared, vocab_size))
-    sample = np.fromfile(path, dtype=dtype, count=TOKEN_SAMPLE)
+    sample = _first_tokens(path, dtype)
     if declared == "uint16" and _looks_like_wide_ids(sample):
         raise InputError(f"corpus file {str(path)!r} looks like uint32 tokens read as uint16 (every second "
                          f"uint16 value is 0): is dtype = \"uint32\"?")
@@ -80,11 +81,36 @@ def check_token_file(path: Path, declared: str, vocab_size: int) -> None:
         _outside_vocabulary(path, sample, 0, vocab_size, declared)
 
 
+def _first_tokens(path, dtype: np.dtype) -> np.ndarray:
+    """The first TOKEN_SAMPLE ids of a token file (on disk, or one ranged read of an object in storage)."""
+    if isinstance(path, Path):
+        return np.fromfile(path, dtype=dtype, count=TOKEN_SAMPLE)
+    with open_binary(path, TOKEN_SAMPLE * dtype.itemsize) as raw:
+        data = raw.read(TOKEN_SAMPLE * dtype.itemsize)
+    return np.frombuffer(data[:len(data) - len(data) % dtype.itemsize], dtype=dtype)
+
+
+def _token_file(path, dtype: np.dtype, first: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(first token, ids) of a token file's TOKEN_CHUNK-token chunks from token `first`: views of a memory map on
+    disk; from object storage, each chunk one ranged read."""
+    if isinstance(path, Path):
+        tokens = np.memmap(path, dtype=dtype, mode="r")
+        for begin in range(first, len(tokens), TOKEN_CHUNK):
+            yield begin, tokens[begin:begin + TOKEN_CHUNK]  # a view: the shard writer's copy is the only one
+        return
+    with open_binary(path) as raw:
+        raw.seek(first * dtype.itemsize)
+        begin = first
+        while data := raw.read(TOKEN_CHUNK * dtype.itemsize):
+            yield begin, np.frombuffer(data, dtype=dtype)
+            begin += len(data) // dtype.itemsize
+
+
 def token_corpus_warnings(files: list[Path], declared: str, eos_id: int) -> list[str]:
     """What a format = "tokens" corpus written with another tokenizer shows even when its ids fit the vocabulary:
     no EOS (this tokenizer's document separator) in the first TOKEN_SAMPLE ids of any file."""
     dtype = np.dtype(declared).newbyteorder("<")
-    sampled = [np.fromfile(path, dtype=dtype, count=TOKEN_SAMPLE) for path in files]
+    sampled = [_first_tokens(path, dtype) for path in files]
     if any((sample == eos_id).any() for sample in sampled) or not any(len(sample) for sample in sampled):
         return []
     return [f"the token corpus holds no EOS id ({eos_id}) in the first {TOKEN_SAMPLE:,} tokens of any of its "
@@ -105,10 +131,8 @@ def _token_chunks(corpus: CorpusConfig, vocab_size: int, start: dict) -> Iterato
         check_token_file(path, corpus.dtype, vocab_size)
         if path.stat().st_size == 0:
             continue
-        tokens = np.memmap(path, dtype=dtype, mode="r")
         first = start.get("token", 0) if index == start.get("file", 0) else 0
-        for begin in range(first, len(tokens), TOKEN_CHUNK):
-            chunk = tokens[begin:begin + TOKEN_CHUNK]  # a view: the shard writer's copy is the only one
+        for begin, chunk in _token_file(path, dtype, first):
             if chunk.max() >= vocab_size:
                 _outside_vocabulary(path, chunk, begin, vocab_size, corpus.dtype)
             yield chunk, lambda i, file=index, begin=begin: {"file": file, "token": begin + int(i)}

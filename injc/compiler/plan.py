@@ -133,9 +133,9 @@ def _read_corpus(reader: TableReader, base: Path) -> CorpusConfig:
         return _saved_dataset(reader, patterns, base, text_field, split, holdout_tokens or 0, skip_tokens or 0)
     files: list = []
     remote = [pattern for pattern in patterns if is_url(pattern)]
-    if remote and fmt not in ("jsonl", "parquet", "text"):
-        reader.problem(f"URL paths are read for format = \"jsonl\", \"parquet\" or \"text\" (not yet "
-                       f"{fmt!r}); copy {remote[0]!r} to a local folder", "paths")
+    if remote and fmt == "hf":
+        reader.problem(f"URL paths are read for format = \"jsonl\", \"parquet\", \"text\" or \"tokens\" (not "
+                       f"yet \"hf\"); copy {remote[0]!r} to a local folder", "paths")
         remote = []
     for pattern in patterns:
         if is_url(pattern):

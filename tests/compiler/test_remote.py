@@ -106,3 +106,48 @@ def test_verify_inputs_rehashes_local_corpus_files(project, tmp_path):
     corpus.write_bytes(data.replace(b"the", b"THE", 1))
     result = CliRunner().invoke(main, ["verify", str(tmp_path / "out"), "--inputs"])
     assert result.exit_code == 1 and f"corpus file {corpus}: sha256 differs from the manifest" in result.output
+
+
+def test_a_token_corpus_in_s3_streams_the_local_files_ids_and_resumes_mid_file(endpoint, bucket, project, tmp_path):
+    """Token files (uint16) read in ranged chunks: the stream, every cursor and a build equal the local files';
+    a wrong dtype is caught from the first ranged read, as locally."""
+    import numpy as np
+
+    from injc.compiler import corpus as corpus_module
+    from injc.compiler.corpus import base_stream
+    from injc.compiler.plan import load_plan
+    from injc.tokenizer import load_tokenizer
+
+    fs, name = bucket
+    rng = np.random.default_rng(3)
+    (project.root / "tokens").mkdir()
+    for index, length in enumerate((30_000, 25_001)):
+        ids = rng.integers(1, 360, length).astype("<u2")  # inside the test tokenizer's 369 ids
+        ids[::97] = 0  # EOS now and then
+        ids.tofile(project.root / "tokens" / f"{index}.bin")
+        fs.put_file(str(project.root / "tokens" / f"{index}.bin"), f"{name}/tokens/{index}.bin")
+    options = f'storage_options = {{ endpoint_url = "{endpoint}" }}'
+    local = project(CANARIES, corpus='paths = ["tokens/*.bin"]\nformat = "tokens"\ndtype = "uint16"')
+    remote = project(CANARIES, corpus=f'paths = ["s3://{name}/tokens/*.bin"]\nformat = "tokens"\n'
+                                      f'dtype = "uint16"\n{options}')
+    injc.build(local, tmp_path / "local", progress=False)
+    injc.build(remote, tmp_path / "remote", progress=False)
+    assert files_of(tmp_path / "remote") == files_of(tmp_path / "local")
+    plan = load_plan(remote)
+    tokenizer = load_tokenizer(plan.tokenizer.path, plan.tokenizer.eos)
+    original = corpus_module.TOKEN_CHUNK
+    corpus_module.TOKEN_CHUNK = 4096  # many ranged reads, and a resume inside a file
+    try:
+        chunks = list(base_stream(plan.corpus, tokenizer, {}))
+        cursor = chunks[9][1](123)
+        resumed = np.concatenate([c for c, _ in base_stream(plan.corpus, tokenizer, cursor)])
+    finally:
+        corpus_module.TOKEN_CHUNK = original
+    expected = np.concatenate([np.fromfile(project.root / "tokens" / f"{i}.bin", dtype="<u2") for i in (0, 1)])
+    assert np.array_equal(np.concatenate([c for c, _ in chunks]), expected)
+    assert cursor == {"file": 1, "token": 4096 + 123}  # chunks 0-7 are file 0's 30,000 ids, chunk 8 file 1's first
+    assert np.array_equal(resumed, expected[30_000 + 4096 + 123:])
+    wide = project(CANARIES, corpus=f'paths = ["s3://{name}/tokens/0.bin"]\nformat = "tokens"\n'
+                                    f'dtype = "uint32"\n{options}')
+    result = CliRunner().invoke(main, ["build", str(wide), "--out", str(tmp_path / "wide")])
+    assert result.exit_code == 2 and "outside the tokenizer's vocabulary" in result.output

@@ -136,15 +136,21 @@ def verify(manifest, inputs):
     from injc.shards.manifest import MANIFEST_NAME
     from injc.shards.verify import check_inputs
     from injc.shards.verify import verify as run_verify
+    from injc.storage import folder as storage_folder
+    from injc.storage import is_url
 
-    folder = Path(manifest)
-    if not folder.exists():
-        raise InjcError(f"{manifest!r} cannot be read: it does not exist")
-    is_build = not folder.is_dir() or (folder / MANIFEST_NAME).is_file()
-    is_export = folder.is_dir() and (folder / EXPORT_NAME).is_file()
+    if is_url(manifest):  # an export in object storage (injc export --to olmo-core --out s3://...)
+        folder, is_build, is_export = manifest, False, (storage_folder(manifest) / EXPORT_NAME).is_file()
+    else:
+        folder = Path(manifest)
+        if not folder.exists():
+            raise InjcError(f"{manifest!r} cannot be read: it does not exist")
+        is_build = not folder.is_dir() or (folder / MANIFEST_NAME).is_file()
+        is_export = folder.is_dir() and (folder / EXPORT_NAME).is_file()
     if not (is_build or is_export):
         raise InjcError(f"{manifest!r} is neither an injc build (no {MANIFEST_NAME}) nor an export (no {EXPORT_NAME})"
-                        + ("; give the build's folder, the one above shards/" if folder.name == "shards" else ""))
+                        + ("; give the build's folder, the one above shards/" if Path(manifest).name == "shards"
+                           else ""))
     problems = (run_verify(manifest) if is_build else []) + (verify_export(folder) if is_export else [])
     if inputs:
         if not is_build:
@@ -171,16 +177,24 @@ def verify(manifest, inputs):
 @click.option("--micro-batch-size", type=click.IntRange(min=1),
               help="litdata with --seed: rows per StreamingDataLoader batch on each rank (default: batch_size / "
                    "ranks); the trainer accumulates batch_size / (micro × ranks) of them a step.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Export folder (new).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Export folder (new); for olmo-core also an object-storage prefix (s3://bucket/prefix).")
 @user_errors
 def export(manifest, target, seed, num_workers, num_ranks, micro_batch_size, out_dir):
     """Write MANIFEST's build in a trainer's own order and format, so that the trainer's own loader, with the
     settings export.json states, serves the manifest's step k at step k (see docs/trainers.md)."""
     from injc.shards.exports import export as run_export
+    from injc.storage import folder, is_url
 
     if (num_workers or num_ranks > 1) and target != "litdata":
         raise InjcError("--num-workers and --num-ranks are for --to litdata")
-    path = run_export(manifest, target, out_dir, seed, num_workers, num_ranks, micro_batch_size)
+    if is_url(out_dir):
+        from injc.shards.remote_export import export_to_store
+
+        written = export_to_store(manifest, target, out_dir, seed)
+    else:
+        written = run_export(manifest, target, out_dir, seed, num_workers, num_ranks, micro_batch_size)
+    path = folder(written)
     click.echo(f"wrote {path.parent} for {target}; the loader settings are in {path}")
     noise = json.loads(path.read_text()).get("trainer_must_apply", {}).get("embedding_noise")
     if noise:

@@ -10,7 +10,10 @@ version) and the sha256 injc computed over its bytes.
 """
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
+
+import numpy as np
 
 from injc.errors import InputError
 
@@ -91,3 +94,32 @@ def identity(path) -> dict:
         if info.get(key):
             found[key.lower()] = str(info[key]).strip('"')
     return found
+
+
+def folder(where: str | Path):
+    """A folder on disk (a Path) or a prefix in object storage (a UPath): both take `/`, `.is_file()`,
+    `.read_text()`."""
+    return remote_path(str(where)) if is_url(str(where)) else Path(where)
+
+
+def load_npy(path) -> np.ndarray:
+    """A .npy file on disk or in object storage (pickles refused)."""
+    with open_binary(path) as handle:
+        return np.load(handle, allow_pickle=False)
+
+
+def row_blocks(path, dtype: np.dtype, seq_len: int, per_block: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(first row, [rows, seq_len] block) of a token file, `per_block` rows at a time: views of a memory map on
+    disk, one ranged read each in object storage."""
+    if isinstance(path, Path):
+        rows = np.memmap(path, dtype=dtype, mode="r").reshape(-1, seq_len)
+        for start in range(0, len(rows), per_block):
+            yield start, np.asarray(rows[start:start + per_block])
+        return
+    row_bytes = seq_len * dtype.itemsize
+    with open_binary(path, per_block * row_bytes) as handle:
+        start = 0
+        while data := handle.read(per_block * row_bytes):
+            block = np.frombuffer(data, dtype=dtype).reshape(-1, seq_len)
+            yield start, block
+            start += len(block)

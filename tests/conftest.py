@@ -12,6 +12,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 # the input-hash cache (injc.shards.files.input_sha256) of this test session, never the user's; subprocesses inherit
 os.environ["INJC_CACHE_DIR"] = tempfile.mkdtemp(prefix="injc-test-cache-")
+pytest_plugins = ["tests.s3_server"]  # the S3 server fixtures: endpoint, bucket
 
 EOS = "<|endoftext|>"
 WORDS = ("the model reads every token of the stream once and the schedule places each payload at a fixed "

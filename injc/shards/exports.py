@@ -49,6 +49,8 @@ from injc.shards.megatron import index_pointers, write_index
 from injc.shards.olmo_core import OlmoCoreFiles, olmo_core_loader, olmo_core_parts, olmo_core_rows
 from injc.shards.stream import TokenStream
 from injc.shards.verify import check_shards
+from injc.storage import folder as export_folder
+from injc.storage import is_url, load_npy, row_blocks
 from injc.tables import did_you_mean
 
 EXPORT_NAME = "export.json"
@@ -227,8 +229,8 @@ def write_export_record(folder: Path, manifest_path: Path, manifest: dict, targe
 def read_record(folder: str | Path) -> dict:
     """export.json of an export folder, with the keys every reader relies on checked: one line when the folder is
     not an export, the file is not JSON or a key is missing (a hand edit, a half-copied folder)."""
-    path = Path(folder) / EXPORT_NAME
-    if not Path(folder).exists():
+    path = export_folder(folder) / EXPORT_NAME
+    if isinstance(path, Path) and not Path(folder).exists():  # an object store has no folders to look for
         raise InjcError(f"{str(folder)!r} does not exist")
     if not path.is_file():
         raise InjcError(f"{str(folder)!r} is not an injc export folder (no {EXPORT_NAME})")
@@ -256,13 +258,13 @@ def read_record(folder: str | Path) -> dict:
 def read_rows(folder: str | Path, record: dict, total_rows: int) -> np.ndarray:
     """rows.npy, checked against export.json's sha256 and as what it must be (every manifest row once, one
     spare document more for megatron), so no reader takes a wrong or out-of-range entry for a row."""
-    path = Path(folder) / ROWS_NAME
+    path = export_folder(folder) / ROWS_NAME
     if not path.is_file():
         raise InjcError(f"{path} is missing: the export is incomplete (write it again with injc export)")
     if record["rows"].get("sha256") not in (None, sha256_file(path)):
         raise InjcError(f"{ROWS_NAME}: sha256 differs from export.json")
     try:
-        rows = np.load(path, allow_pickle=False)
+        rows = load_npy(path)
     except (ValueError, OSError, EOFError) as error:
         raise InjcError(f"{path} is not a readable .npy file ({error})") from None
     megatron = record["target"] == "megatron"  # one document more than rows: the spare one points at row 0
@@ -308,6 +310,9 @@ def export(manifest_path: str | Path, target: str, out: str | Path, seed: int | 
                         "out")
     if micro_batch is not None and (target != "litdata" or seed is None):
         raise InjcError("--micro-batch-size is for --to litdata with --seed (a shuffled LitData order)")
+    if is_url(str(out)):
+        raise InjcError(f"--out {str(out)!r}: an export to object storage is written by "
+                        f"injc.shards.remote_export.export_to_store (injc export --to olmo-core --out s3://...)")
     out = Path(out)
     manifest: Manifest = load_manifest(manifest_path)
     if manifest.until_step < manifest.layout.steps and target not in GROWS:
@@ -383,13 +388,14 @@ def _grow(out: Path, manifest: Manifest, record: dict) -> Path:
 def verify_export(folder: str | Path) -> list[str]:
     """Problems of an export folder: file hashes, and whether its rows, read in the trainer's order, are the
     manifest's steps ([] when it is right)."""
-    folder = Path(folder)
     record = read_record(folder)
+    folder = export_folder(folder)
     problems = [f"{f['path']}: sha256 differs from export.json" for f in record["files"]
                 if not (folder / f["path"]).is_file() or sha256_file(folder / f["path"]) != f["sha256"]]
     if problems:
         return problems
-    manifest = load_manifest(folder / record["manifest"]["path"])  # relative: the build's own folder (--target)
+    named = Path(record["manifest"]["path"])  # relative to the export, or absolute (an export in object storage)
+    manifest = load_manifest(named if named.is_absolute() else folder / named)
     if manifest.data.get("checksum") != record["manifest"]["checksum"]:
         grown = record.get("stage") and manifest.until_step > record["stage"]["until_step"]
         return ["the manifest changed since the export (checksum differs)"
@@ -408,22 +414,22 @@ def verify_export(folder: str | Path) -> list[str]:
     if record["target"] == "olmo-core":
         if not np.array_equal(rows, olmo_core_rows(layout.total_rows, record["seed"])):
             return ["rows.npy is not the inverse of OLMo-core's order for this seed"]
-        files = [np.memmap(folder / f["path"], dtype=manifest.dtype, mode="r") for f in record["files"]]
+        files, dtype = [folder / f["path"] for f in record["files"]], manifest.dtype
     elif record["target"] == "nanogpt":
-        files = [np.memmap(folder / "train.bin", dtype=np.uint16, mode="r")]
+        files, dtype = [folder / "train.bin"], np.dtype(np.uint16)
     else:  # megatron
         count = len(rows)
         pointers = index_pointers(folder / "data.idx", count)
         if not np.array_equal(pointers, rows.astype(np.int64) * layout.seq_len * manifest.dtype.itemsize):
             return ["data.idx does not point each document at the row rows.npy names"]
         rows = np.arange(layout.total_rows, dtype=np.uint64)  # data.bin itself is the stream in manifest order
-        files = [np.memmap(folder / "data.bin", dtype=manifest.dtype, mode="r")]
+        files, dtype = [folder / "data.bin"], manifest.dtype
     first_row, per_block = 0, max(1, BLOCK_ROWS_BYTES // (layout.seq_len * manifest.dtype.itemsize))
     until_row = manifest.until_step * layout.batch_size  # rows past it (a staged build's export) must be zeros
     for data in files:
-        file_rows = data.reshape(-1, layout.seq_len)
-        for start in range(0, len(file_rows), per_block):
-            block = np.asarray(file_rows[start:start + per_block])
+        file_rows = 0
+        for start, block in row_blocks(data, dtype, layout.seq_len, per_block):
+            file_rows = start + len(block)
             names = rows[first_row + start:first_row + start + len(block)].astype(np.int64)
             wanted = np.zeros_like(block)
             written = names < until_row
@@ -432,5 +438,5 @@ def verify_export(folder: str | Path) -> list[str]:
             if len(wrong):
                 return [f"file row {first_row + start + int(wrong[0]):,} is not manifest row "
                         f"{int(rows[first_row + start + wrong[0]]):,}"]
-        first_row += len(file_rows)
+        first_row += file_rows
     return []

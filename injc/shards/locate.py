@@ -18,6 +18,7 @@ from injc.shards.insertions import read_columns, read_items, without_eos_wrapper
 from injc.shards.layout import inverse_permutation
 from injc.shards.manifest import Manifest, load_manifest
 from injc.shards.stream import TokenStream
+from injc.storage import folder
 
 BLOCK_TOKENS = 1 << 26
 
@@ -73,9 +74,9 @@ def text_forms(tokenizer, text: str) -> list[tuple[str, list[int]]]:
     return [(form, tokenizer.encode(form, add_special_tokens=False).ids) for form in forms]
 
 
-def _export_position(folder: Path, manifest: Manifest):
+def _export_position(export, manifest: Manifest):
     """A function global row -> (file, row in file) for an export folder of this manifest's build."""
-    record, rows = export_of(folder, manifest)
+    record, rows = export_of(export, manifest)
     if record["target"] == "megatron":  # one document more than rows: the spare one is read by no sample
         documents = np.delete(np.arange(len(rows)), record["loader"]["spare_document"])
         file_row_of = np.empty(len(documents), dtype=np.int64)
@@ -85,7 +86,7 @@ def _export_position(folder: Path, manifest: Manifest):
     seq_len, itemsize = manifest.layout.seq_len, manifest.dtype.itemsize
     data_files = [f["path"] for f in record["files"] if f["path"].endswith((".npy", ".bin")) and
                   f["path"] != "val.bin"]
-    counts = [(folder / name).stat().st_size // (seq_len * itemsize) for name in data_files]
+    counts = [(export / name).stat().st_size // (seq_len * itemsize) for name in data_files]
     if record["target"] == "litdata":  # one chunk per (step, rank): B / num_ranks items (rows) each
         per_chunk = manifest.layout.batch_size // record.get("num_ranks", 1)
         return lambda row: (f"litdata chunk {int(file_row_of[row]) // per_chunk}", int(file_row_of[row]))
@@ -111,7 +112,7 @@ def locate(manifest: Manifest | str | Path, sequence, export: str | Path | None 
     starts, lengths = table["offset"], table["length"]
     inside = np.searchsorted(starts, offsets, side="right") - 1
     layout = manifest.layout
-    position = _export_position(Path(export), manifest) if export else None
+    position = _export_position(folder(export), manifest) if export else None  # on disk or in object storage
     found = []
     for offset, index in zip(offsets.tolist(), inside.tolist()):
         step, row, col = (int(v) for v in layout.locate(offset))

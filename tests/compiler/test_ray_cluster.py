@@ -10,8 +10,8 @@ import pytest
 
 import injc
 from injc.compiler.options import BuildOptions
-from tests.compiler.conftest import remote_corpus
 from tests.conftest import CANARIES, make_documents, write_jsonl
+from tests.s3_server import remote_corpus
 from tests.test_user_mistakes import snapshot
 
 

@@ -9,8 +9,8 @@ from click.testing import CliRunner
 
 import injc
 from injc.cli import main
-from tests.compiler.conftest import CREDENTIALS, free_port, remote_corpus
 from tests.conftest import CANARIES
+from tests.s3_server import CREDENTIALS, free_port, remote_corpus
 
 
 def files_of(folder):

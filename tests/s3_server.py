@@ -1,5 +1,6 @@
-"""A real S3 endpoint for the tests of corpora in object storage: moto's standalone server, started on a free
-port as its own process and read through s3fs, with credentials in the environment as a user's would be."""
+"""A real S3 endpoint for the tests of object storage (a pytest plugin, loaded by tests/conftest.py): moto's
+standalone server, started on a free port as its own process and read through s3fs, with credentials in the
+environment as a user's would be."""
 
 import os
 import socket

@@ -1,5 +1,5 @@
 """MkDocs hook: the repository's README (as getting-started) and the examples' committed results (each results.md
-and its plots) are published with the site, so pages link to them as the repository does (`../README.md`,
+or impact.md and their plots) are published with the site, so pages link to them as the repository does (`../README.md`,
 `../examples/...`), on GitHub and on the site alike."""
 
 from pathlib import Path
@@ -7,7 +7,8 @@ from pathlib import Path
 from mkdocs.structure.files import File
 
 ROOT = Path(__file__).resolve().parent
-PUBLISHED = ("examples/*/results.md", "examples/*/results/*.png")
+PUBLISHED = ("examples/*/results.md", "examples/*/results/*.png", "examples/*/impact.md", "examples/*/impact/*/*.png",
+             "examples/*/impact/*/compare.md")
 README = "getting-started.md"
 """The README's page on the site."""
 

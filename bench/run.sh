@@ -11,6 +11,8 @@ echo "== P7 eval throughput (bench_eval.py)"
 python3 bench/bench_eval.py
 echo "== P8 injc eval --benchmarks against lm_eval (bench_benchmarks.py)"
 python3 bench/bench_benchmarks.py
+echo "== P9 a build from object storage against download + local build (bench_remote.py)"
+python3 bench/bench_remote.py --copies 16
 echo "== start-up of injc --help, inspect, locate (bench_startup.py)"
 python3 bench/bench_startup.py
 echo "== P2, P3, P5, inspect/verify, export (bench_scale.py)"

@@ -1,0 +1,106 @@
+"""P9: a build reading its corpus from object storage against downloading the same objects first and building
+from disk, both from one local S3 server (moto's, over HTTP on this machine).
+
+    python bench/bench_remote.py [--copies 4] [--repeats 3]
+
+The corpus is the demo's JSONL files ×--copies, uploaded uncompressed. "remote": `injc build` of a plan whose
+paths are s3:// URLs. "download + local": s3fs `get` of every object into a temporary folder, then `injc build`
+of the same plan with local paths. Both in this process, alternating; medians of --repeats; the input-hash cache
+is fresh for every build (a first build: each object's sha256 is computed too).
+"""
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import zstandard
+
+DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo"
+PLAN = """[layout]
+seq_len = 256
+batch_size = 16
+steps = {steps}
+seed = 1
+
+[tokenizer]
+path = "{demo}/tokenizer.json"
+
+[corpus]
+paths = ["{paths}"]
+{options}
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--copies", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    import s3fs
+
+    import injc
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+                       "AWS_DEFAULT_REGION": "us-east-1"})
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        time.sleep(2)
+        fs = s3fs.S3FileSystem(endpoint_url=endpoint)
+        fs.mkdir("corpus")
+        size = 0
+        for copy in range(args.copies):
+            for path in sorted(DEMO.glob("data/*.jsonl.zst")):
+                data = zstandard.ZstdDecompressor().stream_reader(path.open("rb")).read()
+                fs.pipe_file(f"corpus/{copy}-{path.name.removesuffix('.zst')}", data)
+                size += len(data)
+        with tempfile.TemporaryDirectory() as scratch:
+            root = Path(scratch)
+            steps = 200 * args.copies
+            options = f'storage_options = {{ endpoint_url = "{endpoint}" }}'
+            (root / "remote.toml").write_text(PLAN.format(steps=steps, demo=DEMO, paths="s3://corpus/*.jsonl",
+                                                          options=options))
+            (root / "local.toml").write_text(PLAN.format(steps=steps, demo=DEMO, paths=f"{root}/download/*.jsonl",
+                                                         options=""))
+
+            def remote() -> float:
+                os.environ["INJC_CACHE_DIR"] = tempfile.mkdtemp(dir=root)
+                started = time.perf_counter()
+                injc.build(root / "remote.toml", root / "out-remote", force=True, progress=False)
+                return time.perf_counter() - started
+
+            def download_then_local() -> float:
+                os.environ["INJC_CACHE_DIR"] = tempfile.mkdtemp(dir=root)
+                started = time.perf_counter()
+                fs.get("corpus/", str(root / "download") + "/", recursive=True)
+                injc.build(root / "local.toml", root / "out-local", force=True, progress=False)
+                elapsed = time.perf_counter() - started
+                subprocess.run(["rm", "-rf", str(root / "download")], check=True)
+                return elapsed
+
+            pairs = [(remote(), download_then_local()) for _ in range(args.repeats)]
+            same = all((root / "out-remote" / p.relative_to(root / "out-local")).read_bytes() == p.read_bytes()
+                       for p in (root / "out-local" / "shards").rglob("*.bin"))
+    finally:
+        server.terminate()
+        server.wait()
+    ours, theirs = statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
+    ratio = statistics.median(b / a for a, b in pairs)
+    tokens = steps * 16 * 256
+    print(f"P9 corpus of {size / 2**20:.0f} MiB JSONL from a local S3 server, {tokens:,} tokens built: remote "
+          f"{ours:.1f} s, download + local {theirs:.1f} s (medians of {args.repeats}); (download + local) / remote "
+          f"= {ratio:.2f}× (target ≥ 0.9×); shards identical: {same}")
+
+
+if __name__ == "__main__":
+    main()

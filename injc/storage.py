@@ -103,9 +103,9 @@ def folder(where: str | Path):
 
 
 def load_npy(path) -> np.ndarray:
-    """A .npy file on disk or in object storage (pickles refused)."""
+    """A .npy file on disk or in object storage (object arrays refused)."""
     with open_binary(path) as handle:
-        return np.load(handle, allow_pickle=False)
+        return np.load(handle)  # numpy refuses object arrays by default
 
 
 def row_blocks(path, dtype: np.dtype, seq_len: int, per_block: int) -> Iterator[tuple[int, np.ndarray]]:

@@ -53,7 +53,9 @@ def test_missing_remote_inputs_are_one_line_each_and_nothing_is_written(endpoint
 
 def test_an_unreachable_store_and_a_credential_in_the_plan_are_refused(project, tmp_path):
     port = free_port()  # nothing listens there
-    plan = project(CANARIES, corpus=remote_corpus(f"http://127.0.0.1:{port}", "s3://corpus/data/*.jsonl"))
+    once = "config_kwargs = { retries = { max_attempts = 1 } }"  # botocore's retries would take 20 s to give up
+    plan = project(CANARIES, corpus='paths = ["s3://corpus/data/*.jsonl"]\n'
+                                    f'storage_options = {{ endpoint_url = "http://127.0.0.1:{port}", {once} }}')
     result = CliRunner().invoke(main, ["build", str(plan), "--out", str(tmp_path / "out")], env=CREDENTIALS)
     assert result.exit_code == 2 and "cannot be listed" in result.output and "Traceback" not in result.output
     secret = project(CANARIES, corpus='paths = ["s3://corpus/data/*.jsonl"]\n'

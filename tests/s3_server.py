@@ -19,23 +19,29 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def start_server(environment: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """moto's standalone S3 server on a free port, once it accepts connections; (process, endpoint URL)."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env={**os.environ, **(environment or {})})
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    return server, f"http://127.0.0.1:{port}"
+
+
 @pytest.fixture(scope="session")
 def endpoint():
     """moto's S3 server as its own process, over HTTP; the credentials in the environment, as a user's would be."""
     pytest.importorskip("moto")
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    server, url = start_server()
     saved = {key: os.environ.get(key) for key in CREDENTIALS}
     os.environ.update(CREDENTIALS)
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
         yield url
     finally:
         server.terminate()

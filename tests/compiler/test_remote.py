@@ -10,7 +10,7 @@ from click.testing import CliRunner
 import injc
 from injc.cli import main
 from tests.conftest import CANARIES
-from tests.s3_server import CREDENTIALS, free_port, remote_corpus
+from tests.s3_server import CREDENTIALS, free_port, remote_corpus, start_server
 
 
 def files_of(folder):
@@ -153,3 +153,20 @@ def test_a_token_corpus_in_s3_streams_the_local_files_ids_and_resumes_mid_file(e
                                     f'dtype = "uint32"\n{options}')
     result = CliRunner().invoke(main, ["build", str(wide), "--out", str(tmp_path / "wide")])
     assert result.exit_code == 2 and "outside the tokenizer's vocabulary" in result.output
+
+
+def test_credentials_the_store_refuses_are_one_line(project, tmp_path):
+    """A server that checks credentials (moto with its IAM authentication on): an unknown key is refused."""
+    server, url = start_server({"INITIAL_NO_AUTH_ACTION_COUNT": "0"})
+    try:
+        once = "config_kwargs = { retries = { max_attempts = 1 } }"
+        plan = project(CANARIES, corpus=f'paths = ["s3://corpus/data/*.jsonl"]\n'
+                                        f'storage_options = {{ endpoint_url = "{url}", {once} }}')
+        result = CliRunner().invoke(main, ["build", str(plan), "--out", str(tmp_path / "out")],
+                                    env={**CREDENTIALS, "AWS_ACCESS_KEY_ID": "not-a-key"})
+    finally:
+        server.terminate()
+        server.wait()
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "cannot be listed: The AWS Access Key Id you provided does not exist in our records" in result.output
+    assert not (tmp_path / "out").exists()

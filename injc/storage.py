@@ -30,6 +30,11 @@ def is_url(value: str) -> bool:
     return bool(URL.match(str(value)))
 
 
+def is_remote(value) -> bool:
+    """Whether a value is an object-storage path (a UPath of a remote store), as plans hold them."""
+    return type(value).__module__.startswith("upath.") and not isinstance(value, Path)
+
+
 def secret_options(options: dict) -> list[str]:
     """The keys of `options` (nested tables included) that hold a credential."""
     found = []

@@ -9,7 +9,9 @@ import difflib
 from pathlib import Path
 from typing import Any
 
+from injc.errors import InputError
 from injc.hfdata import is_saved_dataset
+from injc.storage import describe, is_url, remote_path
 
 REQUIRED = object()
 
@@ -121,12 +123,27 @@ class TableReader:
         value = self.str(key, default)
         if not isinstance(value, str) or key not in self.table:
             return value
+        if is_url(value):  # an object in storage: the store's endpoint and credentials from the environment
+            return self._remote(key, value)
         path = resolve_path(value, base, lambda message: self.problem(message, key))
         if path is not None and path.is_dir() and self.saved_datasets and not is_saved_dataset(path):
             self.problem(f"{str(path)!r} is a folder but not a saved Hugging Face dataset (no state.json or "
                          "dataset_dict.json: write it with save_to_disk)", key)
         elif path is not None and not path.is_file() and not (path.is_dir() and self.saved_datasets):
             self.problem(f"file {str(path)!r} not found", key)
+        return path
+
+    def _remote(self, key: str, url: str):
+        try:
+            path = remote_path(url)
+            if not path.is_file():
+                self.problem(f"{url!r} is not an object in its store (a saved dataset must be a local folder)", key)
+        except InputError as error:
+            self.problem(str(error), key)
+            return None
+        except Exception as error:  # the store's client raises its own errors (botocore's, aiohttp's)
+            self.problem(f"{url!r} cannot be read: {describe(error)}", key)
+            return None
         return path
 
     def finish(self) -> None:

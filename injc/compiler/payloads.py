@@ -19,6 +19,7 @@ from injc.injectors.base import Context, HoldoutPool, Payload
 from injc.injectors.saved import DatasetFolder
 from injc.shards.manifest import EVALS_FOLDER
 from injc.shards.writer import Overlay
+from injc.storage import is_remote
 from injc.tokenizer import LoadedTokenizer
 
 
@@ -111,7 +112,7 @@ def experiment_records(plan: Plan, payloads: list[Payload], schedule: Schedule, 
     records = []
     for index, (config, payload) in enumerate(zip(plan.experiments, payloads)):
         files = {f.name: _fingerprint(getattr(config, f.name)) for f in dataclasses.fields(config)
-                 if isinstance(getattr(config, f.name), Path)}
+                 if isinstance(getattr(config, f.name), Path) or is_remote(getattr(config, f.name))}
         record = {
             "name": config.name,
             "kind": config.kind,

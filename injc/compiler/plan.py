@@ -20,7 +20,7 @@ from injc.hfdata import saved_files
 from injc.injectors import KINDS
 from injc.injectors.saved import DatasetFolder, split_problem
 from injc.shards.layout import Layout
-from injc.storage import expand, is_url, secret_options
+from injc.storage import expand, is_remote, is_url, secret_options
 from injc.tables import TableReader, resolve_path
 
 CORPUS_FORMATS = ("jsonl", "parquet", "text", "tokens", "hf")
@@ -87,7 +87,7 @@ class Plan:
         files = [self.path, self.tokenizer.path, *self.corpus.files]
         for experiment in self.experiments:
             files += [value for f in dataclasses.fields(experiment)
-                      if isinstance(value := getattr(experiment, f.name), Path)]
+                      if isinstance(value := getattr(experiment, f.name), Path) or is_remote(value)]
         return files
 
 

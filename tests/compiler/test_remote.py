@@ -170,3 +170,23 @@ def test_credentials_the_store_refuses_are_one_line(project, tmp_path):
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "cannot be listed: The AWS Access Key Id you provided does not exist in our records" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_payload_files_in_s3_give_the_local_payloads(endpoint, bucket, project, tmp_path, monkeypatch):
+    """An experiment's file given as an s3:// URL (the endpoint from AWS_ENDPOINT_URL, as for any AWS tool): the
+    build equals the one reading the same file on disk; the manifest records the URL with its ETag and sha256."""
+    fs, name = bucket
+    fs.put_file(str(project.root / "payloads" / "canaries.jsonl"), f"{name}/payloads/canaries.jsonl")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    injc.build(project(CANARIES), tmp_path / "local", progress=False)
+    remote = project(CANARIES.replace('"payloads/canaries.jsonl"', f'"s3://{name}/payloads/canaries.jsonl"'))
+    injc.build(remote, tmp_path / "remote", progress=False)
+    assert files_of(tmp_path / "remote") == files_of(tmp_path / "local")
+    recorded = json.loads((tmp_path / "remote" / "manifest.json").read_text())["experiments"][0]["files"]["file"]
+    data = (project.root / "payloads" / "canaries.jsonl").read_bytes()
+    assert recorded["path"] == f"s3://{name}/payloads/canaries.jsonl"
+    assert (recorded["sha256"], recorded["etag"]) == (hashlib.sha256(data).hexdigest(), hashlib.md5(data).hexdigest())
+    missing = project(CANARIES.replace('"payloads/canaries.jsonl"', f'"s3://{name}/payloads/gone.jsonl"'))
+    result = CliRunner().invoke(main, ["build", str(missing), "--out", str(tmp_path / "missing")])
+    assert result.exit_code == 2 and f"'s3://{name}/payloads/gone.jsonl' is not an object in its store" in \
+        result.output and not (tmp_path / "missing").exists()

@@ -66,3 +66,21 @@ def test_an_olmo_core_export_in_s3_is_the_local_export_and_is_verified_and_locat
     assert other.exit_code == 2 and "holds another export" in other.output
     megatron = run(endpoint, "export", manifest, "--to", "megatron", "--seed", 5, "--out", f"s3://{name}/meg")
     assert megatron.exit_code == 2 and "only --to olmo-core is written to object storage" in megatron.output
+
+
+def test_olmo_cores_own_loader_reads_the_export_from_s3_step_exact(endpoint, bucket, project, tmp_path, monkeypatch):
+    """OLMo-core's NumpyFSLDataset given the export's s3:// URLs (its own S3 client, the endpoint from
+    AWS_ENDPOINT_URL) and its default data loader serve the manifest's step k at step k."""
+    pytest.importorskip("olmo_core")
+    from tests.shards.test_exports import LAYOUT, olmo_core_batches, steps_served
+
+    fs, name = bucket
+    built = injc.build(project(CANARIES, layout=LAYOUT, extra_layout="shard_tokens = 2560"), tmp_path / "build",
+                       progress=False).manifest_path
+    url = f"s3://{name}/olmo-loader"
+    assert run(endpoint, "export", built, "--to", "olmo-core", "--seed", 1234, "--out", url).exit_code == 0
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    record = json.loads(fs.cat_file(f"{name}/olmo-loader/export.json"))
+    files = [f"{url}/{f['path']}" for f in record["files"]]
+    served = steps_served(olmo_core_batches(files, 1234, tmp_path / "work"), injc.open_stream(built))
+    assert len(served) == 40 and all(served)

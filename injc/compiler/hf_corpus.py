@@ -1,10 +1,11 @@
 """Hugging Face `datasets` as the corpus (`[corpus] format = "hf"`).
 
-Two sources, both local, both read without a download (offline mode is forced before `datasets` is imported):
+Two sources, both read without a download (offline mode is forced before `datasets` is imported):
 - a `save_to_disk` folder: a Dataset, or a DatasetDict and its `split` (default "train"). Its Arrow files are
   memory-mapped and read as row ranges of the text column, zero-copy;
 - data files read by a `datasets` builder (`builder = "parquet"`, "json", "text", "arrow", "csv"):
-  `load_dataset(builder, data_files=[file], split=..., streaming=True)`, one file at a time, in plan order.
+  `load_dataset(builder, data_files=[file], split=..., streaming=True)`, one file at a time, in plan order; a
+  data file may be an object in storage (`s3://...`), streamed through fsspec with the plan's storage_options.
 
 Documents come in the dataset's order. Cursors are (file, document) as for injc's own readers: a saved dataset is
 file 0 and its rows are the documents; a builder's data file is file i of the plan. A chunk for another process
@@ -16,6 +17,7 @@ dataset_dict.json are plain JSON (its Arrow files, split names, columns and thei
 """
 
 from collections.abc import Iterator
+from pathlib import Path
 
 from injc.errors import InputError
 from injc.hfdata import offline_datasets, saved_files
@@ -81,7 +83,8 @@ def builder_texts(corpus, index: int, skip: int) -> Iterator[str]:
     where = f"corpus file {str(path)!r} (builder {corpus.builder!r})"
     try:
         stream = datasets.load_dataset(corpus.builder, data_files=[str(path)], split=corpus.split or "train",
-                                       streaming=True)
+                                       streaming=True, **({} if isinstance(path, Path) else
+                                                          {"storage_options": dict(corpus.storage_options)}))
     except ValueError as error:  # an unknown split names the ones there are
         raise InputError(f"{where}: {error}") from None
     if stream.features is not None:

@@ -132,22 +132,16 @@ def _read_corpus(reader: TableReader, base: Path) -> CorpusConfig:
     if fmt == "hf" and builder is None:
         return _saved_dataset(reader, patterns, base, text_field, split, holdout_tokens or 0, skip_tokens or 0)
     files: list = []
-    remote = [pattern for pattern in patterns if is_url(pattern)]
-    if remote and fmt == "hf":
-        reader.problem(f"URL paths are read for format = \"jsonl\", \"parquet\", \"text\" or \"tokens\" (not "
-                       f"yet \"hf\"); copy {remote[0]!r} to a local folder", "paths")
-        remote = []
     for pattern in patterns:
         if is_url(pattern):
-            if pattern in remote:
-                try:
-                    matches = expand(pattern, storage_options)
-                except InputError as error:
-                    reader.problem(str(error), "paths")
-                    continue
-                if not matches:
-                    reader.problem(f"{pattern!r} matches no file", "paths")
-                files.extend(matches)
+            try:
+                matches = expand(pattern, storage_options)
+            except InputError as error:
+                reader.problem(str(error), "paths")
+                continue
+            if not matches:
+                reader.problem(f"{pattern!r} matches no file", "paths")
+            files.extend(matches)
             continue
         resolved = resolve_path(pattern, base, lambda message: reader.problem(message, "paths"))
         if resolved is None:
@@ -167,6 +161,10 @@ def _saved_dataset(reader: TableReader, patterns: list[str], base: Path, text_fi
     if len(patterns) != 1:
         reader.problem('format = "hf" reads one saved dataset folder (or data files, with builder = ...); '
                        f"got {len(patterns)} paths", "paths")
+        return unread
+    if is_url(patterns[0]):
+        reader.problem(f"{patterns[0]!r}: a saved dataset is read from a local folder (save_to_disk); to read from "
+                       f"object storage, give its data files with builder = \"parquet\", \"json\", ...", "paths")
         return unread
     folder = resolve_path(patterns[0], base, lambda message: reader.problem(message, "paths"))
     if folder is None:

@@ -190,3 +190,27 @@ def test_payload_files_in_s3_give_the_local_payloads(endpoint, bucket, project, 
     result = CliRunner().invoke(main, ["build", str(missing), "--out", str(tmp_path / "missing")])
     assert result.exit_code == 2 and f"'s3://{name}/payloads/gone.jsonl' is not an object in its store" in \
         result.output and not (tmp_path / "missing").exists()
+
+
+def test_a_datasets_builder_streams_data_files_from_s3(endpoint, bucket, project, tmp_path):
+    """format = "hf" with builder = "parquet": `datasets` streams the objects through fsspec with the plan's
+    storage_options (offline, nothing downloaded); the build equals the one of the same files on disk. A saved
+    dataset at a URL is refused: it is read from a local folder."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fs, name = bucket
+    (project.root / "pq").mkdir()
+    for path in sorted((project.root / "data").glob("*.jsonl")):
+        texts = [json.loads(line)["text"] for line in path.read_text().splitlines()]
+        pq.write_table(pa.table({"text": texts}), project.root / "pq" / f"{path.stem}.parquet", row_group_size=40)
+        fs.put_file(str(project.root / "pq" / f"{path.stem}.parquet"), f"{name}/pq/{path.stem}.parquet")
+    injc.build(project(CANARIES, corpus='paths = ["pq/*.parquet"]\nformat = "hf"\nbuilder = "parquet"'),
+               tmp_path / "local", progress=False)
+    injc.build(project(CANARIES, corpus=f'paths = ["s3://{name}/pq/*.parquet"]\nformat = "hf"\nbuilder = "parquet"\n'
+                                        f'storage_options = {{ endpoint_url = "{endpoint}" }}'),
+               tmp_path / "remote", progress=False)
+    assert files_of(tmp_path / "remote") == files_of(tmp_path / "local")
+    saved = project(CANARIES, corpus=f'paths = ["s3://{name}/saved"]\nformat = "hf"')
+    result = CliRunner().invoke(main, ["build", str(saved), "--out", str(tmp_path / "saved")])
+    assert result.exit_code == 2 and "a saved dataset is read from a local folder" in result.output

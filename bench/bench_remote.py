@@ -1,12 +1,13 @@
 """P9: a build reading its corpus from object storage against downloading the same objects first and building
 from disk, both from one local S3 server (moto's, over HTTP on this machine).
 
-    python bench/bench_remote.py [--copies 4] [--repeats 3]
+    python bench/bench_remote.py [--copies 4] [--repeats 3] [--tokens]
 
-The corpus is the demo's JSONL files ×--copies, uploaded uncompressed. "remote": `injc build` of a plan whose
-paths are s3:// URLs. "download + local": s3fs `get` of every object into a temporary folder, then `injc build`
-of the same plan with local paths. Both in this process, alternating; medians of --repeats; the input-hash cache
-is fresh for every build (a first build: each object's sha256 is computed too).
+The corpus is the demo's JSONL files ×--copies, uploaded uncompressed (--tokens: the same documents tokenized once,
+as uint16 token files: no tokenization in the build, so the reads are all there is). "remote": `injc build` of a
+plan whose paths are s3:// URLs. "download + local": s3fs `get` of every object into a temporary folder, then
+`injc build` of the same plan with local paths. Both in this process, alternating; medians of --repeats; the
+input-hash cache is fresh for every build (a first build: each object's sha256 is computed too).
 """
 
 import argparse
@@ -37,10 +38,27 @@ paths = ["{paths}"]
 """
 
 
+def token_file(jsonl: bytes) -> bytes:
+    """The demo tokenizer's ids of every document of a JSONL file, EOS after each, as little-endian uint16."""
+    import json
+
+    import numpy as np
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(DEMO / "tokenizer.json"))
+    eos = tokenizer.token_to_id("<|endoftext|>")
+    texts = [json.loads(line)["text"] for line in jsonl.splitlines() if line.strip()]
+    ids = [part for encoded in tokenizer.encode_batch_fast(texts, add_special_tokens=False)
+           for part in (encoded.ids, [eos])]
+    return np.concatenate(ids).astype("<u2").tobytes()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--copies", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tokens", action="store_true",
+                        help="A token corpus (format = \"tokens\", uint16): the demo corpus tokenized once, ×--copies")
     args = parser.parse_args()
     import s3fs
 
@@ -58,20 +76,23 @@ def main() -> None:
         time.sleep(2)
         fs = s3fs.S3FileSystem(endpoint_url=endpoint)
         fs.mkdir("corpus")
-        size = 0
+        size, suffix = 0, "bin" if args.tokens else "jsonl"
         for copy in range(args.copies):
             for path in sorted(DEMO.glob("data/*.jsonl.zst")):
                 data = zstandard.ZstdDecompressor().stream_reader(path.open("rb")).read()
-                fs.pipe_file(f"corpus/{copy}-{path.name.removesuffix('.zst')}", data)
+                if args.tokens:
+                    data = token_file(data)
+                fs.pipe_file(f"corpus/{copy}-{path.name.removesuffix('.jsonl.zst')}.{suffix}", data)
                 size += len(data)
         with tempfile.TemporaryDirectory() as scratch:
             root = Path(scratch)
             steps = 200 * args.copies
-            options = f'storage_options = {{ endpoint_url = "{endpoint}" }}'
-            (root / "remote.toml").write_text(PLAN.format(steps=steps, demo=DEMO, paths="s3://corpus/*.jsonl",
+            kind = 'format = "tokens"\ndtype = "uint16"\n' if args.tokens else ""
+            options = kind + f'storage_options = {{ endpoint_url = "{endpoint}" }}'
+            (root / "remote.toml").write_text(PLAN.format(steps=steps, demo=DEMO, paths=f"s3://corpus/*.{suffix}",
                                                           options=options))
-            (root / "local.toml").write_text(PLAN.format(steps=steps, demo=DEMO, paths=f"{root}/download/*.jsonl",
-                                                         options=""))
+            (root / "local.toml").write_text(PLAN.format(steps=steps, demo=DEMO,
+                                                         paths=f"{root}/download/*.{suffix}", options=kind))
 
             def remote() -> float:
                 os.environ["INJC_CACHE_DIR"] = tempfile.mkdtemp(dir=root)
@@ -97,7 +118,8 @@ def main() -> None:
     ours, theirs = statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
     ratio = statistics.median(b / a for a, b in pairs)
     tokens = steps * 16 * 256
-    print(f"P9 corpus of {size / 2**20:.0f} MiB JSONL from a local S3 server, {tokens:,} tokens built: remote "
+    what = "uint16 tokens" if args.tokens else "JSONL"
+    print(f"P9 corpus of {size / 2**20:.0f} MiB {what} from a local S3 server, {tokens:,} tokens built: remote "
           f"{ours:.1f} s, download + local {theirs:.1f} s (medians of {args.repeats}); (download + local) / remote "
           f"= {ratio:.2f}× (target ≥ 0.9×); shards identical: {same}")
 

@@ -1,6 +1,6 @@
-"""Inputs in object storage: corpus paths given as fsspec URLs (`s3://`, `gs://`, `r2://`..., `file://`), read
-through universal-pathlib's `UPath` (pathlib's interface over fsspec), so the readers treat a remote file as a
-local one: `.open("rb")`, `.stat()`, `.name`.
+"""Object storage: corpus and payload paths given as fsspec URLs (`s3://`, `gs://`, `r2://`..., `file://`), and
+exports read where they were uploaded, through universal-pathlib's `UPath` (pathlib's interface over fsspec), so
+the readers treat a remote file as a local one: `.open("rb")`, `.stat()`, `.name`.
 
 Reads stream in large ranged requests (READ_BLOCK bytes each); nothing is copied to local disk first.
 Credentials come from each library's usual places (the environment, ~/.aws, gcloud's files); a plan's

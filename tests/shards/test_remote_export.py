@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 import injc
 from injc.cli import main
+from injc.storage import folder
 from tests.conftest import CANARIES
 
 pytest.importorskip("s3fs")
@@ -26,16 +27,18 @@ def test_an_olmo_core_export_in_s3_is_the_local_export_and_is_verified_and_locat
     local = run(endpoint, "export", manifest, "--to", "olmo-core", "--seed", 5, "--out", tmp_path / "olmo")
     assert local.exit_code == 0, local.output
 
-    put_file, uploaded = fs.put_file, []
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    store = folder(url).fs  # the file system the export uploads through (fsspec keeps one per set of options)
+    put_file, uploaded = store.put_file, []
 
-    def cut_short(self, source, destination, **kwargs):  # the connection drops after the first file
+    def cut_short(source, destination, **kwargs):  # the connection drops after the first file
         if uploaded:
             raise ConnectionError("connection reset by peer")
         uploaded.append(destination)
         return put_file(source, destination, **kwargs)
 
     with monkeypatch.context() as patched:
-        patched.setattr(type(fs), "put_file", cut_short)
+        patched.setattr(store, "put_file", cut_short)
         failed = run(endpoint, "export", manifest, "--to", "olmo-core", "--seed", 5, "--out", url)
     assert failed.exit_code == 2 and "cannot write the export" in failed.output and "connection reset" in failed.output
     assert not fs.exists(f"{name}/olmo/export.json")  # a half upload is never taken for an export

@@ -22,7 +22,7 @@ import numpy as np
 import injc
 from injc.compiler.options import BuildOptions
 from injc.evals.benchmarks import write_contamination_tasks
-from injc.evals.compare import compare
+from injc.evals.compare import compare, table_row
 from injc.evals.report import evaluate
 from injc.train.trainer import TrainConfig, train
 
@@ -64,14 +64,6 @@ def detectable(report_a: Path, report_b: Path) -> float:
     a, b = (np.array(json.loads((r / "report.json").read_text())["heldout"]["row_losses"])
             for r in (report_a, report_b))
     return float(POWER_Z * (b - a).std(ddof=1) / np.sqrt(len(a)))
-
-
-def row(label: str, r: dict) -> str:
-    low, high = r["difference_ci95"]
-    verdict = ("—" if "equivalent" not in r else
-               f"{'yes' if r['equivalent'] else 'not shown'} (±{r['margin']:.4f}, p = {r['equivalence_p_value']:.3f})")
-    return (f"| {label} | {r['a']:.4f} | {r['b']:.4f} | {r['difference']:+.4f} [{low:+.4f}, {high:+.4f}] | "
-            f"{r['p_value']:.3f} | {r['n']} | {verdict} |")
 
 
 def training_loss(out: Path, run_name: str, steps: slice) -> float:
@@ -131,8 +123,8 @@ def summarize(out: Path) -> str:
         lines += [f"## Model seed {seed}, {title}: injected against clean", "",
                   "| metric | clean | injected | injected − clean [95% CI] | p (sign-flip) | n | equivalent within "
                   "the seed spread |", "|---|---|---|---|---|---|---|",
-                  row("held-out loss", result["heldout_loss"])]
-        lines += [row(f"{task} accuracy", r) for task, r in result["benchmarks"].items()]
+                  table_row("held-out loss", result["heldout_loss"])]
+        lines += [table_row(f"{task} accuracy", r) for task, r in result["benchmarks"].items()]
         lines += ["", f"The paired held-out comparison detects a difference of {power:.4f} or more with 80% power "
                   "(two-sided α = 0.05, from the observed spread of the row differences).", ""]
     held = {key: r["heldout_loss"] for key, r in results.items()}

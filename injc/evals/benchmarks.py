@@ -9,11 +9,11 @@ log-likelihood, so two runs can be compared item by item (`injc compare`).
 """
 
 import functools
-import os
 import tempfile
 from pathlib import Path
 
-from injc.errors import InjcError
+from injc.errors import InjcError, InputError
+from injc.hfdata import offline_datasets
 from injc.tables import did_you_mean
 
 EXTRA = "pip install -e '.[benchmarks]'"
@@ -21,9 +21,12 @@ ITEM_METRICS = ("acc", "acc_norm")
 
 
 def _lm_eval():
-    """lm-eval, imported in offline mode (the hub and datasets read these when first imported)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    """lm-eval, imported in offline mode: datasets and the hub switched offline (injc.hfdata) before lm-eval loads
+    them, so a task whose data is not on disk fails instead of downloading."""
+    try:
+        offline_datasets()
+    except InputError:  # no datasets: no lm-eval either
+        raise InjcError(f"--benchmarks needs lm-evaluation-harness (datasets is missing): {EXTRA}") from None
     try:
         import lm_eval
         from lm_eval.models.huggingface import HFLM

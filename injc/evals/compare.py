@@ -84,8 +84,9 @@ def seed_spread(first: dict, seeds: list[dict]) -> dict[str, float]:
     """metric → the largest |difference| between the first report and each further clean seed's."""
     spread = {"heldout_loss": max(abs(float(s["heldout"]["loss"]) - float(first["heldout"]["loss"])) for s in seeds)
               if all(r.get("heldout") for r in (first, *seeds)) else None}
+    seed_items = [benchmark_items(s) for s in seeds]
     for task, items in benchmark_items(first).items():
-        means = [np.mean(list(benchmark_items(s).get(task, {}).values()) or [np.nan]) for s in seeds]
+        means = [np.mean(list(found.get(task, {}).values()) or [np.nan]) for found in seed_items]
         spread[task] = float(max(abs(m - np.mean(list(items.values()))) for m in means))
     return spread
 
@@ -129,7 +130,12 @@ def training_curves(run: str | Path) -> dict[str, np.ndarray]:
     return {key: np.array([line[key] for line in lines if key in line], float) for key in keys}
 
 
-def _cell(result: dict) -> list:
+def table_row(name: str, result: dict) -> str:
+    """One metric's row of the minimal-impact table: A, B, B − A with its interval, p, n and the verdict."""
+    return "| " + " | ".join(map(str, [name, *_cells(result)])) + " |"
+
+
+def _cells(result: dict) -> list:
     verdict = ("—" if "equivalent" not in result else
                f"{'yes' if result['equivalent'] else 'not shown'} (±{result['margin']:.4g}, "
                f"p = {result['equivalence_p_value']:.3g})")
@@ -147,7 +153,7 @@ def render(result: dict, plots: list[str]) -> str:
              "different.", "",
              "| metric | A | B | B − A [95% CI] | p | n | equivalent |", "|---|---|---|---|---|---|---|"]
     rows = [("held-out loss", result["heldout_loss"])] + [(f"{t} acc", r) for t, r in result["benchmarks"].items()]
-    lines += ["| " + " | ".join(map(str, [name, *_cell(r)])) + " |" for name, r in rows]
+    lines += [table_row(name, r) for name, r in rows]
     if result["benchmarks_in_one_report_only"]:
         lines += ["", f"In one report only (not compared): {', '.join(result['benchmarks_in_one_report_only'])}."]
     if plots:
@@ -155,9 +161,9 @@ def render(result: dict, plots: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_plots(result: dict, out: Path, runs: tuple | None) -> list[str]:
-    """differences.png (each metric's difference with its interval and margin) and, with the two run folders,
-    training.png (loss and gradient-norm curves of both runs on one plot)."""
+def write_plots(result: dict, out: Path, curves: dict[str, dict] | None) -> list[str]:
+    """differences.png (each metric's difference with its interval and margin) and, with the two runs' curves
+    (label → `training_curves`), training.png (loss and gradient-norm curves of both runs on one plot)."""
     from injc.evals.plots import _pyplot
 
     plt, written = _pyplot(), []
@@ -175,14 +181,12 @@ def write_plots(result: dict, out: Path, runs: tuple | None) -> list[str]:
     figure.savefig(out / "differences.png", dpi=120)
     plt.close(figure)
     written.append("differences.png")
-    if runs:
-        curves = [training_curves(run) for run in runs]
-        panels = [key for key in ("loss", "grad_norm") if all(len(c[key]) for c in curves)]
+    if curves:
+        panels = [key for key in ("loss", "grad_norm") if all(len(c[key]) for c in curves.values())]
         figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
         for axis, key in zip(axes[0], panels):
-            for label, c in zip(("A", "B"), curves):
-                steps = c["step"][:len(c[key])]
-                axis.plot(steps, c[key], label=f"{label}: {Path(runs[label == 'B']).name}", lw=0.8)
+            for label, c in curves.items():
+                axis.plot(c["step"][:len(c[key])], c[key], label=label, lw=0.8)
             axis.set_xlabel("step")
             axis.set_ylabel(key.replace("_", " "))
             axis.legend(fontsize="small")
@@ -207,11 +211,9 @@ def compare(a: str | Path, b: str | Path, out: str | Path, seeds: list[str | Pat
         raise InjcError(f"--margin must be above 0, got {margin}")
     result = json_safe(compare_reports(read_report(a), read_report(b), [read_report(s) for s in seeds], margin,
                                        (str(a), str(b))))
-    if runs:
-        for run in runs:
-            training_curves(run)
+    curves = {f"{label}: {Path(run).name}": training_curves(run) for label, run in zip("AB", runs)} if runs else None
     with written_whole(out) as partial:
-        plots = write_plots(result, partial, runs)
+        plots = write_plots(result, partial, curves)
         (partial / "compare.json").write_text(json.dumps(result, indent=2) + "\n")
         (partial / "compare.md").write_text(render(result, plots))
         if logger is not None:

@@ -126,7 +126,7 @@ def test_a_build_that_fails_before_it_needs_the_corpus_hash_exits_without_waitin
     (project.root / "payloads" / "bad.jsonl").write_text('{"text": "fine"}\nnot json\n')
     plan = project('[[experiments]]\nname = "bad"\nkind = "texts"\nfile = "payloads/bad.jsonl"\n')
     script = ("import threading, sys, injc, injc.compiler.build as build\n"
-              "build.fingerprint_files = lambda paths: threading.Event().wait()\n"
+              "build.fingerprint_files = lambda *args: threading.Event().wait()\n"
               "try:\n    injc.build(sys.argv[1], sys.argv[2], progress=False)\n"
               "except injc.InjcError as error:\n    print(error)\n")
     result = subprocess.run([sys.executable, "-c", script, str(plan), str(tmp_path / "out")], cwd=REPO,

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from injc.compiler.corpus import base_stream, fingerprint_files, token_corpus_warnings
+from injc.compiler.corpus import base_stream, fingerprint_files, token_corpus_warnings, with_streamed_sha256
 from injc.compiler.hf_corpus import manifest_record
 from injc.compiler.options import BuildOptions
 from injc.compiler.outputs import check_output, check_stage, resume_state, seed_from_stage, staged_build
@@ -144,7 +144,7 @@ def build(plan_path: str | Path, out_dir: str | Path, options: BuildOptions | No
     refuse_undecided(plan)
     from injc.compiler.check import validate_payloads  # check builds on this module: imported here, not above
 
-    corpus_hashed = in_background(fingerprint_files, plan.corpus.files)  # while the payloads are checked
+    corpus_hashed = in_background(fingerprint_files, plan.corpus.files, False)  # while the payloads are checked
     tokenizer = load_tokenizer(plan.tokenizer.path, plan.tokenizer.eos)
     validated = validate_payloads(plan, tokenizer)
     staged = staged_build(out_dir)
@@ -279,7 +279,8 @@ def _build_into(tmp: Path, full_plan: Plan, tokenizer: LoadedTokenizer, options:
                  "fraction": options.fraction},
         "tokenizer": {"path": TOKENIZER_NAME, "source": str(tokenizer.path), "sha256": tokenizer.sha256,
                       "eos": tokenizer.eos, "eos_id": tokenizer.eos_id},
-        "corpus": {"format": plan.corpus.format, "files": corpus_files, "skip_tokens": plan.corpus.skip_tokens,
+        "corpus": {"format": plan.corpus.format, "files": with_streamed_sha256(corpus_files, plan.corpus.files),
+                   "skip_tokens": plan.corpus.skip_tokens,
                    **(manifest_record(plan.corpus) if plan.corpus.format == "hf" else {})},
         "shards": shards,
         "insertions": {"path": INSERTIONS_NAME, "count": len(schedule), "sha256": sha256_file(tmp / INSERTIONS_NAME)},

@@ -9,6 +9,7 @@ finished shard ended, without re-tokenizing.
 """
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -18,14 +19,16 @@ from injc.compiler.readers import Chunk, corpus_chunks, iter_documents
 from injc.compiler.workers import RayExecutor, encode_in_processes, read_on_ray
 from injc.errors import InputError, counted
 from injc.shards.files import input_sha256
+from injc.storage import READ_BLOCK, STORE_REQUESTS, listed_identities, open_binary, read_pieces, same_object
 from injc.storage import identity as remote_identity
-from injc.storage import open_binary
 from injc.tokenizer import LoadedTokenizer
 
 BATCH_CHARS = 1 << 22
 """Characters of text per tokenizer call: large enough to keep every tokenizer thread busy, small in memory."""
 TOKEN_CHUNK = 1 << 24
 """Tokens per chunk read from format = "tokens" files."""
+TOKEN_REQUESTS = 8
+"""Ranged requests in flight at once when a token corpus is read from object storage (each READ_BLOCK bytes)."""
 TOKEN_SAMPLE = 1 << 20
 """Tokens read from the start of each format = "tokens" file to catch a wrong dtype before the build starts."""
 
@@ -62,23 +65,28 @@ def _looks_like_wide_ids(ids: np.ndarray) -> bool:
     return bool((high == 0).mean() > 0.99 and (low != 0).mean() > 0.5)
 
 
-def check_token_file(path: Path, declared: str, vocab_size: int) -> None:
+def check_token_file(path: Path, declared: str, vocab_size: int, first: np.ndarray | None = None) -> None:
     """Refuse the usual dtype mistakes of a format = "tokens" file, naming the likely dtype.
 
-    Checks the size (a whole number of tokens), the first TOKEN_SAMPLE ids against the vocabulary, and the
-    every-other-zero pattern of little-endian uint32 ids read as uint16. The build checks every id as it goes.
+    Checks the size (a whole number of tokens), the first TOKEN_SAMPLE ids (read here unless given as `first`)
+    against the vocabulary, and the every-other-zero pattern of little-endian uint32 ids read as uint16. The build
+    checks every id as it goes.
     """
     dtype = np.dtype(declared).newbyteorder("<")
-    size = path.stat().st_size
-    if size % dtype.itemsize:
-        raise InputError(f"corpus file {str(path)!r} has {size:,} bytes, not a whole number of {declared} tokens "
-                         f"({dtype.itemsize} bytes each)" + _dtype_hint(path, declared, vocab_size))
-    sample = _first_tokens(path, dtype)
+    _check_token_size(path, declared, vocab_size)
+    sample = _first_tokens(path, dtype) if first is None else first[:TOKEN_SAMPLE]
     if declared == "uint16" and _looks_like_wide_ids(sample):
         raise InputError(f"corpus file {str(path)!r} looks like uint32 tokens read as uint16 (every second "
                          f"uint16 value is 0): is dtype = \"uint32\"?")
     if len(sample) and int(sample.max()) >= vocab_size:
         _outside_vocabulary(path, sample, 0, vocab_size, declared)
+
+
+def _check_token_size(path, declared: str, vocab_size: int) -> None:
+    size, itemsize = path.stat().st_size, np.dtype(declared).itemsize
+    if size % itemsize:
+        raise InputError(f"corpus file {str(path)!r} has {size:,} bytes, not a whole number of {declared} tokens "
+                         f"({itemsize} bytes each)" + _dtype_hint(path, declared, vocab_size))
 
 
 def _first_tokens(path, dtype: np.dtype) -> np.ndarray:
@@ -90,28 +98,20 @@ def _first_tokens(path, dtype: np.dtype) -> np.ndarray:
     return np.frombuffer(data[:len(data) - len(data) % dtype.itemsize], dtype=dtype)
 
 
-def _token_file(path, dtype: np.dtype, first: int) -> Iterator[tuple[int, np.ndarray]]:
-    """(first token, ids) of a token file's TOKEN_CHUNK-token chunks from token `first`: views of a memory map on
-    disk; from object storage, each chunk one ranged read."""
-    if isinstance(path, Path):
-        tokens = np.memmap(path, dtype=dtype, mode="r")
-        for begin in range(first, len(tokens), TOKEN_CHUNK):
-            yield begin, tokens[begin:begin + TOKEN_CHUNK]  # a view: the shard writer's copy is the only one
-        return
-    with open_binary(path) as raw:
-        raw.seek(first * dtype.itemsize)
-        begin = first
-        while data := raw.read(TOKEN_CHUNK * dtype.itemsize):
-            yield begin, np.frombuffer(data, dtype=dtype)
-            begin += len(data) // dtype.itemsize
+def _token_file(path: Path, dtype: np.dtype, first: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(first token, ids) of a token file's TOKEN_CHUNK-token chunks from token `first`: views of a memory map."""
+    tokens = np.memmap(path, dtype=dtype, mode="r")
+    for begin in range(first, len(tokens), TOKEN_CHUNK):
+        yield begin, tokens[begin:begin + TOKEN_CHUNK]  # a view: the shard writer's copy is the only one
 
 
 def token_corpus_warnings(files: list[Path], declared: str, eos_id: int) -> list[str]:
     """What a format = "tokens" corpus written with another tokenizer shows even when its ids fit the vocabulary:
     no EOS (this tokenizer's document separator) in the first TOKEN_SAMPLE ids of any file."""
     dtype = np.dtype(declared).newbyteorder("<")
-    sampled = [_first_tokens(path, dtype) for path in files]
-    if any((sample == eos_id).any() for sample in sampled) or not any(len(sample) for sample in sampled):
+    if any((_first_tokens(path, dtype) == eos_id).any() for path in files):  # stops at the first file with one
+        return []
+    if not any(path.stat().st_size for path in files):
         return []
     return [f"the token corpus holds no EOS id ({eos_id}) in the first {TOKEN_SAMPLE:,} tokens of any of its "
             f"{counted(len(files), 'file')}: was it tokenized with another tokenizer, or without document "
@@ -138,6 +138,25 @@ def _token_chunks(corpus: CorpusConfig, vocab_size: int, start: dict) -> Iterato
             yield chunk, lambda i, file=index, begin=begin: {"file": file, "token": begin + int(i)}
 
 
+def _remote_token_chunks(corpus: CorpusConfig, vocab_size: int, start: dict) -> Iterator[tuple[np.ndarray, Callable]]:
+    """`_token_chunks` of objects in storage: READ_BLOCK-byte ranged reads, TOKEN_REQUESTS at once across objects;
+    each object's first piece is its dtype sample, so an object is read once, in order (and hashed as it streams)."""
+    dtype = np.dtype(corpus.dtype).newbyteorder("<")
+    first = (start.get("file", 0), start.get("token", 0) * dtype.itemsize)
+    checked = first[0] - 1
+    for index, offset, data in read_pieces(corpus.files, first, READ_BLOCK, TOKEN_REQUESTS):
+        path = corpus.files[index]
+        if index != checked:
+            _check_token_size(path, corpus.dtype, vocab_size)
+            sample = np.frombuffer(data, dtype=dtype) if offset == 0 else None
+            check_token_file(path, corpus.dtype, vocab_size, sample)
+            checked = index
+        chunk, begin = np.frombuffer(data, dtype=dtype), offset // dtype.itemsize
+        if chunk.max() >= vocab_size:
+            _outside_vocabulary(path, chunk, begin, vocab_size, corpus.dtype)
+        yield chunk, lambda i, file=index, begin=begin: {"file": file, "token": begin + int(i)}
+
+
 def base_stream(corpus: CorpusConfig, tokenizer: LoadedTokenizer, start: dict | None = None,
                 workers: int | None = None) -> Iterator[tuple[np.ndarray, Callable[[int], dict]]]:
     """Token chunks of the base stream, in order (each document's ids followed by EOS), each with `locate`:
@@ -152,7 +171,8 @@ def base_stream(corpus: CorpusConfig, tokenizer: LoadedTokenizer, start: dict | 
         return
     start = start or {}
     if corpus.format == "tokens":
-        yield from _token_chunks(corpus, tokenizer.vocab_size, start)
+        local = all(isinstance(path, Path) for path in corpus.files)
+        yield from (_token_chunks if local else _remote_token_chunks)(corpus, tokenizer.vocab_size, start)
         return
     eos = np.array([tokenizer.eos_id], dtype=np.int64)
     skip = start.get("skip", 0)
@@ -209,8 +229,33 @@ def _skipping(chunks: Iterator[tuple[np.ndarray, Callable]], count: int):
         yield tokens, locate
 
 
-def fingerprint_files(paths: tuple[Path, ...]) -> list[dict]:
+def fingerprint_files(paths: tuple[Path, ...], remote_sha256: bool = True) -> list[dict]:
     """Name, size and sha256 of each file: what the manifest records so a consumer can tell the inputs apart; an
-    object in storage by its URL, with the store's content identity (ETag, version) beside injc's sha256."""
+    object in storage by its URL, with the store's content identity (ETag, version) beside injc's sha256.
+
+    remote_sha256=False leaves the objects' sha256 out (a build keys them by their identity and adds the sha256
+    it computed while streaming them, `with_streamed_sha256`)."""
     return [{"path": str(path), "size": path.stat().st_size, "sha256": input_sha256(path)} if isinstance(path, Path)
-            else {"path": str(path), **remote_identity(path), "sha256": input_sha256(path)} for path in paths]
+            else {"path": str(path), **remote_identity(path), **({"sha256": input_sha256(path)} if remote_sha256
+                                                                else {})} for path in paths]
+
+
+def with_streamed_sha256(records: list[dict], paths: tuple[Path, ...]) -> list[dict]:
+    """The records of `fingerprint_files(paths, remote_sha256=False)` with each object's sha256: the one computed
+    while the build read it whole, else read now (an object the stream stopped in or never reached, or one read
+    by other processes). An object whose identity changed since the build began is refused: its bytes may differ
+    from those built. The store lists each folder once, and the objects left are read at once."""
+    remote = [path for record, path in zip(records, paths) if "sha256" not in record]
+    found = dict(zip(map(str, remote), listed_identities(remote)))
+
+    def completed(record: dict, path) -> dict:
+        if "sha256" in record:
+            return record
+        now = found[str(path)]
+        if not same_object({k: v for k, v in record.items() if k != "path"}, now):
+            raise InputError(f"corpus object {str(path)!r} changed while it was being built (size or ETag "
+                             f"differs from when the build began): build again")
+        return {**record, "sha256": input_sha256(path, now)}
+
+    with ThreadPoolExecutor(STORE_REQUESTS) as pool:
+        return list(pool.map(completed, records, paths))

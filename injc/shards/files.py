@@ -3,7 +3,6 @@
 import errno
 import fcntl
 import hashlib
-import json
 import mmap
 import os
 import shutil
@@ -13,8 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from injc.errors import InjcError
-from injc.storage import identity as remote_identity
-from injc.storage import open_binary
+from injc.storage import identity_key, open_binary, streamed_sha256
 
 
 def fsync_path(path: Path) -> None:
@@ -152,19 +150,20 @@ def cache_folder() -> Path:
     return Path(chosen)
 
 
-def input_sha256(path: Path) -> str:
+def input_sha256(path: Path, known: dict | None = None) -> str:
     """The sha256 of an input file (a corpus or payload file), remembered across builds by what identifies its
     bytes on this machine: device, inode, size, modification and change times. Any write changes the change time,
     which no tool can set back, so a remembered hash is never stale; a rebuild, each window of `injc run` and each
     CPDT row skip re-reading an unchanged corpus. An object in storage is remembered by its URL, size and the
-    store's content identity (ETag, version), read from the store each time. Without a writable cache folder every
-    call hashes."""
+    store's content identity (ETag, version), read from the store each time; one this process has just streamed
+    whole is not read again (`known`: the object's identity, where the caller has just asked the store). Without a
+    writable cache folder every call hashes."""
     if isinstance(path, Path):
         status = path.stat()
         identity = f"{os.path.realpath(path)}|{status.st_dev}|{status.st_ino}|{status.st_size}|" \
                    f"{status.st_mtime_ns}|{status.st_ctime_ns}"
     else:
-        identity = f"{path}|{json.dumps(remote_identity(path), sort_keys=True)}"
+        identity = identity_key(path, known)
     entry = cache_folder() / "sha256" / f"{hashlib.sha256(identity.encode()).hexdigest()}.txt"
     try:
         remembered = entry.read_text()
@@ -172,7 +171,7 @@ def input_sha256(path: Path) -> str:
             return remembered
     except OSError:
         pass
-    digest = sha256_file(path)
+    digest = (None if isinstance(path, Path) else streamed_sha256(identity)) or sha256_file(path)
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
         temporary = entry.with_name(f".{entry.name}.{os.getpid()}")

@@ -158,7 +158,7 @@ def check_inputs(manifest_path: str | Path) -> list[str]:
         try:
             if is_url(where):
                 path = remote_path(where, options)
-                found = remote_identity(path)
+                found = remote_identity(path, fresh=True)
             else:
                 path = Path(where)
                 found = {"size": path.stat().st_size}

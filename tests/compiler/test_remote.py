@@ -18,11 +18,15 @@ def files_of(folder):
             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "manifest.json"}
 
 
-def test_a_build_from_s3_urls_is_byte_identical_to_the_local_build(endpoint, bucket, project, tmp_path):
+def test_a_build_from_s3_urls_is_byte_identical_to_the_local_build(endpoint, bucket, project, tmp_path, monkeypatch):
+    """... and records each object's sha256 from the bytes its stream read, without reading it again."""
+    from injc.shards import files
+
     fs, name = bucket
     local = project(CANARIES)
     injc.build(local, tmp_path / "local", progress=False)
     remote = project(CANARIES, corpus=remote_corpus(endpoint, f"s3://{name}/data/*.jsonl"))
+    monkeypatch.setattr(files, "sha256_file", lambda path: pytest.fail(f"{path} read again for its sha256"))
     result = injc.build(remote, tmp_path / "remote", progress=False)
     assert result.total_tokens == 50 * 4 * 64
     assert files_of(tmp_path / "remote") == files_of(tmp_path / "local")
@@ -137,14 +141,14 @@ def test_a_token_corpus_in_s3_streams_the_local_files_ids_and_resumes_mid_file(e
     assert files_of(tmp_path / "remote") == files_of(tmp_path / "local")
     plan = load_plan(remote)
     tokenizer = load_tokenizer(plan.tokenizer.path, plan.tokenizer.eos)
-    original = corpus_module.TOKEN_CHUNK
-    corpus_module.TOKEN_CHUNK = 4096  # many ranged reads, and a resume inside a file
+    original = corpus_module.READ_BLOCK
+    corpus_module.READ_BLOCK = 8192  # 4096 ids a ranged read: many reads, and a resume inside a file
     try:
         chunks = list(base_stream(plan.corpus, tokenizer, {}))
         cursor = chunks[9][1](123)
         resumed = np.concatenate([c for c, _ in base_stream(plan.corpus, tokenizer, cursor)])
     finally:
-        corpus_module.TOKEN_CHUNK = original
+        corpus_module.READ_BLOCK = original
     expected = np.concatenate([np.fromfile(project.root / "tokens" / f"{i}.bin", dtype="<u2") for i in (0, 1)])
     assert np.array_equal(np.concatenate([c for c, _ in chunks]), expected)
     assert cursor == {"file": 1, "token": 4096 + 123}  # chunks 0-7 are file 0's 30,000 ids, chunk 8 file 1's first
@@ -214,3 +218,90 @@ def test_a_datasets_builder_streams_data_files_from_s3(endpoint, bucket, project
     saved = project(CANARIES, corpus=f'paths = ["s3://{name}/saved"]\nformat = "hf"')
     result = CliRunner().invoke(main, ["build", str(saved), "--out", str(tmp_path / "saved")])
     assert result.exit_code == 2 and "a saved dataset is read from a local folder" in result.output
+
+
+def test_an_object_read_whole_in_order_leaves_its_sha256_and_no_other_read_does(endpoint, bucket):
+    """What lets a build record an object's sha256 without reading it again: the digest of a whole, in-order read
+    (in odd pieces, through a buffered reader), and none after a partial read or a skip."""
+    import io
+
+    from injc.storage import identity_key, open_binary, remote_path, streamed_sha256
+
+    fs, name = bucket
+    data = bytes(range(256)) * 3001
+    keys = ("whole", "part", "again")
+    for key in keys:
+        fs.pipe_file(f"{name}/{key}.bin", data)
+    path = {key: remote_path(f"s3://{name}/{key}.bin", {"endpoint_url": endpoint}) for key in keys}
+    with io.BufferedReader(open_binary(path["whole"], 5000), 777) as reader:
+        pieces = [reader.read(1001)] + list(iter(lambda: reader.read(4093), b""))
+    assert b"".join(pieces) == data
+    assert streamed_sha256(identity_key(path["whole"])) == hashlib.sha256(data).hexdigest()
+    with open_binary(path["part"]) as raw:
+        raw.read(len(data) - 1)
+    with open_binary(path["again"]) as raw:
+        raw.read(10)
+        raw.seek(0)
+        raw.read()
+    assert streamed_sha256(identity_key(path["part"])) is None and streamed_sha256(identity_key(path["again"])) is None
+
+
+def test_a_remote_token_corpus_is_read_once_where_the_build_reads_it_whole(endpoint, bucket, project, tmp_path,
+                                                                           monkeypatch):
+    """The manifest's sha256 of an object the build streamed whole comes from that stream; the object the build
+    stopped in is read once more for its sha256. Both equal the sha256 of the uploaded bytes."""
+    import numpy as np
+
+    from injc.compiler import corpus as corpus_module
+    from injc.shards import files
+
+    fs, name = bucket
+    uploaded = []
+    for index, length in enumerate((5_000, 200_000)):
+        ids = np.random.default_rng(index).integers(1, 360, length).astype("<u2")
+        ids[::97] = 0
+        fs.pipe_file(f"{name}/tokens/{index}.bin", ids.tobytes())
+        uploaded.append(ids.tobytes())
+    plan = project(CANARIES, corpus=f'paths = ["s3://{name}/tokens/*.bin"]\nformat = "tokens"\ndtype = "uint16"\n'
+                                    f'storage_options = {{ endpoint_url = "{endpoint}" }}')
+    hashed, original = [], files.sha256_file
+    monkeypatch.setattr(files, "sha256_file", lambda path: hashed.append(str(path)) or original(path))
+    monkeypatch.setattr(corpus_module, "READ_BLOCK", 8192)  # 4096 ids a read: the build (12,800 tokens) stops in 1.bin
+    injc.build(plan, tmp_path / "out", progress=False)
+    recorded = json.loads((tmp_path / "out" / "manifest.json").read_text())["corpus"]["files"]
+    assert [r["sha256"] for r in recorded] == [hashlib.sha256(b).hexdigest() for b in uploaded]
+    assert [h for h in hashed if h.startswith("s3://")] == [f"s3://{name}/tokens/1.bin"]
+
+
+def test_an_object_that_changes_during_a_build_is_refused(endpoint, bucket, project):
+    """Changed by another client (whose write this process's listing cache does not see)."""
+    import s3fs
+
+    from injc.compiler.corpus import fingerprint_files, with_streamed_sha256
+    from injc.compiler.plan import load_plan
+    from injc.errors import InputError
+
+    fs, name = bucket
+    files = load_plan(project(CANARIES, corpus=remote_corpus(endpoint, f"s3://{name}/data/*.jsonl"))).corpus.files
+    records = fingerprint_files(files, remote_sha256=False)
+    assert "sha256" not in records[0] and with_streamed_sha256(records, files)[0]["sha256"]
+    other = s3fs.S3FileSystem(endpoint_url=endpoint, skip_instance_cache=True)
+    other.pipe_file(f"{name}/data/b.jsonl", b'{"text": "rewritten"}\n')
+    with pytest.raises(InputError, match="b.jsonl' changed while it was being built"):
+        with_streamed_sha256(records, files)
+    other.rm_file(f"{name}/data/a.jsonl")
+    with pytest.raises(InputError, match="a.jsonl' changed while it was being built"):
+        with_streamed_sha256(records, files)
+
+
+def test_a_ranged_read_that_comes_back_short_is_refused(endpoint, bucket):
+    """An object cut shorter than its listed size while a build reads it."""
+    from injc.errors import InputError
+    from injc.storage import _read_range, remote_path
+
+    fs, name = bucket
+    fs.pipe_file(f"{name}/short.bin", b"x" * 1000)
+    path = remote_path(f"s3://{name}/short.bin", {"endpoint_url": endpoint})
+    assert _read_range(path, 10, 1000) == b"x" * 990
+    with pytest.raises(InputError, match="returned 990 bytes of 1,990 asked for"):
+        _read_range(path, 10, 2000)

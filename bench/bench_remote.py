@@ -1,7 +1,7 @@
 """P9: a build reading its corpus from object storage against downloading the same objects first and building
 from disk, both from one local S3 server (moto's, over HTTP on this machine).
 
-    python bench/bench_remote.py [--copies 4] [--repeats 3] [--tokens]
+    python bench/bench_remote.py [--copies 4] [--repeats 3] [--tokens | --ray-nodes N]
 
 The corpus is the demo's JSONL files ×--copies, uploaded uncompressed (--tokens: the same documents tokenized once,
 as uint16 token files: no tokenization in the build, so the reads are all there is). "remote": `injc build` of a
@@ -9,6 +9,10 @@ plan whose paths are s3:// URLs. "download + local": s3fs `get` of every object 
 `injc build` of the same plan with local paths. Both in this process, alternating; medians of --repeats; the
 input-hash cache is fresh for every build (a first build: each object's sha256 is computed too, while the build
 streams it where it reads it whole).
+
+--ray-nodes N: instead, the JSONL corpus built from the store with `--executor ray` on a Ray cluster of a head (no
+CPUs: it drives and writes) and N worker nodes of one CPU each (`ray.cluster_utils.Cluster`, all on this machine),
+against the local build from the store (the tokenizer's own threads), alternating.
 """
 
 import argparse
@@ -58,6 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--copies", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--ray-nodes", type=int, default=0, help="Ray cluster of a head and N worker nodes")
     parser.add_argument("--tokens", action="store_true",
                         help="A token corpus (format = \"tokens\", uint16): the demo corpus tokenized once, ×--copies")
     args = parser.parse_args()
@@ -112,6 +117,8 @@ def main() -> None:
                 subprocess.run(["rm", "-rf", str(root / "download")], check=True)
                 return elapsed
 
+            if args.ray_nodes:
+                return cluster_against_local(root, args, size)
             pairs = [(remote(), download_then_local()) for _ in range(args.repeats)]
             same = all((root / "out-remote" / p.relative_to(root / "out-local")).read_bytes() == p.read_bytes()
                        for p in (root / "out-local" / "shards").rglob("*.bin"))
@@ -125,6 +132,41 @@ def main() -> None:
     print(f"P9 corpus of {size / 2**20:.0f} MiB {what} from a local S3 server, {tokens:,} tokens built: remote "
           f"{ours:.1f} s, download + local {theirs:.1f} s (medians of {args.repeats}); (download + local) / remote "
           f"= {ratio:.2f}× (target ≥ 0.9×); shards identical: {same}")
+
+
+def cluster_against_local(root: Path, args, size: int) -> None:
+    import ray
+    from ray.cluster_utils import Cluster
+
+    import injc
+    from injc.compiler.options import BuildOptions
+    from injc.compiler.workers import RayExecutor
+
+    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    for _ in range(args.ray_nodes):
+        nodes.add_node(num_cpus=1)
+    nodes.wait_for_nodes()
+    try:
+        def build(executor) -> float:
+            os.environ["INJC_CACHE_DIR"] = tempfile.mkdtemp(dir=root)
+            started = time.perf_counter()
+            out = root / ("out-cluster" if executor else "out-local")
+            injc.build(root / "remote.toml", out, BuildOptions(force=True, progress=False, workers=executor))
+            return time.perf_counter() - started
+
+        executor = RayExecutor(nodes.address)
+        build(executor)  # Ray's workers start and import injc once, as in a long-lived cluster
+        pairs = [(build(executor), build(None)) for _ in range(args.repeats)]
+        same = all((root / "out-cluster" / p.relative_to(root / "out-local")).read_bytes() == p.read_bytes()
+                   for p in (root / "out-local" / "shards").rglob("*.bin"))
+    finally:
+        ray.shutdown()
+        nodes.shutdown()
+    cluster, local = (statistics.median(p[i] for p in pairs) for i in (0, 1))
+    print(f"Ray cluster (head + {args.ray_nodes} one-CPU worker nodes on this machine) building {size / 2**20:.0f} MiB "
+          f"of JSONL from a local S3 server: {cluster:.1f} s; the local build from the store: {local:.1f} s (medians "
+          f"of {args.repeats}); local / cluster = {statistics.median(b / a for a, b in pairs):.2f}×; shards "
+          f"identical: {same}")
 
 
 if __name__ == "__main__":

@@ -241,7 +241,9 @@ def verbatim_candidates(manifest, checkpoint, out_file, count, prefix, suffix, s
               help="A checkpoint that never saw the inserted data (the clean run, `injc build --clean`): each "
                    "forgetting batch is compared with itself under it, row by row.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
-              help="Sequences per forward pass (on CUDA, under bf16 autocast).")
+              help="Sequences per forward pass.")
+@click.option("--precision", type=click.Choice(["bf16-mixed", "32-true"]),
+              help="bf16 autocast or float32 forward passes (default: bf16-mixed on CUDA, 32-true on CPU).")
 @click.option("--logger", type=click.Choice(LOGGERS),
               help="Also log every checkpoint's metrics at its training step (REPORT/logs/), for curves.")
 @click.option("--force", is_flag=True, help="Replace an earlier report in --out, whole (a folder holding only what "
@@ -252,8 +254,8 @@ def verbatim_candidates(manifest, checkpoint, out_file, count, prefix, suffix, s
 @click.option("--tasks-dir", type=click.Path(), help="Task YAML files or folders of your own (lm-eval's include_path).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
-def eval_command(manifest, more_checkpoints, checkpoints, out_dir, full_verify, judge, baseline, batch_size, logger,
-                 force, benchmarks, tasks_dir, quiet):
+def eval_command(manifest, more_checkpoints, checkpoints, out_dir, full_verify, judge, baseline, batch_size, precision,
+                 logger, force, benchmarks, tasks_dir, quiet):
     """Measure every experiment of MANIFEST on checkpoints: report.json, report.md and PNG plots under --out."""
     try:
         from injc.evals.report import evaluate, summary_lines
@@ -270,7 +272,7 @@ def eval_command(manifest, more_checkpoints, checkpoints, out_dir, full_verify, 
             raise InjcError("the build does not match its manifest (injc verify):", *(f"  {p}" for p in problems))
     report = evaluate(manifest, [*checkpoints, *more_checkpoints], out_dir, progress=not quiet, judge=judge,
                       baseline=baseline, on_warning=lambda warning: click.echo(f"injc: warning: {warning}", err=True),
-                      batch_size=batch_size, logger=logger, force=force, tasks_dir=tasks_dir,
+                      batch_size=batch_size, precision=precision, logger=logger, force=force, tasks_dir=tasks_dir,
                       benchmarks=[t.strip() for t in benchmarks.split(",") if t.strip()] if benchmarks else None)
     for line in summary_lines(report):
         click.echo(line)

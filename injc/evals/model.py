@@ -1,7 +1,8 @@
 """A checkpoint as a scorer: per-token losses, continuation log-probabilities, greedy generation and embedding
 gradients, in eval mode, many sequences per forward pass. A LitGPT checkpoint runs on LitGPT's model; a Hugging Face
 folder on transformers' AutoModelForCausalLM, fed the build's token ids (the build's tokenizer is the one that
-counts). On CUDA the forward passes run under bf16 autocast; on CPU in float32.
+counts). The forward passes run under bf16 autocast (`precision="bf16-mixed"`, the default on CUDA) or in float32
+(`"32-true"`, the default elsewhere): Lightning's names, as `injc train` uses them.
 """
 
 import json
@@ -15,6 +16,7 @@ from injc.errors import InjcError
 from injc.train.hf import HF, checkpoint_format, hf_context, read_hf_config
 
 BATCH = 16
+PRECISIONS = ("bf16-mixed", "32-true")
 
 
 def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -97,10 +99,14 @@ class HFModel:
 class Scorer:
     """Either kind of checkpoint folder, told apart by what it holds (see injc.train.hf.checkpoint_format)."""
 
-    def __init__(self, checkpoint: str | Path, eos_id: int, device: str | None = None, batch_size: int = BATCH):
+    def __init__(self, checkpoint: str | Path, eos_id: int, device: str | None = None, batch_size: int = BATCH,
+                 precision: str | None = None):
         checkpoint = Path(checkpoint)
+        if precision not in (None, *PRECISIONS):
+            raise InjcError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         kind = checkpoint_format(checkpoint)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.precision = precision or ("bf16-mixed" if self.device.type == "cuda" else "32-true")
         self.backend = (HFModel if kind == HF else LitGPTModel)(checkpoint, self.device)
         self.backend.model.eval()
         self.eos_id, self.batch_size = eos_id, batch_size
@@ -112,7 +118,9 @@ class Scorer:
         self.steps_done = self.train_state["steps_done"] if self.train_state else None
 
     def _autocast(self):
-        return torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else nullcontext()
+        if self.precision == "bf16-mixed":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
 
     def _logits(self, tokens: torch.Tensor) -> torch.Tensor:
         with self._autocast():

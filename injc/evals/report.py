@@ -68,17 +68,19 @@ def manifest_warnings(train_state: dict | None, manifest, checkpoint: str | Path
 def evaluate_checkpoint(manifest_path: str | Path, checkpoint: "str | Path | Scorer", progress: bool = True,
                         judge: str | Path | None = None, baseline: str | Path | None = None,
                         batch_size: int = BATCH, benchmarks: list[str] | None = None,
-                        tasks_dir: str | Path | None = None) -> dict:
+                        tasks_dir: str | Path | None = None, precision: str | None = None) -> dict:
     """One checkpoint's report; `judge` (a checkpoint) judges generations where a family needs it (poisoning);
     `baseline` (a checkpoint that never saw the inserted data, the clean run) is the paired control where a family
     uses one (forgetting). Each checkpoint is a LitGPT or Hugging Face folder; `batch_size` sequences share a
-    forward pass; a Scorer already loaded (a notebook's, a benchmark's) is used as it is. `benchmarks` (lm-eval task
+    forward pass, in `precision` (bf16-mixed or 32-true; by default bf16 autocast on CUDA, float32 elsewhere); a
+    Scorer already loaded (a notebook's, a benchmark's) is used as it is. `benchmarks` (lm-eval task
     names, with `tasks_dir` for one's own) adds lm-evaluation-harness's results (`injc.evals.benchmarks`)."""
     manifest = load_manifest(manifest_path)
     TokenStream(manifest)  # refuses shards whose sizes differ from the manifest
     eos = manifest.data["layout"]["eos_id"]
     scorer, judge_scorer, baseline_scorer = (
-        folder if folder is None or isinstance(folder, Scorer) else Scorer(folder, eos, batch_size=batch_size)
+        folder if folder is None or isinstance(folder, Scorer)
+        else Scorer(folder, eos, batch_size=batch_size, precision=precision)
         for folder in (checkpoint, judge, baseline))
     checkpoint = scorer.checkpoint
     ctx = EvalContext.open(manifest, scorer, judge_scorer, baseline_scorer)
@@ -91,7 +93,8 @@ def evaluate_checkpoint(manifest_path: str | Path, checkpoint: "str | Path | Sco
         if "mean_loss" not in result["metrics"]:
             result["metrics"]["mean_loss"] = generic.mean_loss(ctx, entry)["metrics"]["mean_loss"]
         experiments[entry["name"]] = {"kind": entry["kind"], **result}
-    report = {"checkpoint": str(checkpoint), "steps_done": ctx.scorer.steps_done, "heldout": heldout_loss(ctx),
+    report = {"checkpoint": str(checkpoint), "steps_done": ctx.scorer.steps_done, "precision": scorer.precision,
+              "heldout": heldout_loss(ctx),
               "warnings": manifest_warnings(scorer.train_state, manifest, checkpoint), "experiments": experiments}
     if benchmarks:
         report["benchmarks"] = run_benchmarks(checkpoint, benchmarks, manifest_path, tasks_dir, batch_size)
@@ -200,7 +203,8 @@ def check_report_folder(out: Path, force: bool, names: tuple[str, ...] = REPORT_
 def evaluate(manifest_path: str | Path, checkpoints: list[str | Path], out: str | Path,
              progress: bool = True, judge: str | Path | None = None, baseline: str | Path | None = None,
              on_warning=None, batch_size: int = BATCH, logger: str | None = None, force: bool = False,
-             benchmarks: list[str] | None = None, tasks_dir: str | Path | None = None) -> dict:
+             benchmarks: list[str] | None = None, tasks_dir: str | Path | None = None,
+             precision: str | None = None) -> dict:
     """Evaluate each checkpoint (folders or globs; sorted by training steps) and write report.json, report.md and
     plots to `out` (with `logger`, every checkpoint's metrics also to that logger under out/logs/). `out` must be
     empty or absent; `force` replaces an earlier report there, whole. The report is written beside `out` and
@@ -217,8 +221,8 @@ def evaluate(manifest_path: str | Path, checkpoints: list[str | Path], out: str 
     for warning in check_checkpoints(manifest_path, checkpoints, {"judge": judge, "baseline": baseline}):
         if on_warning is not None:
             on_warning(warning)
-    reports = [evaluate_checkpoint(manifest_path, c, progress, judge, baseline, batch_size, benchmarks, tasks_dir)
-               for c in checkpoints]
+    reports = [evaluate_checkpoint(manifest_path, c, progress, judge, baseline, batch_size, benchmarks, tasks_dir,
+                                   precision) for c in checkpoints]
     reports.sort(key=lambda r: (r["steps_done"] is None, r["steps_done"] or 0))
     report = json_safe(reports[0] if len(reports) == 1 else {"checkpoints": reports})
     with written_whole(out) as partial:

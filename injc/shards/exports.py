@@ -35,13 +35,14 @@ import json
 import os
 import pickle
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 
 from injc.errors import InjcError
-from injc.shards.files import sha256_file, write_atomic, written_whole
+from injc.shards.files import sha256_file, write_atomic, write_blocks, written_whole
 from injc.shards.litdata import litdata_rows, shuffled_rows, write_litdata
 from injc.shards.manifest import MANIFEST_NAME, Manifest, load_manifest, same_stream
 from injc.shards.megatron import TESTED_VERSION as MEGATRON_TESTED
@@ -57,25 +58,30 @@ EXPORT_NAME = "export.json"
 ROWS_NAME = "rows.npy"
 BLOCK_ROWS_BYTES = 64 << 20
 """Rows gathered at a time while writing."""
+COPY_BLOCK = 16 << 20
+"""Bytes per read when shard files are copied whole."""
 TESTED = {"olmo-core": ("ai2-olmo-core", "3.0.0"), "megatron": ("megatron-core", MEGATRON_TESTED),
           "litdata": ("litdata", "0.2.76"), "nanogpt": (None, None)}
 TARGETS = tuple(TESTED)
 NEEDS_SEED = ("olmo-core", "megatron")
 
 
-def concatenate_shards(manifest: Manifest, path: Path) -> None:
-    """The stream's bytes in manifest order as one file: shard files copied in blocks (bounded memory), or, for a
-    build in a trainer's order, its rows read back in stream order."""
-    with open(path, "wb") as out:
+def concatenate_shards(manifest: Manifest, path: Path) -> str:
+    """The stream's bytes in manifest order as one file (returns its sha256): shard files copied in blocks (bounded
+    memory), or, for a build in a trainer's order, its rows read back in stream order."""
+    def blocks():
         if manifest.row_order is not None:
             stream = TokenStream(manifest)
             per_block = max(1, BLOCK_ROWS_BYTES // (manifest.layout.seq_len * manifest.dtype.itemsize))
             for start in range(0, manifest.layout.total_rows, per_block):
-                out.write(stream.rows(np.arange(start, min(start + per_block, manifest.layout.total_rows))).tobytes())
+                yield stream.rows(np.arange(start, min(start + per_block, manifest.layout.total_rows)))
             return
         for shard in manifest.shards:
             with open(manifest.root / shard["path"], "rb") as source:
-                shutil.copyfileobj(source, out, 1 << 24)
+                while block := source.read(COPY_BLOCK):
+                    yield block
+
+    return write_blocks(path, blocks())
 
 
 def _installed(package: str | None) -> str | None:
@@ -85,19 +91,19 @@ def _installed(package: str | None) -> str | None:
         return None
 
 
-def _write_olmo_core(stream: TokenStream, folder: Path, seed: int) -> tuple[list[str], np.ndarray, dict]:
+def _write_olmo_core(stream: TokenStream, folder: Path, seed: int) -> tuple[list[str], np.ndarray, dict, dict]:
     layout, row_bytes = stream.layout, stream.layout.seq_len * stream.manifest.dtype.itemsize
     rows = olmo_core_rows(layout.total_rows, seed)
     per_block = max(1, BLOCK_ROWS_BYTES // row_bytes)
     parts = olmo_core_parts(layout.total_rows, row_bytes)
+    hashes = {}
     if stream.manifest.until_step < layout.steps:
         fill_rows(stream, folder, "olmo-core", seed, 0)
     else:
         for name, first, count in parts:
-            with open(folder / name, "wb") as handle:
-                for block in range(first, first + count, per_block):
-                    handle.write(stream.rows(rows[block:min(block + per_block, first + count)]).tobytes())
-    return [name for name, _, _ in parts], rows, olmo_core_loader(stream.manifest.data["layout"], seed)
+            hashes[name] = write_blocks(folder / name, (stream.rows(rows[block:min(block + per_block, first + count)])
+                                                        for block in range(first, first + count, per_block)))
+    return [name for name, _, _ in parts], rows, olmo_core_loader(stream.manifest.data["layout"], seed), hashes
 
 
 STREAM_FILES = {"megatron": "data.bin", "nanogpt": "train.bin"}
@@ -139,12 +145,13 @@ def _write_megatron(stream: TokenStream, folder: Path, seed: int) -> tuple[list[
     if manifest.data["layout"]["vocab_size"] > 2 ** 31:
         raise InjcError(f"--to megatron: token ids reach {manifest.data['layout']['vocab_size'] - 1:,}; Megatron "
                         f"reads int32, so ids must stay below 2^31")
+    hashes = {}
     if manifest.until_step < manifest.layout.steps:
         fill_rows(stream, folder, "megatron", seed, 0)
     else:
-        concatenate_shards(manifest, folder / "data.bin")
+        hashes["data.bin"] = concatenate_shards(manifest, folder / "data.bin")
     rows, loader = write_index(stream, folder, seed)
-    return ["data.bin", "data.idx"], rows, loader
+    return ["data.bin", "data.idx"], rows, loader, hashes
 
 
 def _write_nanogpt(stream: TokenStream, folder: Path) -> tuple[list[str], np.ndarray, dict]:
@@ -152,10 +159,11 @@ def _write_nanogpt(stream: TokenStream, folder: Path) -> tuple[list[str], np.nda
     if manifest.dtype.itemsize != 2:
         raise InjcError(f"--to nanogpt: nanoGPT reads uint16 tokens and this build is {manifest.dtype.name} "
                         f"(vocabulary {manifest.data['layout']['vocab_size']:,}); use another target")
+    hashes = {}
     if manifest.until_step < manifest.layout.steps:
         fill_rows(stream, folder, "nanogpt", None, 0)
     else:
-        concatenate_shards(manifest, folder / "train.bin")
+        hashes["train.bin"] = concatenate_shards(manifest, folder / "train.bin")
     files = ["train.bin", "meta.pkl"]
     holdout = manifest.data.get("holdout")
     if holdout:
@@ -169,7 +177,7 @@ def _write_nanogpt(stream: TokenStream, folder: Path) -> tuple[list[str], np.nda
         "block_size": layout.seq_len - 1,
         "note": "nanoGPT's own get_batch samples random offsets and discards the schedule",
     }
-    return files, np.arange(layout.total_rows, dtype=np.uint64), loader
+    return files, np.arange(layout.total_rows, dtype=np.uint64), loader, hashes
 
 
 ASSUMPTIONS = {
@@ -328,24 +336,29 @@ def export(manifest_path: str | Path, target: str, out: str | Path, seed: int | 
         record = _earlier_stage(out, manifest, {"target": target, "seed": seed, **options})
         if record is None:
             return out / EXPORT_NAME  # already this build's export (the same command run again)
-    problems = check_shards(manifest)
-    if problems:
-        raise InjcError("the build does not match its manifest (run injc verify):", *problems[:5])
     if record is not None:
+        _refuse_damaged(check_shards(manifest))
         return _grow(out, manifest, record)
-    with written_whole(out) as partial:
+    with ThreadPoolExecutor(1) as checking, written_whole(out) as partial:
+        checked = checking.submit(check_shards, manifest)  # hashed on a second thread while the export is written
         stream = TokenStream(manifest)
         writer = {"olmo-core": lambda: _write_olmo_core(stream, partial, seed),
                   "megatron": lambda: _write_megatron(stream, partial, seed),
-                  "litdata": lambda: write_litdata(stream, partial, max(1, num_workers), num_ranks, seed,
-                                                   micro_batch),
+                  "litdata": lambda: (*write_litdata(stream, partial, max(1, num_workers), num_ranks, seed,
+                                                     micro_batch), {}),
                   "nanogpt": lambda: _write_nanogpt(stream, partial)}[target]
-        files, rows, loader = writer()
+        files, rows, loader, hashes = writer()
+        _refuse_damaged(checked.result())  # before export.json: a refused export leaves nothing behind
         np.save(partial / ROWS_NAME, rows)
         # the manifest's path relative to the export: both folders can move together
         relative = Path(os.path.relpath((manifest.root / "manifest.json").resolve(), out.resolve().parent / out.name))
-        write_export_record(partial, relative, manifest.data, target, seed, files, loader, options)
+        write_export_record(partial, relative, manifest.data, target, seed, files, loader, options, hashes)
     return out / EXPORT_NAME
+
+
+def _refuse_damaged(problems: list[str]) -> None:
+    if problems:
+        raise InjcError("the build does not match its manifest (run injc verify):", *problems[:5])
 
 
 def _earlier_stage(out: Path, manifest: Manifest, wanted: dict) -> dict | None:

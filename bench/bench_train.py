@@ -50,17 +50,18 @@ def bare_loop(manifest, steps: int, micro_batch_size: int) -> float:
     return float(np.median(speeds[2:]))
 
 
-def injc_loop(manifest, steps: int, micro_batch_size: int, out: Path) -> float:
-    train(manifest, TrainConfig(model=str(MODEL), out=out, steps=steps, micro_batch_size=micro_batch_size,
-                                force=True), progress=False)
+def injc_loop(manifest, steps: int, micro_batch_size: int, out: Path, model: Path | str = MODEL,
+              device: str | None = None) -> float:
+    train(manifest, TrainConfig(model=str(model), out=out, steps=steps, micro_batch_size=micro_batch_size,
+                                force=True, device=device), progress=False)
     speeds = [json.loads(line)["tokens_per_sec"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     return float(np.median(speeds[2:]))
 
 
 def devices_loop(manifest, steps: int, micro_batch_size: int, out: Path, devices: int, accelerator: str,
-                 strategy: str = "ddp") -> float:
+                 strategy: str = "ddp", model: Path | str = MODEL) -> float:
     """`injc train --devices N` through the CLI (Fabric spawns the processes); median tokens/s of a whole step."""
-    subprocess.run([sys.executable, "-m", "injc", "train", str(manifest), "--model", str(MODEL), "--out", str(out),
+    subprocess.run([sys.executable, "-m", "injc", "train", str(manifest), "--model", str(model), "--out", str(out),
                     "--steps", str(steps), "--micro-batch-size", str(micro_batch_size), "--device", accelerator,
                     "--devices", str(devices), "--strategy", strategy, "--force", "--quiet"],
                    check=True, capture_output=True)
@@ -68,11 +69,13 @@ def devices_loop(manifest, steps: int, micro_batch_size: int, out: Path, devices
     return float(np.median(speeds[2:]))
 
 
-def litgpt_loop(manifest, steps: int, micro_batch_size: int, folder: Path) -> float:
-    """`litgpt pretrain` (LitGPT's own CLI, one device, fp32) on the same model config and the build's rows,
-    exported for LitData (LitGPT's LitData data module reads them, shuffled, with 0 loader workers as injc train
-    reads in-process). LitGPT logs rows/s per device over windows of 5 optimizer steps; × seq_len gives tokens/s
-    counted as injc counts them (B × L a step). Median over the windows after the first."""
+def litgpt_loop(manifest, steps: int, micro_batch_size: int, folder: Path, model: Path | str = MODEL,
+                precision: str = "32-true") -> float:
+    """`litgpt pretrain` (LitGPT's own CLI, one device: a GPU where there is one, `precision`) on the same model
+    config and the build's rows, exported for LitData (LitGPT's LitData data module reads them, shuffled, with 0
+    loader workers as injc train reads in-process). LitGPT logs rows/s per device over windows of 5 optimizer
+    steps; × seq_len gives tokens/s counted as injc counts them (B × L a step). Median over the windows after the
+    first."""
     import csv
     import dataclasses
 
@@ -84,8 +87,8 @@ def litgpt_loop(manifest, steps: int, micro_batch_size: int, folder: Path) -> fl
         export(manifest, "litdata", folder / "litdata")
     out = folder / f"litgpt-{time.monotonic_ns()}"
     config = {
-        "model_name": "tiny", "model_config": dataclasses.asdict(model_config(str(MODEL), loaded)),
-        "out_dir": str(out), "precision": "32-true", "devices": 1, "logger_name": "csv",
+        "model_name": "tiny", "model_config": dataclasses.asdict(model_config(str(model), loaded)),
+        "out_dir": str(out), "precision": precision, "devices": 1, "logger_name": "csv",
         "data": {"class_path": "litgpt.data.LitData",
                  "init_args": {"data_path": str(folder / "litdata"), "num_workers": 0}},
         "train": {"save_interval": None, "log_interval": 1, "global_batch_size": layout.batch_size,

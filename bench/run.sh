@@ -15,5 +15,7 @@ echo "== P9 a build from object storage against download + local build (bench_re
 python3 bench/bench_remote.py --copies 16
 echo "== start-up of injc --help, inspect, locate (bench_startup.py)"
 python3 bench/bench_startup.py
+echo "== the device checks at toy size on the CPU (gpu.sh --smoke; on a GPU machine run bash bench/gpu.sh)"
+bash bench/gpu.sh --smoke --out "$(mktemp -d)/gpu.json"
 echo "== P2, P3, P5, inspect/verify, export (bench_scale.py)"
 python3 bench/bench_scale.py "$@"

@@ -66,6 +66,8 @@ TARGET_OPTION = click.option(
                    "every recorded setting (--lr, --min-lr, --warmup-steps, --weight-decay, --grad-clip, "
                    "--micro-batch-size, --seed), and a different value given is an error.")
 @click.option("--device", show_default="cuda when available", help="cpu, cuda, ...")
+@click.option("--precision", type=click.Choice(["bf16-mixed", "32-true"]),
+              help="Lightning's precision (default: bf16-mixed on CUDA, 32-true elsewhere).")
 @click.option("--devices", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes on this machine (Lightning Fabric DDP; spawned by this command). Each step still "
                    "consumes exactly the step's batch: rank r takes rows [r·B/N, (r+1)·B/N).")
@@ -83,7 +85,7 @@ TARGET_OPTION = click.option(
 @user_errors
 def train(manifest, model, init, init_optimizer, out_dir, micro_batch_size, steps, save_steps, save_every, resume,
           force, audit, full_verify, lr, min_lr, warmup_steps, weight_decay, grad_clip, seed, override_settings,
-          device, devices, num_nodes, strategy, logger, hf, quiet):
+          device, precision, devices, num_nodes, strategy, logger, hf, quiet):
     """Train a LitGPT model on MANIFEST's shards, step-exact: step s is exactly stream[s*B*L:(s+1)*B*L]."""
     try:
         from injc.train.trainer import TrainConfig
@@ -95,7 +97,8 @@ def train(manifest, model, init, init_optimizer, out_dir, micro_batch_size, step
                          micro_batch_size=micro_batch_size, steps=steps, save_steps=save_steps,
                          save_every=save_every, resume=resume, force=force, audit=audit, verify=full_verify, lr=lr,
                          min_lr=min_lr, warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip,
-                         seed=seed, override_settings=override_settings, device=device, devices=devices,
+                         seed=seed, override_settings=override_settings, device=device, precision=precision,
+                         devices=devices,
                          num_nodes=num_nodes, strategy=strategy, logger=logger, hf=hf)
     run_train(manifest, config, progress=not quiet)  # its closing summary names the checkpoints (not with --quiet)
 

@@ -13,10 +13,10 @@ import numpy as np
 import torch
 
 from injc.errors import InjcError
+from injc.train.folders import PRECISIONS
 from injc.train.hf import HF, checkpoint_format, hf_context, read_hf_config
 
 BATCH = 16
-PRECISIONS = ("bf16-mixed", "32-true")
 
 
 def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,8 @@ DEFAULT_SETTINGS = {"lr": 4e-4, "min_lr": 4e-5, "weight_decay": 0.1, "beta1": 0.
 """A fresh run's settings where the command line gives none; warmup_steps and seed have defaults that depend on
 the run (10% of its steps, at most 2,000; the plan's seed)."""
 RECORDED_SETTINGS = (*DEFAULT_SETTINGS, "warmup_steps", "seed")
+PRECISIONS = ("bf16-mixed", "32-true")
+"""Lightning's precisions that training and scoring take (default: bf16-mixed on CUDA, 32-true elsewhere)."""
 
 
 def latest_checkpoint(out: Path) -> Path | None:

@@ -39,6 +39,7 @@ from injc.shards.verify import verify
 from injc.train.checkpoints import gathered, init_checkpoint, load_optimizer_state, save_checkpoint
 from injc.train.data import batch_sha256, micro_batches
 from injc.train.folders import (
+    PRECISIONS,
     RECORDED_SETTINGS,
     check_same_model,
     empty_run_folder,
@@ -93,6 +94,9 @@ class TrainConfig:
     Every setting left None is the recorded one on a resume and the default (injc.train.folders) on a fresh run."""
     device: str | None = None
     """'cpu', 'cuda', … (None: cuda when available): Lightning Fabric's accelerator."""
+    precision: str | None = None
+    """Lightning's precision: 'bf16-mixed' (bf16 autocast, float32 weights) or '32-true' (None: bf16-mixed on CUDA,
+    32-true elsewhere). Not a recorded setting: a resume may change it, as it may change the device."""
     devices: int = 1
     """Processes per node (Lightning Fabric); each optimizer step still consumes exactly the step's batch."""
     num_nodes: int = 1
@@ -152,7 +156,9 @@ def _fabric(config: TrainConfig, sharded: bool):
 
     accelerator = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     world = config.devices * config.num_nodes
-    precision = "bf16-mixed" if accelerator == "cuda" else "32-true"
+    if config.precision not in (None, *PRECISIONS):
+        raise InjcError(f"precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
+    precision = config.precision or ("bf16-mixed" if accelerator == "cuda" else "32-true")
     strategy = fsdp_strategy(world) if sharded else config.strategy if world > 1 else "auto"
     return Fabric(accelerator=accelerator, devices=config.devices, num_nodes=config.num_nodes, strategy=strategy,
                   precision=precision)

@@ -12,11 +12,14 @@ from injc.evals.stats import compare
 
 
 def item_losses(ctx: EvalContext, name: str, scorer=None) -> tuple[np.ndarray, np.ndarray]:
-    """(copies, loss) of every payload item of an experiment, scored by the checkpoint (or `scorer`)."""
+    """(copies, loss) of every payload item of an experiment, scored by the checkpoint (as `ctx.score_items` scored
+    them, where it has) or by `scorer`."""
     items = ctx.items.get(name, [])
     if not items:
         return np.zeros(0, dtype=np.int64), np.zeros(0)
     copies = np.array([c for c, _ in items])
+    if scorer is None and name in ctx.item_losses:
+        return copies, ctx.item_losses[name]
     return copies, (scorer or ctx.scorer).text_losses([ctx.text_tokens(t) for _, t in items])
 
 

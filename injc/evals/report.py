@@ -84,6 +84,7 @@ def evaluate_checkpoint(manifest_path: str | Path, checkpoint: "str | Path | Sco
         for folder in (checkpoint, judge, baseline))
     checkpoint = scorer.checkpoint
     ctx = EvalContext.open(manifest, scorer, judge_scorer, baseline_scorer)
+    ctx.score_items()
     experiments = {}
     for entry in tqdm(manifest.experiments, desc=f"eval {Path(checkpoint).name}", disable=not progress,
                       file=sys.stderr):

@@ -23,7 +23,8 @@ def losses_by_length(texts):
 
 
 def context(items: dict, tail_rows: np.ndarray, steps_done=None, baseline=None):
-    return SimpleNamespace(items=items, eos_id=EOS, baseline=baseline, unused_tail_rows=lambda: tail_rows,
+    return SimpleNamespace(items=items, item_losses={}, eos_id=EOS, baseline=baseline,
+                           unused_tail_rows=lambda: tail_rows,
                            text_tokens=lambda t: without_eos_wrappers(np.asarray(t), EOS),
                            scorer=SimpleNamespace(text_losses=losses_by_length, steps_done=steps_done))
 
@@ -183,7 +184,7 @@ def test_contamination_ranks_each_choice_as_olmes_normalizes_it_and_reports_ever
                           "answer": int(rng.integers(0, 4)), "benchmark": benchmarks[i % len(benchmarks)]})
     template = "{benchmark} question: {question}\nChoices: {choices}\nAnswer: {answer_text}"
     bare = np.r_[EOS, pair_tokens("Answer:")]
-    ctx = SimpleNamespace(encode=pair_tokens, eos_id=EOS, text_tokens=lambda t: t,
+    ctx = SimpleNamespace(encode=pair_tokens, eos_id=EOS, text_tokens=lambda t: t, item_losses={},
                           items={"bench": [(q["tier"], np.array([30 + q["item"]])) for q in questions]},
                           scorer=SimpleNamespace(
                               continuation_logprobs=lambda ps, cs: np.array(
@@ -290,7 +291,7 @@ def test_canaries_report_every_condition_with_its_membership_and_order_control()
             out.append(losses[index] + (0.0 if in_order else 0.5))
         return np.array(out)
 
-    ctx = SimpleNamespace(items={"c": [(reps, t) for reps, t, _ in tokens]}, scorer=SimpleNamespace(
+    ctx = SimpleNamespace(items={"c": [(reps, t) for reps, t, _ in tokens]}, item_losses={}, scorer=SimpleNamespace(
         text_losses=text_losses), text_tokens=lambda t: without_eos_wrappers(np.asarray(t), EOS))
     result = canaries.evaluate(ctx, {"name": "c"}, {"canary": "random", "items": items})
     conditions = result["metrics"]["conditions"]

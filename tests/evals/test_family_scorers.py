@@ -34,7 +34,7 @@ def decode(ids) -> str:
 
 
 def context(scorer, items=None, judge=None):
-    return SimpleNamespace(eos_id=EOS, items=items or {}, judge=judge, encode=encode,
+    return SimpleNamespace(eos_id=EOS, items=items or {}, item_losses={}, judge=judge, encode=encode,
                            tokenizer=SimpleNamespace(decode=decode), text_tokens=lambda t: np.asarray(t)[1:-1],
                            scorer=scorer)
 

@@ -19,7 +19,7 @@ def test_canary_members_are_compared_with_nonmembers_of_their_own_length():
                 items.append({"item": len(items), "member": member, "repetitions": reps, "canary_length": length})
                 losses.append(offset + (3.0 - 0.3 * np.log2(max(reps, 1)) if member else 3.2) + rng.normal(0, 0.2))
     losses = np.array(losses)
-    ctx = SimpleNamespace(items={"memp": [(i["repetitions"], np.array([i["item"]])) for i in items]},
+    ctx = SimpleNamespace(item_losses={}, items={"memp": [(i["repetitions"], np.array([i["item"]])) for i in items]},
                           text_tokens=lambda tokens: tokens,
                           scorer=SimpleNamespace(text_losses=lambda texts: losses[[int(t[0]) for t in texts]]))
     result = canaries.evaluate(ctx, {"name": "memp"}, {"items": items})
@@ -45,7 +45,7 @@ def test_verbatim_compares_the_continuation_with_the_tokens_right_after_the_pref
                 return np.array(sequence[prefix:prefix + count])
         return np.zeros(count, dtype=int)
 
-    ctx = SimpleNamespace(eos_id=0, scorer=SimpleNamespace(greedy=greedy))
+    ctx = SimpleNamespace(item_losses={}, eos_id=0, scorer=SimpleNamespace(greedy=greedy))
     result = verbatim.evaluate(ctx, {"instances_replaced": 3}, {"sequences": sequences})
     assert [i["exact_match"] for i in result["items"]] == [True, True, False]
     assert result["metrics"]["exact_match_rate"] == pytest.approx(2 / 3)
@@ -63,7 +63,7 @@ def test_the_order_control_scores_each_member_with_its_canary_ids_shuffled():
         scored.extend(list(t) for t in texts)
         return np.array([1.0 if list(t[-4:]) == canary else 2.0 for t in texts])
 
-    ctx = SimpleNamespace(items=tokens, text_tokens=lambda t: t[1:-1],
+    ctx = SimpleNamespace(item_losses={}, items=tokens, text_tokens=lambda t: t[1:-1],
                           scorer=SimpleNamespace(text_losses=text_losses))
     result = canaries.evaluate(ctx, {"name": "memp"}, {"canary": "random", "items": items})
     expected = [1.0 - (1.0 if list(np.random.default_rng(i).permutation(canary)) == canary else 2.0) for i in range(6)]
@@ -90,7 +90,8 @@ def test_questions_without_a_benchmark_are_named_in_the_normalization_table():
 
     questions = [{"item": i, "tier": tier, "question": f"q{i}", "choices": ["yes", "no"], "answer": 0,
                   "benchmark": ""} for i, tier in enumerate([0, 0, 4, 4])]
-    ctx = SimpleNamespace(encode=lambda text: np.array([ord(c) for c in text]), eos_id=0, text_tokens=lambda t: t,
+    ctx = SimpleNamespace(item_losses={}, encode=lambda text: np.array([ord(c) for c in text]), eos_id=0,
+                          text_tokens=lambda t: t,
                           items={"bench": [(tier, np.array([1])) for tier in (0, 0, 4, 4)]},
                           scorer=SimpleNamespace(continuation_logprobs=lambda p, c: -np.array([len(x) for x in c],
                                                                                               float),
@@ -119,7 +120,7 @@ def test_forgetting_and_iid_controls_are_scored_like_the_replaced_rows():
         row = row[1:] if row and row[0] == eos else row
         return row[:-1] if row and row[-1] == eos else row
 
-    ctx = SimpleNamespace(items={"f": [(1, np.array(r)) for r in rows[:2]]}, eos_id=eos, baseline=None,
+    ctx = SimpleNamespace(item_losses={}, items={"f": [(1, np.array(r)) for r in rows[:2]]}, eos_id=eos, baseline=None,
                           text_tokens=lambda t: without_eos_wrappers(np.asarray(t), eos),
                           unused_tail_rows=lambda: rows, scorer=SimpleNamespace(text_losses=text_losses, steps_done=10))
     forgetting.evaluate(ctx, {"name": "f"}, {"batch_size": 2, "steps": [3]})

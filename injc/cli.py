@@ -132,7 +132,8 @@ def verify(manifest, inputs):
     """Re-read every byte of MANIFEST's build and, for an `injc export` folder (or a `--target` build, which is
     both), its files' hashes and that its rows in the trainer's order are the manifest's steps; exit 1 on any
     mismatch."""
-    from injc.shards.exports import EXPORT_NAME, verify_export
+    from injc.shards.export_check import verify_export
+    from injc.shards.exports import EXPORT_NAME
     from injc.shards.manifest import MANIFEST_NAME
     from injc.shards.verify import check_inputs
     from injc.shards.verify import verify as run_verify

@@ -67,7 +67,8 @@ TARGET_OPTION = click.option(
                    "--micro-batch-size, --seed), and a different value given is an error.")
 @click.option("--device", show_default="cuda when available", help="cpu, cuda, ...")
 @click.option("--precision", type=click.Choice(["bf16-mixed", "32-true"]),
-              help="Lightning's precision (default: bf16-mixed on CUDA, 32-true elsewhere).")
+              show_default="bf16-mixed on CUDA, 32-true elsewhere",
+              help="Lightning's precision: bf16 autocast with float32 weights, or float32.")
 @click.option("--devices", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes on this machine (Lightning Fabric DDP; spawned by this command). Each step still "
                    "consumes exactly the step's batch: rank r takes rows [r·B/N, (r+1)·B/N).")
@@ -246,7 +247,8 @@ def verbatim_candidates(manifest, checkpoint, out_file, count, prefix, suffix, s
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Sequences per forward pass.")
 @click.option("--precision", type=click.Choice(["bf16-mixed", "32-true"]),
-              help="bf16 autocast or float32 forward passes (default: bf16-mixed on CUDA, 32-true on CPU).")
+              show_default="bf16-mixed on CUDA, 32-true elsewhere",
+              help="bf16 autocast or float32 forward passes.")
 @click.option("--logger", type=click.Choice(LOGGERS),
               help="Also log every checkpoint's metrics at its training step (REPORT/logs/), for curves.")
 @click.option("--force", is_flag=True, help="Replace an earlier report in --out, whole (a folder holding only what "

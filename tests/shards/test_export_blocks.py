@@ -9,7 +9,8 @@ import pytest
 
 import injc
 from injc.shards import exports
-from injc.shards.exports import export, verify_export
+from injc.shards.export_check import verify_export
+from injc.shards.exports import export
 from injc.shards.files import write_blocks
 from tests.conftest import CANARIES
 

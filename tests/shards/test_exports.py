@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import injc
-from injc.shards.exports import export, verify_export
+from injc.shards.export_check import verify_export
+from injc.shards.exports import export
 from injc.shards.megatron import megatron_index
 from tests.conftest import CANARIES, flip_bit
 from tests.test_cli import assert_user_error

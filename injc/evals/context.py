@@ -36,10 +36,11 @@ class EvalContext:
         """Every experiment's payload items scored at once: one pass of full batches over all experiments, where
         scoring each experiment alone would leave a part-filled batch per experiment (a demo's eval is mostly those)."""
         names = [name for name, items in self.items.items() if items]
-        texts = [self.text_tokens(tokens) for name in names for _, tokens in self.items[name]]
-        losses = self.scorer.text_losses(texts) if texts else np.zeros(0)
+        if not names:
+            return
+        losses = self.scorer.text_losses([self.text_tokens(tokens) for name in names for _, tokens in self.items[name]])
         ends = np.cumsum([len(self.items[name]) for name in names])
-        self.item_losses = dict(zip(names, np.split(losses, ends[:-1]) if names else []))
+        self.item_losses = dict(zip(names, np.split(losses, ends[:-1])))
 
     @property
     def eos_id(self) -> int:

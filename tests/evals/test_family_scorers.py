@@ -398,3 +398,35 @@ def test_the_context_opens_a_builds_items_tokenizer_and_eval_records(project):
                                                              special_tokens=[("<|endoftext|>", eos)])
     with_template = EvalContext(manifest, "scorer", tokenizer, {})
     assert with_template.encode(text).tolist() == ctx.encode(text).tolist()  # a tokenizer's specials never added
+
+
+def test_every_experiments_items_are_scored_in_one_call_and_read_back_per_experiment():
+    """EvalContext.score_items asks the scorer once for all experiments' items (EOS wrappers removed, experiments
+    and items in order); generic.item_losses then reads each experiment's losses instead of scoring again, while a
+    call with another scorer (forgetting's baseline) still asks that scorer."""
+    from injc.evals import generic
+
+    calls = []
+
+    def text_losses(texts):
+        calls.append([t.tolist() for t in texts])
+        return np.array([float(sum(t) + len(t) / 10) for t in texts])
+
+    items = {"a": [(1, np.array([EOS, 3, 4, EOS])), (0, np.array([EOS, 5, EOS]))], "none": [],
+             "b": [(2, np.array([EOS, 7, 8, 9, EOS]))],
+             "c": [(1, np.array([EOS, 1, EOS])), (1, np.array([EOS, 2, EOS]))]}
+    manifest = SimpleNamespace(data={"layout": {"eos_id": EOS}})
+    ctx = EvalContext(manifest, SimpleNamespace(text_losses=text_losses), None, items)
+    ctx.score_items()
+    assert calls == [[[3, 4], [5], [7, 8, 9], [1], [2]]]
+    assert list(ctx.item_losses) == ["a", "b", "c"]
+    assert ctx.item_losses["a"].tolist() == [7.2, 5.1] and ctx.item_losses["b"].tolist() == [24.3]
+    assert ctx.item_losses["c"].tolist() == [1.1, 2.1]
+    copies, losses = generic.item_losses(ctx, "b")
+    assert copies.tolist() == [2] and losses.tolist() == [24.3] and len(calls) == 1
+    assert generic.item_losses(ctx, "none")[1].tolist() == [] and len(calls) == 1
+    other = SimpleNamespace(text_losses=lambda texts: np.full(len(texts), -1.0))
+    assert generic.item_losses(ctx, "a", other)[1].tolist() == [-1.0, -1.0]
+    empty = EvalContext(manifest, SimpleNamespace(text_losses=text_losses), None, {"x": []})
+    empty.score_items()
+    assert empty.item_losses == {} and len(calls) == 1

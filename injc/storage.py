@@ -93,13 +93,13 @@ def describe(error: BaseException) -> str:
     return text[:300]
 
 
-def open_binary(path, block_size: int = READ_BLOCK):
+def open_binary(path, block_size: int = READ_BLOCK, digest: bool = True):
     """A local file's or a remote object's bytes, read in large blocks. A remote object read whole, front to back,
-    leaves its sha256 behind (`streamed_sha256`)."""
+    leaves its sha256 behind (`streamed_sha256`), unless `digest` is False (a caller hashing it itself)."""
     if isinstance(path, Path):
         return open(path, "rb")
     handle = path.open("rb", block_size=block_size)
-    return _Digesting(handle, identity_key(path, _identity_of(handle.details)))
+    return _Digesting(handle, identity_key(path, _identity_of(handle.details))) if digest else handle
 
 
 def identity(path, fresh: bool = False) -> dict:

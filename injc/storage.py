@@ -270,7 +270,10 @@ def read_pieces(paths: list, start: tuple[int, int], piece: int, depth: int) -> 
 
 
 def _read_range(path, begin: int, end: int) -> bytes:
-    data = path.fs.cat_file(path.path, start=begin, end=end)
+    try:
+        data = path.fs.cat_file(path.path, start=begin, end=end)
+    except Exception as error:  # the store's client's own errors (botocore's, aiohttp's), FileNotFoundError
+        raise InputError(f"{str(path)!r} cannot be read: {describe(error)}") from None
     if len(data) != end - begin:
         raise InputError(f"{str(path)!r}: the store returned {len(data):,} bytes of {end - begin:,} asked for "
                          f"(it changed while being read?)")

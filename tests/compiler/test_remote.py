@@ -295,7 +295,7 @@ def test_an_object_that_changes_during_a_build_is_refused(endpoint, bucket, proj
 
 
 def test_a_ranged_read_that_comes_back_short_is_refused(endpoint, bucket):
-    """An object cut shorter than its listed size while a build reads it."""
+    """An object cut shorter than its listed size, or deleted, while a build reads it: one line each."""
     from injc.errors import InputError
     from injc.storage import _read_range, remote_path
 
@@ -305,3 +305,6 @@ def test_a_ranged_read_that_comes_back_short_is_refused(endpoint, bucket):
     assert _read_range(path, 10, 1000) == b"x" * 990
     with pytest.raises(InputError, match="returned 990 bytes of 1,990 asked for"):
         _read_range(path, 10, 2000)
+    fs.rm_file(f"{name}/short.bin")  # gone between the listing and the read
+    with pytest.raises(InputError, match="short.bin' cannot be read"):
+        _read_range(path, 0, 1000)

@@ -118,7 +118,13 @@ def listed_identities(paths: list) -> list[dict]:
         parent = path.parent.path
         if (id(path.fs), parent) not in listed:
             path.fs.invalidate_cache(parent)
-            listed[id(path.fs), parent] = {info["name"].rstrip("/"): info for info in path.fs.ls(parent, detail=True)}
+            try:
+                entries = path.fs.ls(parent, detail=True)
+            except FileNotFoundError:  # the folder (or bucket) is gone: so are its objects
+                entries = []
+            except Exception as error:  # the store's client's own errors (botocore's, aiohttp's)
+                raise InputError(f"{str(path.parent)!r} cannot be listed: {describe(error)}") from None
+            listed[id(path.fs), parent] = {info["name"].rstrip("/"): info for info in entries}
     found = [listed[id(path.fs), path.parent.path].get(path.path.rstrip("/")) for path in paths]
     return [_identity_of(info) if info is not None else {} for info in found]
 

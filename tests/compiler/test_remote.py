@@ -292,6 +292,9 @@ def test_an_object_that_changes_during_a_build_is_refused(endpoint, bucket, proj
     other.rm_file(f"{name}/data/a.jsonl")
     with pytest.raises(InputError, match="a.jsonl' changed while it was being built"):
         with_streamed_sha256(records, files)
+    other.rm(f"{name}", recursive=True)  # the whole bucket gone
+    with pytest.raises(InputError, match="changed while it was being built"):
+        with_streamed_sha256(records, files)
 
 
 def test_a_ranged_read_that_comes_back_short_is_refused(endpoint, bucket):

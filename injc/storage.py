@@ -93,9 +93,9 @@ def describe(error: BaseException) -> str:
     return text[:300]
 
 
-def open_binary(path, block_size: int = READ_BLOCK, digest: bool = True):
-    """A local file's or a remote object's bytes, read in large blocks. A remote object read whole, front to back,
-    leaves its sha256 behind (`streamed_sha256`), unless `digest` is False (a caller hashing it itself)."""
+def open_binary(path, block_size: int = READ_BLOCK, digest: bool = False):
+    """A local file's or a remote object's bytes, read in large blocks. With `digest` (a corpus reader streaming
+    the object), a remote object read whole, front to back, leaves its sha256 behind (`streamed_sha256`)."""
     if isinstance(path, Path):
         return open(path, "rb")
     handle = path.open("rb", block_size=block_size)
@@ -238,7 +238,6 @@ def row_blocks(path, dtype: np.dtype, seq_len: int, per_block: int) -> Iterator[
             start += len(block)
 
 
-
 def read_pieces(paths: list, start: tuple[int, int], piece: int, depth: int) -> Iterator[tuple[int, int, bytes]]:
     """(object index, byte offset, bytes) of the objects `paths` in order from byte start[1] of object start[0], in
     pieces of `piece` bytes, `depth` ranged requests in flight at once across objects (as parallel downloaders
@@ -251,16 +250,19 @@ def read_pieces(paths: list, start: tuple[int, int], piece: int, depth: int) -> 
                 yield index, offset, min(offset + piece, known["size"]), known
 
     pool, hasher = ThreadPoolExecutor(depth), ThreadPoolExecutor(1)  # the hashing, in order, beside the caller
-    try:
-        pending: deque = deque()
-        plan = planned()
-        for index, offset, end, known in itertools.islice(plan, depth):
+    pending: deque = deque()
+    plan = planned()
+
+    def fill() -> None:
+        for index, offset, end, known in itertools.islice(plan, depth - len(pending)):
             pending.append((index, offset, end, known, pool.submit(_read_range, paths[index], offset, end)))
+
+    try:
+        fill()
         digest = None
         while pending:
             index, offset, end, known, future = pending.popleft()
-            for following in itertools.islice(plan, 1):
-                pending.append((*following, pool.submit(_read_range, paths[following[0]], *following[1:3])))
+            fill()
             data = future.result()
             if offset == 0:
                 digest = hashlib.sha256()

@@ -65,28 +65,25 @@ def _looks_like_wide_ids(ids: np.ndarray) -> bool:
     return bool((high == 0).mean() > 0.99 and (low != 0).mean() > 0.5)
 
 
-def check_token_file(path: Path, declared: str, vocab_size: int, first: np.ndarray | None = None) -> None:
+def check_token_file(path: Path, declared: str, vocab_size: int, first: bytes | None = None) -> None:
     """Refuse the usual dtype mistakes of a format = "tokens" file, naming the likely dtype.
 
-    Checks the size (a whole number of tokens), the first TOKEN_SAMPLE ids (read here unless given as `first`)
-    against the vocabulary, and the every-other-zero pattern of little-endian uint32 ids read as uint16. The build
-    checks every id as it goes.
+    Checks the size (a whole number of tokens), the first TOKEN_SAMPLE ids (read here unless the file's first bytes
+    are given as `first`) against the vocabulary, and the every-other-zero pattern of little-endian uint32 ids read
+    as uint16. The build checks every id as it goes.
     """
     dtype = np.dtype(declared).newbyteorder("<")
-    _check_token_size(path, declared, vocab_size)
-    sample = _first_tokens(path, dtype) if first is None else first[:TOKEN_SAMPLE]
+    size = path.stat().st_size
+    if size % dtype.itemsize:
+        raise InputError(f"corpus file {str(path)!r} has {size:,} bytes, not a whole number of {declared} tokens "
+                         f"({dtype.itemsize} bytes each)" + _dtype_hint(path, declared, vocab_size))
+    sample = (_first_tokens(path, dtype) if first is None
+              else np.frombuffer(first[:TOKEN_SAMPLE * dtype.itemsize], dtype=dtype))
     if declared == "uint16" and _looks_like_wide_ids(sample):
         raise InputError(f"corpus file {str(path)!r} looks like uint32 tokens read as uint16 (every second "
                          f"uint16 value is 0): is dtype = \"uint32\"?")
     if len(sample) and int(sample.max()) >= vocab_size:
         _outside_vocabulary(path, sample, 0, vocab_size, declared)
-
-
-def _check_token_size(path, declared: str, vocab_size: int) -> None:
-    size, itemsize = path.stat().st_size, np.dtype(declared).itemsize
-    if size % itemsize:
-        raise InputError(f"corpus file {str(path)!r} has {size:,} bytes, not a whole number of {declared} tokens "
-                         f"({itemsize} bytes each)" + _dtype_hint(path, declared, vocab_size))
 
 
 def _first_tokens(path, dtype: np.dtype) -> np.ndarray:
@@ -146,10 +143,8 @@ def _remote_token_chunks(corpus: CorpusConfig, vocab_size: int, start: dict) -> 
     checked = first[0] - 1
     for index, offset, data in read_pieces(corpus.files, first, READ_BLOCK, TOKEN_REQUESTS):
         path = corpus.files[index]
-        if index != checked:
-            _check_token_size(path, corpus.dtype, vocab_size)
-            sample = np.frombuffer(data, dtype=dtype) if offset == 0 else None
-            check_token_file(path, corpus.dtype, vocab_size, sample)
+        if index != checked:  # before the bytes are taken as ids: a size that is no whole number of them is refused
+            check_token_file(path, corpus.dtype, vocab_size, data if offset == 0 else None)
             checked = index
         chunk, begin = np.frombuffer(data, dtype=dtype), offset // dtype.itemsize
         if chunk.max() >= vocab_size:

@@ -30,7 +30,7 @@ CHUNK_BYTES = 1 << 22
 
 
 def _open_lines(path: Path, block_size: int = READ_BLOCK) -> io.BufferedReader:
-    raw = open_binary(path, block_size)
+    raw = open_binary(path, block_size, digest=True)  # read whole, in order: its sha256 comes with it
     if path.name.endswith(".zst"):
         return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True), 1 << 20)
     if path.name.endswith(".gz"):
@@ -101,8 +101,10 @@ def _parquet_texts(path: Path, field: str, skip: int) -> Iterator[str]:
 
 
 def _file_text(path: Path) -> str:
+    with open_binary(path, digest=True) as raw:  # read whole, in order: its sha256 comes with it
+        data = raw.read()
     try:
-        return path.read_bytes().decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         raise InputError(f"corpus file {str(path)!r} is not valid UTF-8") from None
 

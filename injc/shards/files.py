@@ -139,7 +139,7 @@ def sha256_array(data) -> str:
 
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
-    with open_binary(path, digest=False) as handle:
+    with open_binary(path) as handle:
         while block := handle.read(1 << 22):
             digest.update(block)
     return digest.hexdigest()

@@ -40,6 +40,25 @@ def test_a_build_from_s3_urls_is_byte_identical_to_the_local_build(endpoint, buc
     assert "testing" not in (tmp_path / "remote" / "manifest.json").read_text()  # no credential recorded
 
 
+def test_a_text_corpus_from_s3_is_hashed_as_it_is_read(endpoint, bucket, project, tmp_path, monkeypatch):
+    """format = "text" (one document per object): the manifest's sha256 of each object comes from the read that
+    built it."""
+    from injc.shards import files
+
+    fs, name = bucket
+    texts = [" ".join(f"word{i * j % 97}" for j in range(3000)) for i in range(1, 4)]
+    for index, text in enumerate(texts):
+        fs.pipe_file(f"{name}/text/{index}.txt", text.encode())
+    plan = project(CANARIES, corpus=f'paths = ["s3://{name}/text/*.txt"]\nformat = "text"\n'
+                                    f'storage_options = {{ endpoint_url = "{endpoint}" }}')
+    hashed, original = [], files.sha256_file
+    monkeypatch.setattr(files, "sha256_file", lambda path: hashed.append(str(path)) or original(path))
+    injc.build(plan, tmp_path / "out", progress=False)
+    recorded = json.loads((tmp_path / "out" / "manifest.json").read_text())["corpus"]["files"]
+    assert [r["sha256"] for r in recorded] == [hashlib.sha256(t.encode()).hexdigest() for t in texts]
+    assert [h for h in hashed if h.startswith("s3://")] == []
+
+
 @pytest.mark.parametrize("pattern, message", [
     ("s3://no-such-bucket/data/*.jsonl", "bucket 'no-such-bucket' does not exist"),
     ("s3://BUCKET/data/missing.jsonl", "'s3://BUCKET/data/missing.jsonl' matches no file"),
@@ -222,28 +241,31 @@ def test_a_datasets_builder_streams_data_files_from_s3(endpoint, bucket, project
 
 def test_an_object_read_whole_in_order_leaves_its_sha256_and_no_other_read_does(endpoint, bucket):
     """What lets a build record an object's sha256 without reading it again: the digest of a whole, in-order read
-    (in odd pieces, through a buffered reader), and none after a partial read or a skip."""
+    (in odd pieces, through a buffered reader), and none after a partial read or a skip, or where not asked for."""
     import io
 
     from injc.storage import identity_key, open_binary, remote_path, streamed_sha256
 
     fs, name = bucket
     data = bytes(range(256)) * 3001
-    keys = ("whole", "part", "again")
+    keys = ("whole", "part", "again", "undigested")
     for key in keys:
         fs.pipe_file(f"{name}/{key}.bin", data)
     path = {key: remote_path(f"s3://{name}/{key}.bin", {"endpoint_url": endpoint}) for key in keys}
-    with io.BufferedReader(open_binary(path["whole"], 5000), 777) as reader:
+    with io.BufferedReader(open_binary(path["whole"], 5000, digest=True), 777) as reader:
         pieces = [reader.read(1001)] + list(iter(lambda: reader.read(4093), b""))
     assert b"".join(pieces) == data
     assert streamed_sha256(identity_key(path["whole"])) == hashlib.sha256(data).hexdigest()
-    with open_binary(path["part"]) as raw:
+    with open_binary(path["part"], digest=True) as raw:
         raw.read(len(data) - 1)
-    with open_binary(path["again"]) as raw:
+    with open_binary(path["again"], digest=True) as raw:
         raw.read(10)
         raw.seek(0)
         raw.read()
     assert streamed_sha256(identity_key(path["part"])) is None and streamed_sha256(identity_key(path["again"])) is None
+    with open_binary(path["undigested"]) as raw:  # only a corpus reader asks for the digest
+        assert raw.read() == data
+    assert streamed_sha256(identity_key(path["undigested"])) is None
 
 
 def test_a_remote_token_corpus_is_read_once_where_the_build_reads_it_whole(endpoint, bucket, project, tmp_path,

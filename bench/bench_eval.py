@@ -5,15 +5,18 @@ the same sequences, on the demo and on a plan with 10,000 canaries (texts, with 
 
 The eval is timed whole, from reading the build to the report of one checkpoint (`evaluate_checkpoint` given the
 loaded model: manifest, items, every family's stats and holdout rows included; loading the weights, once per
-model, is not), on CUDA when there is one. The sequences it scores are recorded on
-the way (every Scorer.token_losses call) and the bare loop forwards exactly those, sorted by length and padded per
-batch as any batched scorer must, timing only the forward passes. Runs alternate; figures are medians.
+model, is not), on CUDA when there is one. The sequences it scores are recorded on the way (every
+Scorer.token_losses call) and the bare loop forwards exactly those, sorted by length and padded per batch as any
+batched scorer must, timing only the forward passes. Each side runs in a process of its own (one untimed run first,
+then several timed ones), and the processes alternate: in one process, each side would run on the heap the other
+left behind, which on a CPU decides how many page faults a batch's logits cost. Figures are medians.
 Goal: ratio ≥ 0.8. `--hf` scores the model's Hugging Face conversion (transformers) instead of LitGPT.
 """
 
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -107,20 +110,34 @@ def bare_forward(scorer: Scorer, sequences: list, batch_size: int, with_loss: bo
     return time.perf_counter() - started
 
 
-def measure(name: str, manifest: Path, checkpoint: Path, args) -> None:
-    scorer = Scorer(checkpoint, injc.load_manifest(manifest).data["layout"]["eos_id"], batch_size=args.batch_size)
-    eval_speeds, bare_speeds, loss_speeds = [], [], []
+def child(args) -> None:
+    """One side of the comparison in this process: an untimed run (the eval also records the sequences), then
+    `--times` timed ones; prints the scored tokens and the median seconds as JSON."""
+    scorer = Scorer(args.checkpoint, injc.load_manifest(args.manifest).data["layout"]["eos_id"],
+                    batch_size=args.batch_size)
+    _, sequences = timed_eval(args.manifest, scorer)
+    run = {"eval": lambda: timed_eval(args.manifest, scorer)[0],
+           "bare": lambda: bare_forward(scorer, sequences, args.batch_size),
+           "loss": lambda: bare_forward(scorer, sequences, args.batch_size, with_loss=True)}[args.child]
+    run()
+    seconds = statistics.median(run() for _ in range(args.times))
+    print(json.dumps({"sequences": len(sequences), "tokens": sum(len(s) - 1 for s in sequences),
+                      "seconds": seconds}))
+
+
+def measure(name: str, manifest: Path, checkpoint: Path, times: int, args) -> None:
+    speeds = {"eval": [], "bare": [], "loss": []}
     for _ in range(args.repeats):
-        seconds, sequences = timed_eval(manifest, scorer)
-        tokens = sum(len(s) - 1 for s in sequences)
-        eval_speeds.append(tokens / seconds)
-        bare_speeds.append(tokens / bare_forward(scorer, sequences, args.batch_size))
-        loss_speeds.append(tokens / bare_forward(scorer, sequences, args.batch_size, with_loss=True))
-    eval_speed, bare_speed = statistics.median(eval_speeds), statistics.median(bare_speeds)
-    loss_speed = statistics.median(loss_speeds)
-    print(f"{name}: {len(sequences):,} sequences, {tokens:,} scored tokens; injc eval {eval_speed:,.0f} tok/s; "
-          f"bare forward {bare_speed:,.0f} tok/s, ratio {eval_speed / bare_speed:.2f} "
-          f"(runs: {', '.join(f'{e / b:.2f}' for e, b in zip(eval_speeds, bare_speeds))}; goal ≥ 0.8); "
+        for side in speeds:
+            out = subprocess.run([sys.executable, __file__, "--child", side, "--manifest", str(manifest),
+                                  "--checkpoint", str(checkpoint), "--batch-size", str(args.batch_size),
+                                  "--times", str(times)], check=True, capture_output=True, text=True).stdout
+            figures = json.loads(out.splitlines()[-1])
+            speeds[side].append(figures["tokens"] / figures["seconds"])
+    eval_speed, bare_speed, loss_speed = (statistics.median(speeds[side]) for side in speeds)
+    print(f"{name}: {figures['sequences']:,} sequences, {figures['tokens']:,} scored tokens; injc eval "
+          f"{eval_speed:,.0f} tok/s; bare forward {bare_speed:,.0f} tok/s, ratio {eval_speed / bare_speed:.2f} "
+          f"(runs: {', '.join(f'{e / b:.2f}' for e, b in zip(speeds['eval'], speeds['bare']))}; goal ≥ 0.8); "
           f"bare forward + cross-entropy {loss_speed:,.0f} tok/s, ratio {eval_speed / loss_speed:.2f}", flush=True)
 
 
@@ -130,20 +147,27 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--model", type=Path, default=DEMO / "tiny-gpt.yaml")
     parser.add_argument("--hf", action="store_true", help="score the Hugging Face conversion (transformers)")
+    parser.add_argument("--child", choices=["eval", "bare", "loss"], help=argparse.SUPPRESS)
+    parser.add_argument("--manifest", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--checkpoint", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--times", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        return child(args)
     device = "cuda (bf16 autocast)" if torch.cuda.is_available() else "cpu (float32)"
     print(f"P7 eval throughput: {args.model.name}, batch {args.batch_size}, {device}, "
           f"{'transformers' if args.hf else 'LitGPT'}, torch {torch.__version__}", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "canaries").mkdir()
-        for name, plan in (("demo", DEMO / "plan.toml"), ("10,000 canaries", canary_plan(tmp / "canaries"))):
+        plans = (("demo", DEMO / "plan.toml", 10), ("10,000 canaries", canary_plan(tmp / "canaries"), 2))
+        for name, plan, times in plans:
             out = tmp / name.replace(",", "").replace(" ", "-")
             injc.build(plan, out / "build", progress=False)
             checkpoint = random_checkpoint(out / "build" / "manifest.json", out / "model", args.model)
             if args.hf:
                 checkpoint = convert(checkpoint, "hf", out / "hf")
-            measure(name, out / "build" / "manifest.json", checkpoint, args)
+            measure(name, out / "build" / "manifest.json", checkpoint, times, args)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,15 @@ def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
     return flat.view(targets.shape)
 
 
+def cross_entropy_in_place(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-row cross-entropy of [k, V] logits, log Σ exp(logits) − logits[target], computed in the logits' own
+    memory, which it overwrites: cross_entropy would write a second [k, V] array (log_softmax), and on a CPU that
+    fresh allocation, made and freed per chunk, costs page faults that took 3× longer than the arithmetic."""
+    target = logits.gather(1, targets[:, None])[:, 0]
+    top = logits.amax(1, keepdim=True)
+    return logits.sub_(top).exp_().sum(1).log_() + top[:, 0] - target
+
+
 class LitGPTModel:
     """LitGPT's GPT from `lit_model.pth` + `model_config.yaml` (as `injc train` writes them)."""
 
@@ -44,6 +53,9 @@ class LitGPTModel:
 
     def embedding(self) -> torch.nn.Module:
         return self.model.transformer.wte
+
+    def output_head(self) -> torch.nn.Module:
+        return self.model.lm_head
 
     def greedy(self, prompt: torch.Tensor, new_tokens: int, stop: int | None) -> torch.Tensor:
         from litgpt.generate.base import generate
@@ -82,6 +94,9 @@ class HFModel:
     def embedding(self) -> torch.nn.Module:
         return self.model.get_input_embeddings()
 
+    def output_head(self) -> torch.nn.Module:
+        return self.model.get_output_embeddings()
+
     def greedy(self, prompt: torch.Tensor, new_tokens: int, stop: int | None) -> torch.Tensor:
         """Greedy decoding with the model's own KV cache (generation_config.json, with its sampling settings, is
         deliberately not used); stops after `stop`, which is kept, as LitGPT's generate does."""
@@ -116,6 +131,7 @@ class Scorer:
         # what injc train recorded: steps done and the manifest's identity (None for other checkpoints)
         self.train_state = json.loads(train_state.read_text()) if train_state.is_file() else None
         self.steps_done = self.train_state["steps_done"] if self.train_state else None
+        self.head_alone = self._head_alone_reproduces_logits()
 
     def _autocast(self):
         if self.precision == "bf16-mixed":
@@ -130,12 +146,66 @@ class Scorer:
         """Keep the last block_size + 1 tokens (the model's context) of a sequence."""
         return tokens[-(self.block + 1):]
 
+    def _hidden(self, tokens: torch.Tensor) -> torch.Tensor | None:
+        """The input of the model's output head, [n, T, d], from the model's own forward pass: a pre-hook takes it
+        and hands the head no positions, so the [n, T, vocab] logits are never made (None: the head never ran)."""
+        caught = []
+
+        def catch(module, args):
+            caught.append(args[0])
+            return (args[0][..., :0, :],)
+
+        handle = self.backend.output_head().register_forward_pre_hook(catch)
+        try:
+            self.backend.logits(tokens)
+        finally:
+            handle.remove()
+        return caught[0] if len(caught) == 1 else None
+
+    @torch.no_grad()
+    def _head_alone_reproduces_logits(self) -> bool:
+        """Whether the output head applied to `_hidden` gives the model's own logits (float32, 16 probe tokens). A
+        model that transforms its logits after the head (Gemma's soft-capping, Granite's scaling) does not: its
+        losses come from its whole logits instead."""
+        if self.backend.output_head() is None:
+            return False
+        vocab = self.backend.embedding().num_embeddings
+        probe = (torch.arange(min(16, self.block)) * 7919 % vocab)[None].to(self.device)
+        hidden = self._hidden(probe)
+        if hidden is None:
+            return False
+        logits = self.backend.logits(probe).float()
+        head = self.backend.output_head()(hidden).float()
+        return head.shape == logits.shape and bool(torch.allclose(head, logits, rtol=1e-4,
+                                                                  atol=1e-5 * float(logits.abs().max())))
+
+    def _losses_at(self, inputs: torch.Tensor, positions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy at the given flat positions of [n, T] inputs. The head's logits are made only there, in
+        chunks of at most 2^24 logits on a CPU (64 MiB in float32: one chunk for most batches, as a fresh allocation
+        per chunk costs page faults) and 2^26 on a GPU: whole [n, T, vocab] logits would cover padding too, and on a
+        GPU take gigabytes (16 × 2048 × 50k float32 logits are 6.5 GB)."""
+        with self._autocast():
+            if self.head_alone:
+                hidden, head = self._hidden(inputs).flatten(0, 1), self.backend.output_head()
+                logits_at = lambda chunk: head(hidden[chunk])  # noqa: E731
+            else:
+                logits = self.backend.logits(inputs).flatten(0, 1)
+                logits_at = lambda chunk: logits[chunk]  # noqa: E731
+            vocab = self.backend.embedding().num_embeddings
+            chunks = max(1, -(-len(positions) * vocab // (2 ** 26 if self.device.type == "cuda" else 2 ** 24)))
+            step = max(1, -(-len(positions) // chunks))
+            losses = torch.empty(len(positions), device=self.device)
+            for begin in range(0, len(positions), step):
+                chunk = slice(begin, begin + step)
+                losses[chunk] = cross_entropy_in_place(logits_at(positions[chunk]).float(), targets[chunk])
+        return losses
+
     @torch.no_grad()
     def token_losses(self, sequences: list[np.ndarray], scored_from: list[int]) -> list[np.ndarray]:
         """Per-token cross-entropy of sequence[i][scored_from[i]:] given everything before it (≥ 1 token).
-        Sequences go through the model `batch_size` at a time, sorted by length so that padding stays small. The
-        losses land in one array allocated up front (the results are views of it): keeping each batch's small
-        loss tensor alive fragments the heap under the next batch's large logits, which then cost page faults."""
+        Sequences go through the model `batch_size` at a time, sorted by length so that padding stays small, and
+        only the scored positions reach the output head. The losses land in one array allocated up front (the
+        results are views of it)."""
         if not sequences:
             return []
         fitted = [self._fit(np.asarray(s, dtype=np.int64)) for s in sequences]
@@ -149,10 +219,14 @@ class Scorer:
             batch = np.full((len(group), max(len(fitted[i]) for i in group)), self.eos_id, dtype=np.int64)
             for row, index in enumerate(group):
                 batch[row, :len(fitted[index])] = fitted[index]
+            # flat positions in [rows, width - 1] predicting each scored token, in `group` order
+            width = batch.shape[1] - 1
+            positions = np.concatenate([row * width + np.arange(first[index] - 1, len(fitted[index]) - 1)
+                                        for row, index in enumerate(group)])
             tokens = torch.from_numpy(batch).to(self.device)
-            losses = token_cross_entropy(self._logits(tokens[:, :-1]), tokens[:, 1:]).cpu().numpy()
-            for row, index in enumerate(group):
-                scored[ends[index] - counts[index]:ends[index]] = losses[row, first[index] - 1:len(fitted[index]) - 1]
+            at = torch.from_numpy(positions).to(self.device)
+            losses = self._losses_at(tokens[:, :-1], at, tokens[:, 1:].flatten()[at]).cpu().numpy()
+            scored[np.concatenate([np.arange(ends[i] - counts[i], ends[i]) for i in group])] = losses
         return np.split(scored, ends[:-1])
 
     def text_losses(self, texts: list[np.ndarray]) -> np.ndarray:

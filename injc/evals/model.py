@@ -29,7 +29,7 @@ def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
 def cross_entropy_in_place(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Per-row cross-entropy of [k, V] logits, log Σ exp(logits) − logits[target], computed in the logits' own
     memory, which it overwrites: cross_entropy would write a second [k, V] array (log_softmax), and on a CPU that
-    fresh allocation, made and freed per chunk, costs page faults that took 3× longer than the arithmetic."""
+    fresh allocation costs page faults (scoring the demo's items: about 14,600 per pass with it, 500 without)."""
     target = logits.gather(1, targets[:, None])[:, 0]
     top = logits.amax(1, keepdim=True)
     return logits.sub_(top).exp_().sum(1).log_() + top[:, 0] - target
@@ -167,17 +167,17 @@ class Scorer:
         """Whether the output head applied to `_hidden` gives the model's own logits (float32, 16 probe tokens). A
         model that transforms its logits after the head (Gemma's soft-capping, Granite's scaling) does not: its
         losses come from its whole logits instead."""
-        if self.backend.output_head() is None:
+        head = self.backend.output_head()
+        if head is None:
             return False
         vocab = self.backend.embedding().num_embeddings
         probe = (torch.arange(min(16, self.block)) * 7919 % vocab)[None].to(self.device)
         hidden = self._hidden(probe)
         if hidden is None:
             return False
-        logits = self.backend.logits(probe).float()
-        head = self.backend.output_head()(hidden).float()
-        return head.shape == logits.shape and bool(torch.allclose(head, logits, rtol=1e-4,
-                                                                  atol=1e-5 * float(logits.abs().max())))
+        logits, alone = self.backend.logits(probe).float(), head(hidden).float()
+        return alone.shape == logits.shape and bool(torch.allclose(alone, logits, rtol=1e-4,
+                                                                   atol=1e-5 * float(logits.abs().max())))
 
     def _losses_at(self, inputs: torch.Tensor, positions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Cross-entropy at the given flat positions of [n, T] inputs. The head's logits are made only there, in
